@@ -1,0 +1,5 @@
+import sys
+
+from fptrace.cli import main
+
+sys.exit(main())

@@ -1,0 +1,215 @@
+"""Command line: parse, call a stage, print.  The only place that prints errors or exits."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from fptrace import __version__
+from fptrace.errors import FptraceError, UsageError
+
+EPILOG_RECORD = """\
+examples:
+  sudo fptrace record -- ./my-avx512-app --threads 4   trace a command and all its children
+  sudo fptrace record -p 1234,5678 -d 10               trace running processes for 10 s
+  sudo fptrace record -a -d 5 -o idle-box              the whole system for 5 s
+
+The recording is a directory (manifest.json + Parquet tables, see docs/recording-format.md)
+that `fptrace report` reads without root.  With a command, fptrace exits with its exit code.
+Under sudo the command runs as the invoking user (--keep-root to run it as root) and the
+recording belongs to that user.
+"""
+
+
+def _pids(text: str) -> list[int]:
+    try:
+        pids = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a PID list: {text!r} (use -p 123,456)") from None
+    if not pids:
+        raise argparse.ArgumentTypeError("empty PID list")
+    return pids
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="fptrace",
+        description="Trace what saving and restoring FPU/vector state (x87, SSE, AVX, AVX-512, "
+        "AMX) costs: per task and per state buffer (VSO).",
+    )
+    p.add_argument("--version", action="version", version=f"fptrace {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and compiler output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser(
+        "record",
+        help="record FPU state saves and restores (root)",
+        description="Attach eBPF probes to the kernel's FPU save/restore tracepoints and write "
+        "a recording: per task and per VSO, how many saves and restores, with which xstate "
+        "components live.",
+        epilog=EPILOG_RECORD,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("-o", "--output", type=Path, help="recording directory (default: fptrace-DATE)")
+    r.add_argument("-f", "--force", action="store_true", help="replace an existing recording")
+    r.add_argument("-a", "--all", action="store_true", help="trace the whole system")
+    r.add_argument("-p", "--pid", type=_pids, default=[], help="trace these PIDs and children")
+    r.add_argument("-d", "--duration", type=_positive, help="stop after SECONDS")
+    r.add_argument(
+        "--interval",
+        type=_positive,
+        default=1.0,
+        help="drain the kernel maps every SECONDS (default 1; a crash loses at most one)",
+    )
+    r.add_argument("--keep-root", action="store_true", help="run the command as root under sudo")
+    r.add_argument("-q", "--quiet", action="store_true", help="no live status or summary")
+    r.add_argument("--ebpf", action="store_true", help="print the BPF C and its -D flags, exit")
+    r.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS… to run and trace")
+
+    sub.add_parser(
+        "doctor",
+        help="check what `fptrace record` needs on this machine",
+        description="List every requirement (privilege, tracefs, BTF, BCC, headers, "
+        "tracepoints, struct fields) with ok/missing, the reason and the fix.",
+    )
+    s = sub.add_parser("summary", help="print the summary of a recording")
+    s.add_argument("recording", type=Path)
+    return p
+
+
+def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
+    from fptrace.collectors.recorder import RecordOptions, record
+    from fptrace.recording.loader import load_recording
+    from fptrace.reports.terminal import render_summary
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if args.ebpf:
+        return _print_ebpf(console, bool(args.pid) or (bool(cmd) and not args.all))
+    opts = RecordOptions(
+        output=args.output,
+        force=args.force,
+        system=args.all,
+        pids=args.pid,
+        command=cmd,
+        duration=args.duration,
+        interval=args.interval,
+        keep_root=args.keep_root,
+        argv=["fptrace", *argv],
+    )
+    err = Console(stderr=True, highlight=False)
+    live = err.is_terminal and not args.quiet
+
+    def status(line: str) -> None:
+        if live:
+            err.file.write(f"\r\x1b[2K[fptrace] {line}")
+            err.file.flush()
+
+    def note(line: str) -> None:
+        if not args.quiet:
+            err.print(Text(f"fptrace: {line}"))
+
+    result = record(opts, status=status, note=note)
+    if live:
+        err.file.write("\r\x1b[2K")
+    if not args.quiet:
+        startup = result.manifest.get("startup_s")
+        err.print(Text(f"fptrace: probes attached {startup} s after start; wrote {result.path}"))
+        render_summary(load_recording(result.path), console)
+    return result.exit_code
+
+
+def _print_ebpf(console: Console, filtered: bool) -> int:
+    from fptrace.collectors.bpf_session import bpf_source
+    from fptrace.probes.kernel import LiveKernel, find_tracefs
+    from fptrace.probes.plan import PlanOptions, plan_probes
+
+    plan = plan_probes(LiveKernel(find_tracefs()), PlanOptions(filter_targets=filtered))
+    print("// cflags: " + " ".join(plan.cflags()))
+    print(bpf_source())
+    return 0
+
+
+def _cmd_doctor(console: Console) -> int:
+    from fptrace.probes.kernel import LiveKernel, find_tracefs
+    from fptrace.probes.requirements import run_checks
+
+    tracefs = find_tracefs(mount=os.geteuid() == 0)
+    checks = run_checks(LiveKernel(tracefs), tracefs is not None)
+    table = Table(title="fptrace doctor", title_justify="left")
+    table.add_column("", no_wrap=True)
+    table.add_column("requirement", no_wrap=True)
+    table.add_column("found / reason")
+    table.add_column("fix")
+    bad = 0
+    for c in checks:
+        mark = "ok" if c.ok else ("MISSING" if c.required else "skip")
+        if not c.ok and c.required:
+            bad += 1
+        style = "green" if c.ok else ("bold red" if c.required else "yellow")
+        table.add_row(Text(mark, style=style), c.name, Text(c.detail), "" if c.ok else c.fix)
+    console.print(table)
+    console.print(
+        "fptrace record can run here." if bad == 0 else f"{bad} required item(s) missing."
+    )
+    return 0 if bad == 0 else 1
+
+
+def _cmd_summary(args: argparse.Namespace, console: Console) -> int:
+    from fptrace.recording.loader import load_recording
+    from fptrace.reports.terminal import render_summary
+
+    render_summary(load_recording(args.recording), console)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    console = Console(highlight=False)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "record":
+            return _cmd_record(args, console, argv)
+        if args.command == "doctor":
+            return _cmd_doctor(console)
+        if args.command == "summary":
+            return _cmd_summary(args, console)
+        build_parser().print_help()
+        return 2
+    except FptraceError as exc:
+        if debug:
+            raise
+        print(f"fptrace: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fptrace: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Per-task facts from procfs: the live end of the switch/on-CPU counters, and metadata.
+
+The BPF side records a task's counters when first seen and when it exits; for tasks still
+alive when a drain happens, the current values come from here.  Both read the same kernel
+fields (``se.sum_exec_runtime``, ``nvcsw + nivcsw``), so the differences are consistent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def task_counters(tgid: int, pid: int) -> tuple[int, int] | None:
+    """(on-CPU ns, context switches) of a live thread, or None if it is gone."""
+    base = f"/proc/{tgid}/task/{pid}"
+    sched = _read(f"{base}/schedstat")
+    status = _read(f"{base}/status")
+    if sched is None or status is None:
+        return None
+    try:
+        runtime = int(sched.split()[0])
+    except (IndexError, ValueError):
+        return None
+    switches = 0
+    for line in status.splitlines():
+        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+            switches += int(line.split(":", 1)[1])
+    return runtime, switches
+
+
+@dataclass
+class TaskMeta:
+    """What procfs says about a process while it lives (kept after it exits)."""
+
+    cmdline: str | None = None
+    cgroup: str | None = None
+    ppid: int = 0
+
+
+def task_meta(tgid: int) -> TaskMeta | None:
+    cmdline = _read(f"/proc/{tgid}/cmdline")
+    if cmdline is None:
+        return None
+    cgroup = _read(f"/proc/{tgid}/cgroup")
+    stat = _read(f"/proc/{tgid}/stat")
+    ppid = 0
+    if stat and ")" in stat:
+        try:
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (IndexError, ValueError):
+            ppid = 0
+    cg = None
+    if cgroup:
+        # cgroup v2: "0::/path"; keep the unified path, else the first line.
+        lines = cgroup.strip().splitlines()
+        unified = [ln.split("::", 1)[1] for ln in lines if ln.startswith("0::")]
+        cg = unified[0] if unified else (lines[0] if lines else None)
+    return TaskMeta(cmdline.replace("\0", " ").strip() or None, cg, ppid)

@@ -1,0 +1,496 @@
+"""`fptrace record`: wire probes, collectors and the recording writer together.
+
+Order matters for correctness:
+1. validate everything the user gave (root, targets, output) before touching the kernel;
+2. fork the command *blocked* on a pipe, so that nothing it does precedes the probes;
+3. load the program, seed the target map, attach the switch-path probes, release the command;
+4. every interval: snapshot the cumulative maps, write the deltas as a part;
+5. on exit of the command / Ctrl-C / SIGTERM / --duration: final snapshot, merge, manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fptrace import __version__
+from fptrace.collectors.bpf_session import BpfSession, CountKey, CountVal, Snapshot
+from fptrace.collectors.host import collect_host
+from fptrace.collectors.procfs import TaskMeta, task_counters, task_meta
+from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError
+from fptrace.probes.headers import choose_headers
+from fptrace.probes.kernel import LiveKernel, find_tracefs
+from fptrace.probes.plan import EVENT_NAMES, PlanOptions, ProbePlan, plan_probes
+from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION
+from fptrace.recording.writer import RecordingWriter, chown_tree
+from fptrace.xstate import Layout
+
+Status = Callable[[str], None]
+
+
+@dataclass
+class RecordOptions:
+    """What to record; built by the CLI, never holds argparse objects."""
+
+    output: Path | None = None
+    force: bool = False
+    system: bool = False  # -a
+    pids: list[int] = field(default_factory=list)  # -p
+    command: list[str] = field(default_factory=list)  # -- CMD ARGS…
+    duration: float | None = None  # -d
+    interval: float = 1.0
+    keep_root: bool = False  # run CMD as root even under sudo
+    argv: list[str] = field(default_factory=list)  # fptrace's own command line, for the manifest
+
+    @property
+    def mode(self) -> str:
+        if self.system:
+            return "system"
+        return "command" if self.command else "pids"
+
+
+@dataclass
+class RecordResult:
+    path: Path
+    exit_code: int  # the command's, or 0
+    manifest: dict[str, Any]
+    notes: list[str]
+
+
+class VsoNamer:
+    """Opaque VSO ids: a keyed hash of (kernel address, owner pid) with a per-run secret.
+
+    The secret never leaves this process, so ids cannot be turned back into addresses.
+    """
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def __call__(self, addr: int, pid: int) -> str | None:
+        if not addr:
+            return None
+        digest = hashlib.blake2b(struct.pack("<QI", addr, pid), key=self._key, digest_size=8)
+        return digest.hexdigest()
+
+
+def default_output() -> Path:
+    return Path(datetime.now().strftime("fptrace-%Y%m%d-%H%M%S"))
+
+
+def check_options(opts: RecordOptions) -> None:
+    """Everything that can be refused before the kernel is touched."""
+    if os.geteuid() != 0:
+        raise PrivilegeError("fptrace record needs root to load BPF programs: run it with sudo")
+    if not opts.system and not opts.pids and not opts.command:
+        raise TargetError("nothing to trace: give -- CMD ARGS…, -p PID[,PID…], or -a")
+    if opts.pids and opts.command:
+        raise TargetError("give either -p or a command, not both")
+    if opts.interval <= 0 or opts.interval > 3600:
+        raise TargetError(f"--interval {opts.interval} is out of range: use 0.1 to 3600 seconds")
+    if opts.duration is not None and opts.duration <= 0:
+        raise TargetError(f"--duration {opts.duration} must be positive")
+    for pid in opts.pids:
+        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+            raise TargetError(f"no process with PID {pid}: check it with `ps -p {pid}`")
+        if pid == os.getpid():
+            raise TargetError("fptrace does not trace itself: choose another PID")
+    if opts.command and shutil.which(opts.command[0]) is None:
+        raise TargetError(f"command not found: {opts.command[0]} (not on PATH, or not executable)")
+
+
+def _drop_identity(keep_root: bool) -> tuple[int, int, list[int], dict[str, str]] | None:
+    """Under sudo, the command runs as the invoking user (least privilege)."""
+    uid = os.environ.get("SUDO_UID")
+    if keep_root or os.geteuid() != 0 or not uid or not uid.isdigit() or int(uid) == 0:
+        return None
+    try:
+        pw = pwd.getpwuid(int(uid))
+    except KeyError:
+        return None
+    groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
+    env = {"HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name}
+    return pw.pw_uid, pw.pw_gid, groups, env
+
+
+class BlockedChild:
+    """A forked command that waits for a byte on a pipe before it execs."""
+
+    def __init__(self, argv: list[str], keep_root: bool) -> None:
+        drop = _drop_identity(keep_root)
+        go_r, self._go_w = os.pipe()
+        self._err_r, err_w = os.pipe()
+        os.set_inheritable(err_w, False)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 127
+            try:
+                os.close(self._go_w)
+                os.close(self._err_r)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                if os.read(go_r, 1) != b"g":
+                    os._exit(code)  # fptrace gave up before starting us
+                os.close(go_r)
+                env = dict(os.environ)
+                if drop is not None:
+                    uid, gid, groups, extra = drop
+                    os.setgroups(groups)
+                    os.setgid(gid)
+                    os.setuid(uid)
+                    env.update(extra)
+                os.execvpe(argv[0], argv, env)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.write(err_w, f"{exc.errno}:{exc.strerror}".encode())
+                code = 126 if exc.errno == 13 else 127
+            os._exit(code)
+        os.close(go_r)
+        os.close(err_w)
+        self.pid = pid
+        self.argv = argv
+        self.status: int | None = None
+
+    def release(self) -> None:
+        os.write(self._go_w, b"g")
+        os.close(self._go_w)
+        err = os.read(self._err_r, 256)
+        os.close(self._err_r)
+        if err:
+            self.wait()
+            raise TargetError(f"cannot run {self.argv[0]}: {err.decode().split(':', 1)[-1]}")
+
+    def abandon(self) -> None:
+        """Let the child exit without running the command."""
+        with contextlib.suppress(OSError):
+            os.close(self._go_w)
+        self.wait()
+
+    def poll(self) -> int | None:
+        if self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+        return self.status
+
+    def wait(self) -> int:
+        if self.status is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.status = os.waitstatus_to_exitcode(status)
+        return self.status
+
+    def signal(self, signum: int) -> None:
+        if self.status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    @property
+    def exit_code(self) -> int:
+        code = self.wait()
+        return 128 - code if code < 0 else code
+
+
+class Recorder:
+    """Turns snapshots into recording rows; owns the per-run state between drains."""
+
+    def __init__(self, writer: RecordingWriter, session: BpfSession, layout: Layout | None):
+        self.writer = writer
+        self.session = session
+        self.layout = layout
+        self.name_vso = VsoNamer()
+        self.t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        self.interval = 0
+        self.prev: dict[CountKey, CountVal] = {}
+        self.seen_vsos: set[tuple[int, int]] = set()
+        self.meta: dict[int, TaskMeta] = {}
+        self.live_counters: dict[int, tuple[int, int]] = {}
+        self.total_events = 0
+        self.last: Snapshot | None = None
+
+    def rel(self, ns: int) -> int:
+        return max(ns - self.t0, 0) if ns else 0
+
+    def drain(self) -> int:
+        """Write one interval; returns the number of events in it."""
+        self.session.calibrate()
+        snap = self.session.snapshot()
+        self.last = snap
+        bit = self.session.tif_bit_index
+        rows = []
+        events = 0
+        for key, (count, first, last) in snap.counts.items():
+            delta = count - self.prev.get(key, (0, 0, 0))[0]
+            if delta <= 0:
+                continue
+            pid, tgid, vso, xfeatures, event, load_bits, arg = key
+            is_fpu = event < 32
+            rows.append(
+                {
+                    "interval": self.interval,
+                    "pid": pid,
+                    "tgid": tgid,
+                    "vso": self.name_vso(vso, pid),
+                    "event": EVENT_NAMES.get(event, f"event{event}"),
+                    "xfeatures": xfeatures,
+                    "load_fpu": (load_bits >> bit) & 1 if is_fpu and bit is not None else None,
+                    "arg": arg,
+                    "count": delta,
+                    "first_ns": self.rel(first),
+                    "last_ns": self.rel(last),
+                }
+            )
+            events += delta
+        self.prev = snap.counts
+        self.writer.append("counts", rows)
+        self.writer.append("vso", self._new_vsos(snap))
+        self.writer.replace("tasks", self._tasks(snap))
+        self.interval += 1
+        self.total_events += events
+        return events
+
+    def _new_vsos(self, snap: Snapshot) -> list[dict[str, Any]]:
+        rows = []
+        for (addr, pid), v in snap.vsos.items():
+            if (addr, pid) in self.seen_vsos:
+                continue
+            self.seen_vsos.add((addr, pid))
+            layout_size = None
+            if self.layout is not None and (v["xcomp_bv"] or v["xfeatures"]):
+                try:
+                    layout_size = self.layout.buffer_size(v["xcomp_bv"], v["xfeatures"])
+                except KeyError:
+                    layout_size = None
+            rows.append(
+                {
+                    "vso": self.name_vso(addr, pid),
+                    "pid": pid,
+                    "tgid": v["tgid"],
+                    "size": v["size"],
+                    "user_size": v["user_size"],
+                    "xfeatures": v["xfeatures"],
+                    "user_xfeatures": v["user_xfeatures"],
+                    "xfd": v["xfd"],
+                    "xcomp_bv": v["xcomp_bv"],
+                    "layout_size": layout_size,
+                    "is_valloc": bool(v["flags"] & 1),
+                    "is_guest": bool(v["flags"] & 2),
+                    "first_ns": self.rel(v["first_ns"]),
+                    "prev_vso": self.name_vso(v["prev_vso"], pid),
+                }
+            )
+        return rows
+
+    def _tasks(self, snap: Snapshot) -> list[dict[str, Any]]:
+        rows = []
+        for pid, t in snap.tasks.items():
+            tgid = t["tgid"] or pid
+            if tgid not in self.meta or not t["exit_ns"]:
+                meta = task_meta(tgid)
+                if meta is not None:
+                    self.meta[tgid] = meta
+            meta = self.meta.get(tgid, TaskMeta())
+            if t["exit_ns"]:
+                runtime, switches = t["end_runtime"], t["end_switches"]
+            else:
+                live = task_counters(tgid, pid)
+                if live is not None:
+                    self.live_counters[pid] = live
+                runtime, switches = self.live_counters.get(
+                    pid, (t["base_runtime"], t["base_switches"])
+                )
+            rows.append(
+                {
+                    "pid": pid,
+                    "tgid": tgid,
+                    "ppid": t["ppid"] or meta.ppid,
+                    "comm": t["comm"],
+                    "cmdline": meta.cmdline,
+                    "cgroup": meta.cgroup,
+                    "switches": max(switches - t["base_switches"], 0),
+                    "oncpu_ns": max(runtime - t["base_runtime"], 0),
+                    "first_ns": self.rel(t["first_ns"]),
+                    "exit_ns": self.rel(t["exit_ns"]) if t["exit_ns"] else None,
+                    "execs": t["execs"],
+                    "forked": bool(t["forked"]),
+                }
+            )
+        return rows
+
+
+def probe_summary(plan: ProbePlan) -> dict[str, Any]:
+    def item(p: Any) -> dict[str, Any]:
+        return {"name": p.name, "kind": p.kind, "required": p.required, "reason": p.reason}
+
+    return {
+        "attached": [item(p) for p in plan.attached()],
+        "skipped": [item(p) for p in plan.skipped()],
+        "notes": plan.notes,
+    }
+
+
+class _Stop:
+    """Signal state: first SIGINT/SIGTERM asks to stop (or is forwarded to the command)."""
+
+    def __init__(self, child: BlockedChild | None) -> None:
+        self.child = child
+        self.requested = False
+        self.count = 0
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.count += 1
+        if self.child is not None and self.child.status is None and self.count == 1:
+            if signum == signal.SIGTERM:
+                self.child.signal(signum)  # SIGINT from a terminal reaches the child itself
+            return
+        self.requested = True
+
+
+def record(
+    opts: RecordOptions, status: Status | None = None, note: Status | None = None
+) -> RecordResult:
+    """Run a recording to completion.  Raises FptraceError subclasses for the user."""
+    check_options(opts)
+    t_start = time.monotonic()
+    out = opts.output or default_output()
+    writer = RecordingWriter(out, force=opts.force)
+    notes: list[str] = []
+
+    def say(msg: str) -> None:
+        notes.append(msg)
+        if note is not None:
+            note(msg)
+
+    tracefs = find_tracefs(mount=True)
+    env = LiveKernel(tracefs)
+    host, layout, hz = collect_host(writer.path)
+    plan = plan_probes(
+        env,
+        PlanOptions(filter_targets=not opts.system, self_tgid=os.getpid(), hz=hz),
+    )
+    if not plan.ok:
+        raise EnvironmentProblem(f"cannot trace: {plan.fatal[0]} (run `fptrace doctor`)")
+    headers = choose_headers(env.release)
+    if headers.note:
+        say(headers.note)
+
+    child = BlockedChild(opts.command, opts.keep_root) if opts.command else None
+    started_at = datetime.now(UTC)
+    manifest: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "fptrace_version": __version__,
+        "status": "recording",
+        "started_at": started_at.isoformat(),
+        "command_line": opts.argv,
+        "interval_s": opts.interval,
+        "target": {
+            "mode": opts.mode,
+            "command": opts.command or None,
+            "pids": opts.pids or None,
+            "follow_children": not opts.system,
+        },
+        "probes": probe_summary(plan),
+        "host": host,
+        "clock": "CLOCK_MONOTONIC; *_ns columns are ns since attach_monotonic_ns",
+    }
+    stop = _Stop(child)
+    old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            session = BpfSession(plan, headers.path)
+        except BaseException:
+            if child is not None:
+                child.abandon()
+            raise
+        with session:
+            if not opts.system:
+                session.add_targets([child.pid] if child is not None else opts.pids)
+            session.attach_fpu()
+            recorder = Recorder(writer, session, layout)
+            manifest["attach_monotonic_ns"] = recorder.t0
+            manifest["startup_s"] = round(time.monotonic() - t_start, 3)
+            writer.write_manifest(manifest)
+            if child is not None:
+                child.release()
+            exit_code = _loop(opts, recorder, child, stop, status)
+            time.sleep(0.05)  # let the last switches of exiting tasks land
+            recorder.drain()
+            snap = recorder.last or Snapshot()
+            manifest.update(
+                status="complete",
+                ended_at=datetime.now(UTC).isoformat(),
+                duration_s=round(
+                    (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - recorder.t0) / 1e9, 3
+                ),
+                intervals=recorder.interval,
+                events=recorder.total_events,
+                drops=snap.drops,
+                load_fpu={
+                    "tif_bit": session.tif_bit,
+                    "method": "calibrated against the regs_activated record's load_fpu"
+                    if session.tif_bit is not None
+                    else "unknown: load_fpu is null",
+                },
+            )
+            manifest["target"]["exit_code"] = exit_code if child is not None else None
+            writer.finalize(manifest)
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        chown_tree(writer.path)
+    return RecordResult(writer.path, exit_code, manifest, notes)
+
+
+def _loop(
+    opts: RecordOptions,
+    recorder: Recorder,
+    child: BlockedChild | None,
+    stop: _Stop,
+    status: Status | None,
+) -> int:
+    t_begin = time.monotonic()
+    next_drain = t_begin + opts.interval
+    while True:
+        now = time.monotonic()
+        if stop.requested:
+            break
+        if opts.duration is not None and now - t_begin >= opts.duration:
+            break
+        if child is not None and child.poll() is not None:
+            break
+        if (
+            child is None
+            and not opts.system
+            and not any(os.path.exists(f"/proc/{p}") for p in opts.pids)
+        ):
+            break
+        if now >= next_drain:
+            events = recorder.drain()
+            next_drain += opts.interval
+            if status is not None:
+                snap = recorder.last or Snapshot()
+                drops = sum(snap.drops.values())
+                status(
+                    f"{now - t_begin:7.1f}s  {events / opts.interval:10,.0f} events/s  "
+                    f"{len(snap.tasks):5d} tasks  {drops} drops"
+                )
+        time.sleep(min(0.05, max(next_drain - time.monotonic(), 0.001)))
+    if child is None:
+        return 0
+    if child.poll() is None:
+        child.signal(signal.SIGTERM)
+    return child.exit_code

@@ -1,0 +1,535 @@
+// SPDX-License-Identifier: MIT
+// fptrace: in-kernel collectors for FPU/xstate saves and restores.
+//
+// Built by BCC with -D macros that fptrace/probes/plan.py derives from the running kernel's
+// tracefs and BTF.  No kernel struct is ever dereferenced through a header: every offset is a
+// macro, and every read is an explicit bpf_probe_read_kernel().
+//
+// Hot path (the two switch-path events run on every context switch): a per-CPU,
+// direct-mapped cache of CACHE_SLOTS counters sits in front of the shared `counts` hash map.
+// A hit costs one per-CPU array access; a miss (new key) evicts the slot into `counts`,
+// and does the rarer work: target filtering, task and VSO bookkeeping.  Counts are
+// cumulative and never cleared here; user space takes deltas.  `seq` is bumped before every
+// eviction so that user space can tell whether its snapshot of cache + map raced with one.
+
+#define CACHE_SLOTS 64
+
+struct fp_key {
+    u32 pid;
+    u32 tgid;
+    u64 vso;        // fpstate address (never leaves the kernel unhashed: user space keys it)
+    u64 xfeatures;  // XSTATE_BV of the buffer (aux events: signal number, requested feature)
+    u16 event;
+    u16 load_bits;  // bit i: TIF candidate bit i of current's thread flags
+    u32 arg;        // aux events: event-specific argument (e.g. arch_prctl option)
+};
+
+struct fp_val {
+    u64 count;
+    u64 first_ns;
+    u64 last_ns;
+};
+
+struct slot {
+    struct fp_key key;
+    struct fp_val val;  // val.last_ns is kept as first_ns + (last_tick - first_tick) * JIFFY_NS
+    u64 first_tick;
+    u64 last_tick;
+    u64 traced;     // 1: the key belongs to a traced task; 0: counted nowhere
+};
+
+// A VSO is one fpstate buffer of one task: the address alone is reused once a task dies.
+struct vso_key {
+    u64 vso;
+    u32 pid;
+    u32 pad;
+};
+
+struct vso_info {
+    u32 pid;
+    u32 tgid;
+    u32 size;
+    u32 user_size;
+    u64 xfeatures;       // fpstate->xfeatures: features this buffer may hold (RFBM)
+    u64 user_xfeatures;
+    u64 xfd;
+    u64 xcomp_bv;        // header XCOMP_BV at first sight: layout of the buffer
+    u64 first_ns;
+    u64 prev_vso;        // the task's previous VSO (replacement detection), 0 if none
+    u32 flags;           // bit 0: is_valloc, bit 1: is_guest
+    u32 pad;
+};
+
+struct task_info {
+    u32 tgid;
+    u32 ppid;            // parent tgid if seen forking, else 0
+    u64 first_ns;
+    u64 exit_ns;
+    u64 base_runtime;    // se.sum_exec_runtime when first seen
+    u64 base_switches;   // nvcsw + nivcsw when first seen
+    u64 end_runtime;     // at exit
+    u64 end_switches;
+    u64 last_vso;
+    u32 execs;
+    u32 forked;          // 1 if created during the recording
+    char comm[16];
+};
+
+BPF_HASH(counts, struct fp_key, struct fp_val, MAX_COUNTS);
+BPF_PERCPU_ARRAY(cache, struct slot, CACHE_SLOTS);
+BPF_PERCPU_ARRAY(seq, u64, 1);
+BPF_PERCPU_ARRAY(drops, u64, 8);
+BPF_HASH(vsos, struct vso_key, struct vso_info, MAX_VSOS);
+BPF_HASH(tasks, u32, struct task_info, MAX_TASKS);
+#if defined(EV_COPY_DST) && defined(PROBE_FORK)
+// copy_dst fires inside copy_process() before the child has its pid: park the child's
+// buffer under the forking thread until sched_process_fork names the child.
+struct pending_copy {
+    u64 vso;
+    u64 xfeatures;
+    u64 task;  // the child's task_struct
+    u64 load_bits;
+};
+BPF_HASH(pending_copies, u32, struct pending_copy, 1024);
+#endif
+#ifdef FILTER_TARGETS
+BPF_HASH(targets, u32, u8, MAX_TARGETS);
+#endif
+#ifdef CALIBRATE_TIF
+BPF_PERCPU_ARRAY(tif_cal, u64, 4);  // 0: OR of ~flags with load=1, 1: OR of flags with load=0, 2/3: counts
+#endif
+
+#define DROP_COUNTS_FULL 0
+#define DROP_VSO_FULL 1
+#define DROP_TASK_FULL 2
+#define DROP_AUX_FULL 3
+#define DROP_TARGET_FULL 4
+#define DROP_LOST_EVENTS 5
+
+static __always_inline u64 now_ns(void)
+{
+    return bpf_ktime_get_ns();
+}
+
+// A cheap clock for cache hits (the coarse ktime helper is refused in tracing programs).
+static __always_inline u64 now_tick(void)
+{
+#ifdef HAVE_JIFFIES64
+    return bpf_jiffies64();
+#else
+    return 0;
+#endif
+}
+
+static __always_inline void count_drop(u32 which, u64 n)
+{
+    u64 *d = drops.lookup(&which);
+    if (d)
+        *d += n;
+}
+
+static __always_inline u64 read_u64(const void *addr)
+{
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), addr);
+    return v;
+}
+
+static __always_inline u32 read_u32(const void *addr)
+{
+    u32 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), addr);
+    return v;
+}
+
+// The buffer an event is about: fpu->fpstate (5.16+) or the embedded fpu->state.
+static __always_inline u64 vso_of(const void *fpu)
+{
+#ifdef HAVE_FPSTATE
+    return read_u64(fpu + FPU_FPSTATE_OFF);
+#else
+    return (u64)fpu + FPU_STATE_OFF;
+#endif
+}
+
+static __always_inline u64 regs_of(u64 vso)
+{
+#ifdef HAVE_FPSTATE
+    return vso + FPSTATE_REGS_OFF;
+#else
+    return vso;
+#endif
+}
+
+static __always_inline u64 task_switches(const void *task)
+{
+    return read_u64(task + TASK_NVCSW_OFF) + read_u64(task + TASK_NIVCSW_OFF);
+}
+
+static __always_inline u64 task_runtime(const void *task)
+{
+#ifdef TASK_RUNTIME_OFF
+    return read_u64(task + TASK_RUNTIME_OFF);
+#else
+    return 0;
+#endif
+}
+
+// Is the process (tgid) traced?  Only consulted on cache misses.
+static __always_inline int is_traced(u32 tgid)
+{
+    if (tgid == SELF_TGID || tgid == 0)
+        return 0;
+#ifdef FILTER_TARGETS
+    return targets.lookup(&tgid) != NULL;
+#else
+    return 1;
+#endif
+}
+
+// First sight of a task: remember who it is and its switch/runtime counters, so that the
+// recording gives switches and on-CPU time during the trace without a sched_switch probe.
+static __always_inline struct task_info *note_task(u32 pid, u32 tgid, const void *task, u64 now)
+{
+    struct task_info *ti = tasks.lookup(&pid);
+    if (ti) {
+        if (ti->tgid == 0)  // created by the fork probe, which cannot see the child's tgid
+            ti->tgid = tgid;
+        return ti;
+    }
+    struct task_info fresh = {};
+    fresh.tgid = tgid;
+    fresh.first_ns = now;
+    fresh.base_runtime = task_runtime(task);
+    fresh.base_switches = task_switches(task);
+    bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
+    if (tasks.insert(&pid, &fresh) != 0) {
+        ti = tasks.lookup(&pid);  // raced with another CPU
+        if (!ti)
+            count_drop(DROP_TASK_FULL, 1);
+        return ti;
+    }
+    return tasks.lookup(&pid);
+}
+
+// First sight of a (task, buffer) pair: its attributes, and whether it replaced another one.
+static __always_inline void note_vso(u64 vso, u32 pid, u32 tgid, struct task_info *ti, u64 now)
+{
+    struct vso_key vk = {.vso = vso, .pid = pid};
+    if (vsos.lookup(&vk))
+        return;
+    struct vso_info v = {};
+    v.pid = pid;
+    v.tgid = tgid;
+    v.first_ns = now;
+#ifdef HAVE_FPSTATE
+    v.size = read_u32((void *)vso + FPSTATE_SIZE_OFF);
+    v.user_size = read_u32((void *)vso + FPSTATE_USER_SIZE_OFF);
+    v.xfeatures = read_u64((void *)vso + FPSTATE_XFEATURES_OFF);
+    v.user_xfeatures = read_u64((void *)vso + FPSTATE_USER_XFEATURES_OFF);
+    v.xfd = read_u64((void *)vso + FPSTATE_XFD_OFF);
+#ifdef FPSTATE_IS_VALLOC_BIT
+    if ((read_u32((void *)vso + (FPSTATE_IS_VALLOC_BIT / 32) * 4) >> (FPSTATE_IS_VALLOC_BIT % 32)) & 1)
+        v.flags |= 1;
+#endif
+#ifdef FPSTATE_IS_GUEST_BIT
+    if ((read_u32((void *)vso + (FPSTATE_IS_GUEST_BIT / 32) * 4) >> (FPSTATE_IS_GUEST_BIT % 32)) & 1)
+        v.flags |= 2;
+#endif
+#endif
+    v.xcomp_bv = read_u64((void *)regs_of(vso) + 520);
+    if (ti) {
+        v.prev_vso = ti->last_vso;
+        ti->last_vso = vso;
+    }
+    if (vsos.insert(&vk, &v) != 0 && !vsos.lookup(&vk))
+        count_drop(DROP_VSO_FULL, 1);
+}
+
+// Move a cache slot's counts into the shared map.
+static __always_inline void merge_slot(struct slot *s)
+{
+    struct fp_val *v = counts.lookup(&s->key);
+    if (!v) {
+        if (counts.insert(&s->key, &s->val) == 0)
+            return;
+        v = counts.lookup(&s->key);  // another CPU inserted it first
+        if (!v) {
+            count_drop(DROP_COUNTS_FULL, 1);
+            count_drop(DROP_LOST_EVENTS, s->val.count);
+            return;
+        }
+    }
+    __sync_fetch_and_add(&v->count, s->val.count);
+    if (s->val.last_ns > v->last_ns)
+        v->last_ns = s->val.last_ns;
+}
+
+// Rare events go straight to the shared map.
+static __always_inline void bump_direct(u32 pid, u32 tgid, u64 vso, u16 event, u64 xfeatures,
+                                        u16 load_bits, u32 arg)
+{
+    struct fp_key key = {};
+    key.pid = pid;
+    key.tgid = tgid;
+    key.vso = vso;
+    key.xfeatures = xfeatures;
+    key.event = event;
+    key.load_bits = load_bits;
+    key.arg = arg;
+    struct fp_val *v = counts.lookup(&key);
+    u64 now = now_ns();
+    if (v) {
+        __sync_fetch_and_add(&v->count, 1);
+        v->last_ns = now;
+        return;
+    }
+    struct fp_val fresh = {.count = 1, .first_ns = now, .last_ns = now};
+    if (counts.insert(&key, &fresh) != 0) {
+        v = counts.lookup(&key);
+        if (v)
+            __sync_fetch_and_add(&v->count, 1);
+        else
+            count_drop(DROP_AUX_FULL, 1);
+    }
+}
+
+static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 pid = pid_tgid;
+    u32 tgid = pid_tgid >> 32;
+    u32 filter_tgid = tgid;
+    const void *fpu = (const void *)ctx->args[0];
+    const void *task = (const void *)bpf_get_current_task();
+    u64 vso = vso_of(fpu);
+    u64 xfeatures = read_u64((void *)regs_of(vso) + 512);
+    u16 load_bits = 0;
+#ifdef TASK_TIF_OFF
+    u64 tif = read_u64(task + TASK_TIF_OFF);
+    load_bits = ((tif >> TIF_BIT_0) & 1) | (((tif >> TIF_BIT_1) & 1) << 1);
+#endif
+#ifdef EV_COPY_DST
+    if (event == EV_COPY_DST) {  // rare: one per fork; the fpu is the child's
+        if (!is_traced(filter_tgid))
+            return 0;
+#ifdef PROBE_FORK
+        struct pending_copy pc = {.vso = vso, .xfeatures = xfeatures,
+                                  .task = (u64)(fpu - TASK_FPU_OFF), .load_bits = load_bits};
+        pending_copies.update(&pid, &pc);
+#else
+        bump_direct(pid, tgid, vso, event, xfeatures, load_bits, 0);  // the parent's account
+#endif
+        return 0;
+    }
+#endif
+    u32 idx = (pid * 2654435761u) ^ ((u32)(vso >> 6) * 40503u) ^ ((u32)xfeatures * 31u) ^
+              ((u32)event * 0x9E37u) ^ load_bits;
+    idx = (idx ^ (idx >> 16)) & (CACHE_SLOTS - 1);
+    struct slot *s = cache.lookup(&idx);
+    if (!s)
+        return 0;
+    if (s->key.pid == pid && s->key.vso == vso && s->key.xfeatures == xfeatures &&
+        s->key.event == event && s->key.load_bits == load_bits && s->key.tgid == tgid) {
+        if (s->traced) {
+            s->val.count++;
+            s->last_tick = now_tick();
+        }
+        return 0;
+    }
+
+    // Miss: evict, then install the new key.
+    u64 now = now_ns();
+    u32 zero = 0;
+    u64 *sq = seq.lookup(&zero);
+    if (sq)
+        *sq += 1;
+    if (s->traced && s->val.count) {
+        s->val.last_ns = s->val.first_ns + (s->last_tick - s->first_tick) * JIFFY_NS;
+        merge_slot(s);
+    }
+    u64 traced = is_traced(filter_tgid);
+    if (traced) {
+        struct task_info *ti = note_task(pid, tgid, task, now);
+        note_vso(vso, pid, tgid, ti, now);
+    }
+    s->key.pid = pid;
+    s->key.tgid = tgid;
+    s->key.vso = vso;
+    s->key.xfeatures = xfeatures;
+    s->key.event = event;
+    s->key.load_bits = load_bits;
+    s->key.arg = 0;
+    s->val.count = traced;
+    s->val.first_ns = now;
+    s->val.last_ns = now;
+    s->first_tick = now_tick();
+    s->last_tick = s->first_tick;
+    s->traced = traced;
+    return 0;
+}
+
+#define FPU_PROBE(name, id) \
+    int fpu__x86_fpu_##name(struct bpf_raw_tracepoint_args *ctx) { return on_fpu(ctx, id); }
+
+#ifdef EV_REGS_DEACTIVATED
+FPU_PROBE(regs_deactivated, EV_REGS_DEACTIVATED)
+#endif
+#ifdef EV_REGS_ACTIVATED
+FPU_PROBE(regs_activated, EV_REGS_ACTIVATED)
+#endif
+#ifdef EV_DROPPED
+FPU_PROBE(dropped, EV_DROPPED)
+#endif
+#ifdef EV_COPY_DST
+FPU_PROBE(copy_dst, EV_COPY_DST)
+#endif
+#ifdef EV_BEFORE_SAVE
+FPU_PROBE(before_save, EV_BEFORE_SAVE)
+#endif
+#ifdef EV_AFTER_SAVE
+FPU_PROBE(after_save, EV_AFTER_SAVE)
+#endif
+#ifdef EV_XSTATE_CHECK_FAILED
+FPU_PROBE(xstate_check_failed, EV_XSTATE_CHECK_FAILED)
+#endif
+#ifdef EV_COPY_SRC
+FPU_PROBE(copy_src, EV_COPY_SRC)
+#endif
+#ifdef EV_BEFORE_RESTORE
+FPU_PROBE(before_restore, EV_BEFORE_RESTORE)
+#endif
+#ifdef EV_AFTER_RESTORE
+FPU_PROBE(after_restore, EV_AFTER_RESTORE)
+#endif
+#ifdef EV_INIT_STATE
+FPU_PROBE(init_state, EV_INIT_STATE)
+#endif
+#ifdef EV_ACTIVATE_STATE
+FPU_PROBE(activate_state, EV_ACTIVATE_STATE)
+#endif
+#ifdef EV_DEACTIVATE_STATE
+FPU_PROBE(deactivate_state, EV_DEACTIVATE_STATE)
+#endif
+
+// ---- classic tracepoints (auto-attached by BCC when compiled in) ----
+
+#ifdef CALIBRATE_TIF
+// Which bit of thread_info.flags is TIF_NEED_FPU_LOAD?  Compare current's flags with the
+// record's load_fpu for the first events; user space detaches this probe once it knows.
+TRACEPOINT_PROBE(x86_fpu, x86_fpu_regs_activated)
+{
+    u32 which = args->load_fpu ? 0 : 1;
+    u32 nidx = which + 2;
+    u64 *n = tif_cal.lookup(&nidx);
+    u64 *acc = tif_cal.lookup(&which);
+    if (!n || !acc || *n >= 256)
+        return 0;
+    u64 flags = read_u64((void *)bpf_get_current_task() + TASK_TIF_OFF);
+    *acc |= which == 0 ? ~flags : flags;
+    *n += 1;
+    return 0;
+}
+#endif
+
+#ifdef PROBE_FORK
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 ptgid = bpf_get_current_pid_tgid() >> 32;
+    if (!is_traced(ptgid))
+        return 0;
+    u32 child = args->child_pid;
+    u32 child_tgid = 0;
+    u64 child_vso = 0;
+#if defined(EV_COPY_DST) && defined(PROBE_FORK)
+    u32 self = bpf_get_current_pid_tgid();
+    struct pending_copy *pc = pending_copies.lookup(&self);
+    if (pc) {
+        child_tgid = read_u32((void *)pc->task + TASK_TGID_OFF);
+        child_vso = pc->vso;
+        bump_direct(child, child_tgid, child_vso, EV_COPY_DST, pc->xfeatures, pc->load_bits, 0);
+        pending_copies.delete(&self);
+    }
+#endif
+#ifdef FILTER_TARGETS
+    u8 one = 1;
+    if (targets.update(&child, &one) != 0)
+        count_drop(DROP_TARGET_FULL, 1);
+#endif
+    struct task_info *ti = tasks.lookup(&child);
+    if (ti) {
+        ti->ppid = ptgid;
+        ti->forked = 1;
+    } else {
+        struct task_info fresh = {};
+        fresh.tgid = child_tgid;
+        fresh.ppid = ptgid;
+        fresh.forked = 1;
+        fresh.first_ns = now_ns();
+        bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
+        if (tasks.insert(&child, &fresh) != 0 && !tasks.lookup(&child))
+            count_drop(DROP_TASK_FULL, 1);
+    }
+#if defined(EV_COPY_DST) && defined(PROBE_FORK)
+    if (child_vso)
+        note_vso(child_vso, child, child_tgid, tasks.lookup(&child), now_ns());
+#endif
+    return 0;
+}
+#endif
+
+#ifdef PROBE_EXEC
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 pid = bpf_get_current_pid_tgid();
+    struct task_info *ti = tasks.lookup(&pid);
+    if (!ti)
+        return 0;
+    bpf_get_current_comm(&ti->comm, sizeof(ti->comm));
+    ti->execs += 1;
+    return 0;
+}
+#endif
+
+#ifdef PROBE_EXIT
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u32 pid = bpf_get_current_pid_tgid();
+    struct task_info *ti = tasks.lookup(&pid);
+    if (!ti)
+        return 0;
+    const void *task = (const void *)bpf_get_current_task();
+    ti->end_runtime = task_runtime(task);
+    ti->end_switches = task_switches(task);
+    ti->exit_ns = now_ns();
+    return 0;
+}
+#endif
+
+#ifdef PROBE_SIGNAL
+TRACEPOINT_PROBE(signal, signal_deliver)
+{
+    // Only a caught signal builds a frame (XSAVE of the user state to the user stack).
+    if (args->sa_handler <= 1)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!is_traced(pid_tgid >> 32))
+        return 0;
+    bump_direct(pid_tgid, pid_tgid >> 32, 0, AUX_SIGNAL_DELIVER, args->sig, 0, 0);
+    return 0;
+}
+#endif
+
+#ifdef PROBE_ARCH_PRCTL
+TRACEPOINT_PROBE(syscalls, sys_enter_arch_prctl)
+{
+    u64 option = args->option;
+    if (option < 0x1021 || option > 0x1025)  // ARCH_{GET,REQ}_XCOMP_{SUPP,PERM,GUEST_PERM}
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!is_traced(pid_tgid >> 32))
+        return 0;
+    bump_direct(pid_tgid, pid_tgid >> 32, 0, AUX_XCOMP_PERM, args->arg2, 0, option);
+    return 0;
+}
+#endif

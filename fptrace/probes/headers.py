@@ -1,0 +1,100 @@
+"""Kernel headers for BCC's compiler when the running kernel has none.
+
+BCC needs *some* kernel headers to compile even a tracepoint program.  Our BPF C takes no
+struct layout from them (every offset is a BTF-derived macro), so the headers of another
+kernel (Debian's ``linux-headers-amd64``) are fine.  Debian splits them into ``-common`` and
+``-amd64`` trees; BCC wants one, so we build a tree of symlinks (the arch files over the
+common ones) in a cache directory and point ``BCC_KERNEL_SOURCE`` at it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+SRC_ROOT = Path("/usr/src")
+
+
+@dataclass(frozen=True)
+class HeaderChoice:
+    """Where BCC will find headers, and whether that needed a message to the user."""
+
+    path: Path | None
+    note: str  # one line for the user; "" when the running kernel's own headers are used
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("FPTRACE_CACHE")
+    if base:
+        return Path(base)
+    if os.geteuid() == 0:
+        return Path("/var/cache/fptrace")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fptrace"
+
+
+def own_headers(release: str) -> Path | None:
+    build = Path(f"/lib/modules/{release}/build")
+    return build if (build / "include").is_dir() else None
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", name))
+
+
+def find_debian_pair(src_root: Path = SRC_ROOT) -> tuple[Path, Path] | None:
+    """The newest ``linux-headers-X-<flavour>`` tree that has its ``-common`` sibling."""
+    if not src_root.is_dir():
+        return None
+    pairs = []
+    for arch in src_root.glob("linux-headers-*"):
+        if arch.name.endswith("-common") or not (arch / "include").is_dir():
+            continue
+        stem = arch.name.rsplit("-", 1)[0]
+        common = src_root / f"{stem}-common"
+        if (common / "include").is_dir():
+            pairs.append((arch, common))
+    if not pairs:
+        return None
+    return max(pairs, key=lambda p: _version_key(p[0].name))
+
+
+def merge_tree(arch: Path, common: Path, dest: Path) -> None:
+    """Symlink every file of ``common``, then of ``arch`` over it, under ``dest``."""
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for src in (common, arch):
+        for root, dirs, files in os.walk(src, followlinks=False):
+            rel = Path(root).relative_to(src)
+            (tmp / rel).mkdir(parents=True, exist_ok=True)
+            entries = files + [d for d in dirs if os.path.islink(os.path.join(root, d))]
+            for name in entries:
+                link = tmp / rel / name
+                if link.is_symlink() or link.exists():
+                    if link.is_dir() and not link.is_symlink():
+                        continue
+                    link.unlink()
+                link.symlink_to(os.path.realpath(os.path.join(root, name)))
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+def choose_headers(release: str, src_root: Path = SRC_ROOT) -> HeaderChoice:
+    """Headers for BCC: the running kernel's own, else a merged Debian tree (built once)."""
+    own = own_headers(release)
+    if own is not None:
+        return HeaderChoice(own, "")
+    pair = find_debian_pair(src_root)
+    if pair is None:
+        return HeaderChoice(None, "")
+    arch, common = pair
+    dest = cache_dir() / "headers" / arch.name
+    if not (dest / "include").is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        merge_tree(arch, common, dest)
+    return HeaderChoice(
+        dest,
+        f"no headers for kernel {release}: BCC compiles with {arch.name} (offsets come from BTF)",
+    )

@@ -1,0 +1,121 @@
+"""What the running kernel offers the tracer: tracepoints (tracefs) and struct layouts (BTF).
+
+Feature detection reads facts through the :class:`KernelEnv` protocol so that every probe
+decision can be unit-tested against a fake kernel (5.10, 6.1, 6.12, 6.18 …) without root.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from fptrace.probes.btf import BTF, BTFError, Member
+
+TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+class StructInfo(Protocol):
+    """The subset of BTF that probe planning needs."""
+
+    def has_struct(self, name: str) -> bool: ...
+    def has_func(self, name: str) -> bool: ...
+    def struct_size(self, name: str) -> int | None: ...
+    def members(self, name: str) -> dict[str, Member] | None: ...
+
+
+class KernelEnv(Protocol):
+    """Facts about a kernel: its tracepoints and, if it has BTF, its struct layouts."""
+
+    release: str
+
+    def events(self, group: str) -> dict[str, set[str]] | None:
+        """Event name -> field names for a tracepoint group; None if tracefs is unreadable."""
+        ...
+
+    @property
+    def btf(self) -> StructInfo | None: ...
+
+    @property
+    def btf_error(self) -> str | None: ...
+
+
+def find_tracefs(mount: bool = False) -> Path | None:
+    """The tracefs mount point; mounts it at /sys/kernel/tracing if asked and allowed."""
+    for cand in TRACEFS_CANDIDATES:
+        if os.path.isdir(os.path.join(cand, "events")):
+            return Path(cand)
+    if mount and os.geteuid() == 0:
+        proc = subprocess.run(
+            ["mount", "-t", "tracefs", "nodev", TRACEFS_CANDIDATES[0]],
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode == 0 and os.path.isdir(os.path.join(TRACEFS_CANDIDATES[0], "events")):
+            return Path(TRACEFS_CANDIDATES[0])
+    return None
+
+
+def parse_format_fields(text: str) -> set[str]:
+    """Field names from a tracefs ``format`` file, without the ``common_`` ones."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("field:"):
+            continue
+        decl = line[len("field:") :].split(";", 1)[0].strip()
+        name = decl.split()[-1].split("[", 1)[0]
+        if not name.startswith("common_"):
+            names.add(name)
+    return names
+
+
+@dataclass
+class LiveKernel:
+    """The running kernel, read through tracefs and /sys/kernel/btf/vmlinux."""
+
+    tracefs: Path | None
+    btf_path: Path = Path("/sys/kernel/btf/vmlinux")
+    release: str = field(default_factory=lambda: os.uname().release)
+    _btf: BTF | None = None
+    _btf_error: str | None = None
+    _btf_loaded: bool = False
+
+    def events(self, group: str) -> dict[str, set[str]] | None:
+        if self.tracefs is None:
+            return None
+        gdir = self.tracefs / "events" / group
+        try:
+            names = sorted(p.name for p in gdir.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return {}
+        except OSError:
+            return None
+        out: dict[str, set[str]] = {}
+        for name in names:
+            try:
+                out[name] = parse_format_fields((gdir / name / "format").read_text())
+            except OSError:
+                continue
+        return out
+
+    def _load_btf(self) -> None:
+        if self._btf_loaded:
+            return
+        self._btf_loaded = True
+        try:
+            self._btf = BTF.load(self.btf_path)
+        except BTFError as exc:
+            self._btf_error = str(exc)
+
+    @property
+    def btf(self) -> BTF | None:
+        self._load_btf()
+        return self._btf
+
+    @property
+    def btf_error(self) -> str | None:
+        self._load_btf()
+        return self._btf_error

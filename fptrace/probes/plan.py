@@ -1,0 +1,303 @@
+"""Decide which probes to attach and how to build the BPF program for *this* kernel.
+
+Features, not versions (../shared/docs/kernel-fpu.md §2.4): the event set and field names
+come from tracefs, and every struct offset from BTF.  The result is a :class:`ProbePlan`:
+each probe is required or optional, attached or skipped with a reason, plus the ``-D``
+macros that describe the kernel's layout to the BPF C.  Pure function of a
+:class:`~fptrace.probes.kernel.KernelEnv`, so fake kernels can test it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fptrace.probes.kernel import KernelEnv, StructInfo
+
+# Stable numeric ids for events, shared by the BPF C (as macros) and the recording.
+# Names are the tracepoint names without the ``x86_fpu_`` prefix.
+FPU_EVENT_IDS: dict[str, int] = {
+    "regs_deactivated": 1,
+    "regs_activated": 2,
+    "dropped": 3,
+    "copy_dst": 4,
+    "before_save": 5,
+    "after_save": 6,
+    "xstate_check_failed": 7,
+    "copy_src": 8,
+    "before_restore": 9,
+    "after_restore": 10,
+    "init_state": 11,
+    "activate_state": 12,
+    "deactivate_state": 13,
+}
+# Events that are not x86_fpu tracepoints but are counted in the same table.
+AUX_EVENT_IDS: dict[str, int] = {"signal_deliver": 32, "xcomp_perm": 33}
+EVENT_NAMES: dict[int, str] = {v: k for k, v in (FPU_EVENT_IDS | AUX_EVENT_IDS).items()}
+
+# The two switch-path events: without them there is nothing to record.
+REQUIRED_FPU_EVENTS = ("regs_deactivated", "regs_activated")
+
+# Bit positions TIF_NEED_FPU_LOAD has had: 14 (x86 TIF bits, 5.2 - 6.1x) and 19 (generic TIF
+# bits; observed on 6.18, read in 7.2).  The BPF program keeps both and a short calibration
+# at start-up tells which one this kernel uses (kernel-fpu.md §2.4 item 5).
+TIF_CANDIDATE_BITS = (14, 19)
+
+# Map capacities (entries).  counts holds one entry per (task, VSO, event, XSTATE_BV);
+# entries of exited tasks are deleted once drained, so this bounds live keys, not history.
+MAP_SIZES: dict[str, int] = {
+    "MAX_COUNTS": 65536,
+    "MAX_VSOS": 32768,
+    "MAX_TASKS": 32768,
+    "MAX_TARGETS": 32768,
+}
+
+# Kernel-side event-loss counters (index in the per-CPU ``drops`` array).
+DROP_COUNTERS = (
+    "counts_map_full",
+    "vso_map_full",
+    "task_map_full",
+    "aux_map_full",
+    "target_map_full",
+    "lost_events",
+)
+
+
+@dataclass(frozen=True)
+class ProbeDecision:
+    """One probe: what it is, whether the run needs it, and whether it will be attached."""
+
+    name: str  # "group:event"
+    kind: str  # "raw_tracepoint" | "tracepoint"
+    required: bool
+    attach: bool
+    reason: str = ""  # why skipped, or what it is for
+    fn_name: str = ""  # BPF function to attach (raw tracepoints)
+
+
+@dataclass
+class ProbePlan:
+    """Everything needed to build, attach and later describe the probes."""
+
+    probes: list[ProbeDecision] = field(default_factory=list)
+    macros: dict[str, int] = field(default_factory=dict)
+    fatal: list[str] = field(default_factory=list)  # reasons the run cannot start
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.fatal
+
+    def attached(self) -> list[ProbeDecision]:
+        return [p for p in self.probes if p.attach]
+
+    def skipped(self) -> list[ProbeDecision]:
+        return [p for p in self.probes if not p.attach]
+
+    def cflags(self) -> list[str]:
+        return [f"-D{k}={v}" for k, v in sorted(self.macros.items())]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What the run asks for, and the one host fact the BPF clock needs."""
+
+    filter_targets: bool  # -p / -- CMD: only some process trees
+    self_tgid: int = 0
+    hz: int = 250  # CONFIG_HZ: converts jiffies (cache-hit clock) to ns
+
+
+def _member_off(btf: StructInfo, struct: str, member: str) -> int | None:
+    members = btf.members(struct)
+    if members is None or member not in members:
+        return None
+    return members[member].offset
+
+
+def layout_macros(btf: StructInfo) -> tuple[dict[str, int], list[str], list[str]]:
+    """BTF-derived offsets as macros, plus fatal problems and notes."""
+    macros: dict[str, int] = {}
+    fatal: list[str] = []
+    notes: list[str] = []
+    fpu = btf.members("fpu")
+    if fpu is None:
+        return macros, ["BTF has no 'struct fpu' (not an x86 kernel?)"], notes
+    if "fpstate" in fpu:  # 5.16+: fpu->fpstate points at the active buffer
+        macros["HAVE_FPSTATE"] = 1
+        macros["FPU_FPSTATE_OFF"] = fpu["fpstate"].offset
+        fps = btf.members("fpstate") or {}
+        for name in ("size", "user_size", "xfeatures", "user_xfeatures", "xfd", "regs"):
+            if name not in fps:
+                fatal.append(f"BTF 'struct fpstate' lacks member '{name}'")
+                continue
+            macros[f"FPSTATE_{name.upper()}_OFF"] = fps[name].offset
+        for flag in ("is_valloc", "is_guest"):
+            if flag in fps:
+                macros[f"FPSTATE_{flag.upper()}_BIT"] = fps[flag].bit_offset
+    elif "state" in fpu:  # up to 5.15: the buffer is embedded in struct fpu
+        macros["FPU_STATE_OFF"] = fpu["state"].offset
+        notes.append("kernel before 5.16: VSO is fpu->state; size comes from xcomp_bv and CPUID")
+    else:
+        fatal.append("BTF 'struct fpu' has neither 'fpstate' nor 'state'")
+
+    task_size = btf.struct_size("task_struct")
+    task = btf.members("task_struct") or {}
+    thread_fpu = _member_off(btf, "thread_struct", "fpu")
+    if thread_fpu is not None and "thread" in task:  # up to 6.15: task->thread.fpu
+        macros["TASK_FPU_OFF"] = task["thread"].offset + thread_fpu
+    elif task_size:  # 6.16+: struct fpu follows task_struct (x86_task_fpu)
+        macros["TASK_FPU_OFF"] = task_size
+        notes.append("struct fpu follows task_struct (6.16+ layout)")
+    else:
+        fatal.append("cannot locate struct fpu relative to task_struct in BTF")
+    for name in ("pid", "tgid", "nvcsw", "nivcsw"):
+        if name in task:
+            macros[f"TASK_{name.upper()}_OFF"] = task[name].offset
+        else:
+            fatal.append(f"BTF 'struct task_struct' lacks member '{name}'")
+    runtime = _member_off(btf, "sched_entity", "sum_exec_runtime")
+    if "se" in task and runtime is not None:
+        macros["TASK_RUNTIME_OFF"] = task["se"].offset + runtime
+    ti_flags = _member_off(btf, "thread_info", "flags")
+    if "thread_info" in task and ti_flags is not None:
+        macros["TASK_TIF_OFF"] = task["thread_info"].offset + ti_flags
+    else:
+        notes.append("thread_info is not in task_struct: load_fpu is not recorded")
+    if btf.has_func("bpf_jiffies64"):  # 5.5+
+        macros["HAVE_JIFFIES64"] = 1
+    else:
+        notes.append("no bpf_jiffies64: last-seen times have the resolution of a cache eviction")
+    return macros, fatal, notes
+
+
+def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
+    """Decide the probe set for ``env``; never raises, problems go into ``plan.fatal``."""
+    plan = ProbePlan()
+    fpu_events = env.events("x86_fpu")
+    if fpu_events is None:
+        plan.fatal.append("tracefs is not mounted or not readable")
+        return plan
+    btf = env.btf
+    if btf is None:
+        plan.fatal.append(f"no kernel BTF ({env.btf_error or 'missing'})")
+    else:
+        macros, fatal, notes = layout_macros(btf)
+        plan.macros.update(macros)
+        plan.fatal.extend(fatal)
+        plan.notes.extend(notes)
+
+    # Every x86_fpu event the kernel has: raw tracepoints (cheaper than classic ones).
+    present = {name.removeprefix("x86_fpu_"): fields for name, fields in fpu_events.items()}
+    for short in REQUIRED_FPU_EVENTS:
+        if short not in present:
+            plan.fatal.append(f"tracepoint x86_fpu:x86_fpu_{short} is missing")
+    for short, fields in sorted(present.items(), key=lambda kv: FPU_EVENT_IDS.get(kv[0], 99)):
+        name = f"x86_fpu:x86_fpu_{short}"
+        if short not in FPU_EVENT_IDS:
+            plan.probes.append(
+                ProbeDecision(name, "raw_tracepoint", False, False, "event unknown to fptrace")
+            )
+            continue
+        if "fpu" not in fields:
+            plan.probes.append(
+                ProbeDecision(name, "raw_tracepoint", False, False, "event has no 'fpu' field")
+            )
+            continue
+        plan.macros[f"EV_{short.upper()}"] = FPU_EVENT_IDS[short]
+        plan.probes.append(
+            ProbeDecision(
+                name,
+                "raw_tracepoint",
+                short in REQUIRED_FPU_EVENTS,
+                True,
+                fn_name=f"fpu__x86_fpu_{short}",
+            )
+        )
+    for short in sorted(set(FPU_EVENT_IDS) - set(present), key=FPU_EVENT_IDS.__getitem__):
+        if short in ("copy_src", "before_restore", "after_restore", "init_state"):
+            reason = "not in this kernel (removed in 6.16)"
+        elif short in ("activate_state", "deactivate_state"):
+            reason = "not in this kernel (pre-5.2 only)"
+        else:
+            reason = "not in this kernel"
+        plan.probes.append(
+            ProbeDecision(
+                f"x86_fpu:x86_fpu_{short}",
+                "raw_tracepoint",
+                short in REQUIRED_FPU_EVENTS,
+                False,
+                reason,
+            )
+        )
+
+    # load_fpu calibration: which TIF bit is TIF_NEED_FPU_LOAD on this kernel.
+    act = present.get("regs_activated", set())
+    if "TASK_TIF_OFF" in plan.macros and "load_fpu" in act:
+        plan.macros["CALIBRATE_TIF"] = 1
+        plan.probes.append(
+            ProbeDecision(
+                "x86_fpu:x86_fpu_regs_activated",
+                "tracepoint",
+                False,
+                True,
+                "calibrates the TIF_NEED_FPU_LOAD bit; detached once done",
+            )
+        )
+    else:
+        why = "kernel field is 'initialized' (pre-5.2)" if "initialized" in act else "no field"
+        plan.probes.append(
+            ProbeDecision(
+                "x86_fpu:x86_fpu_regs_activated",
+                "tracepoint",
+                False,
+                False,
+                f"load_fpu calibration skipped: {why}",
+            )
+        )
+        plan.notes.append("load_fpu is not recorded on this kernel")
+
+    # Scheduler, signal and syscall events: rare, so classic tracepoints are fine.
+    sched = env.events("sched") or {}
+    signal = env.events("signal") or {}
+    syscalls = env.events("syscalls") or {}
+    others = [
+        (
+            "sched:sched_process_fork",
+            sched,
+            "PROBE_FORK",
+            opts.filter_targets,
+            "follows descendants; records parents",
+        ),
+        ("sched:sched_process_exec", sched, "PROBE_EXEC", False, "task names after exec"),
+        ("sched:sched_process_exit", sched, "PROBE_EXIT", False, "final switches and on-CPU time"),
+        ("signal:signal_deliver", signal, "PROBE_SIGNAL", False, "signal frames (XSAVE to stack)"),
+        (
+            "syscalls:sys_enter_arch_prctl",
+            syscalls,
+            "PROBE_ARCH_PRCTL",
+            False,
+            "xstate permission requests",
+        ),
+    ]
+    for name, group, macro, required, what in others:
+        event = name.split(":", 1)[1]
+        if event in group:
+            plan.macros[macro] = 1
+            plan.probes.append(ProbeDecision(name, "tracepoint", required, True, what))
+        else:
+            reason = "not in this kernel"
+            if name.startswith("syscalls:"):
+                reason += " (needs CONFIG_FTRACE_SYSCALLS)"
+            plan.probes.append(ProbeDecision(name, "tracepoint", required, False, reason))
+            if required:
+                plan.fatal.append(f"tracepoint {name} is missing ({what})")
+
+    if opts.filter_targets:
+        plan.macros["FILTER_TARGETS"] = 1
+    plan.macros["SELF_TGID"] = opts.self_tgid
+    plan.macros["JIFFY_NS"] = 1_000_000_000 // opts.hz
+    for i, bit in enumerate(TIF_CANDIDATE_BITS):
+        plan.macros[f"TIF_BIT_{i}"] = bit
+    for name, ident in AUX_EVENT_IDS.items():
+        plan.macros[f"AUX_{name.upper()}"] = ident
+    plan.macros.update(MAP_SIZES)
+    return plan

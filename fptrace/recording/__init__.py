@@ -1,0 +1,1 @@
+"""recording stage of fptrace."""

@@ -1,0 +1,72 @@
+"""The recording's contract: file names, format version, and the typed table schemas.
+
+Documented for users in docs/recording-format.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+FORMAT_NAME = "fptrace-recording"
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+PARTS_DIR = ".parts"  # per-interval files while recording; merged away on a clean finish
+
+COUNTS_SCHEMA = pa.schema(
+    [
+        ("interval", pa.int32()),  # drain interval index, 0-based
+        ("pid", pa.int32()),  # thread id (kernel pid)
+        ("tgid", pa.int32()),  # process id
+        ("vso", pa.string()),  # opaque VSO id; null for events not about a buffer
+        ("event", pa.string()),  # tracepoint name without "x86_fpu_", or an aux event
+        ("xfeatures", pa.uint64()),  # XSTATE_BV in the buffer; aux events: their argument
+        ("load_fpu", pa.int8()),  # TIF_NEED_FPU_LOAD of current at the event; null if unknown
+        ("arg", pa.uint32()),  # aux events: e.g. the arch_prctl option; else 0
+        ("count", pa.int64()),  # events in this interval
+        ("first_ns", pa.int64()),  # first time this key was seen, ns since the recording began
+        ("last_ns", pa.int64()),  # last time seen (up to one tick, 1/CONFIG_HZ, early)
+    ]
+)
+
+TASKS_SCHEMA = pa.schema(
+    [
+        ("pid", pa.int32()),
+        ("tgid", pa.int32()),
+        ("ppid", pa.int32()),  # parent process id; 0 if unknown
+        ("comm", pa.string()),
+        ("cmdline", pa.string()),
+        ("cgroup", pa.string()),
+        ("switches", pa.int64()),  # voluntary + involuntary context switches while traced
+        ("oncpu_ns", pa.int64()),  # on-CPU time while traced
+        ("first_ns", pa.int64()),  # first seen, ns since the recording began
+        ("exit_ns", pa.int64()),  # null while alive at the end
+        ("execs", pa.int32()),
+        ("forked", pa.bool_()),  # created during the recording
+    ]
+)
+
+VSO_SCHEMA = pa.schema(
+    [
+        ("vso", pa.string()),
+        ("pid", pa.int32()),
+        ("tgid", pa.int32()),
+        ("size", pa.int64()),  # fpstate->size (0 on kernels before 5.16)
+        ("user_size", pa.int64()),  # fpstate->user_size: signal frame XSAVE area
+        ("xfeatures", pa.uint64()),  # fpstate->xfeatures: features the buffer may hold
+        ("user_xfeatures", pa.uint64()),
+        ("xfd", pa.uint64()),
+        ("xcomp_bv", pa.uint64()),  # XCOMP_BV of the buffer header (bit 63: compacted)
+        ("layout_size", pa.int64()),  # size computed from xcomp_bv and CPUID; null if unknown
+        ("is_valloc", pa.bool_()),
+        ("is_guest", pa.bool_()),
+        ("first_ns", pa.int64()),
+        ("prev_vso", pa.string()),  # the task's previous VSO when this one replaced it
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "counts": COUNTS_SCHEMA,
+    "tasks": TASKS_SCHEMA,
+    "vso": VSO_SCHEMA,
+}

@@ -1,0 +1,130 @@
+"""Write a recording directory so that a crash loses at most one drain interval.
+
+While recording, every interval becomes small Parquet files under ``.parts/`` and the
+manifest says ``"status": "recording"``.  A clean finish merges the parts into the three
+tables and marks the manifest ``complete``; the loader can rebuild a recording from the
+parts if fptrace was killed before that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fptrace.errors import OutputExistsError, OutputWriteError
+from fptrace.recording.schema import MANIFEST, PARTS_DIR, TABLES
+
+
+def _owner() -> tuple[int, int] | None:
+    """The invoking user under sudo, so files written as root belong to them."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if os.geteuid() == 0 and uid and gid and uid.isdigit() and gid.isdigit():
+        return int(uid), int(gid)
+    return None
+
+
+def chown_tree(path: Path) -> None:
+    owner = _owner()
+    if owner is None:
+        return
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            with contextlib.suppress(OSError):
+                os.chown(os.path.join(root, name), *owner)
+    with contextlib.suppress(OSError):
+        os.chown(path, *owner)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RecordingWriter:
+    """Creates the directory, appends interval parts, and finalizes the tables."""
+
+    def __init__(self, path: Path, force: bool = False) -> None:
+        self.path = path
+        if path.exists():
+            if not force:
+                raise OutputExistsError(path)
+            if not path.is_dir():
+                raise OutputExistsError(path, "is a file")
+            if (path / MANIFEST).exists() or (path / PARTS_DIR).exists():
+                shutil.rmtree(path)
+            elif any(path.iterdir()):
+                raise OutputExistsError(path, "is a non-empty directory that is not a recording")
+        try:
+            (path / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputWriteError(path, exc) from exc
+        self._seq = 0
+
+    @property
+    def parts(self) -> Path:
+        return self.path / PARTS_DIR
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        try:
+            write_json_atomic(self.path / MANIFEST, manifest)
+        except OSError as exc:
+            raise OutputWriteError(self.path / MANIFEST, exc) from exc
+
+    def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Append rows to a table as one part file (no-op for no rows)."""
+        if not rows:
+            return
+        self._seq += 1
+        self._write(self.parts / f"{table}-{self._seq:06d}.parquet", table, rows)
+
+    def replace(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Replace the single 'latest' part of a table (tables that are snapshots: tasks)."""
+        self._write(self.parts / f"{table}-latest.parquet", table, rows)
+
+    def _write(self, dest: Path, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        tbl = pa.Table.from_pylist(list(rows), schema=TABLES[table])
+        tmp = dest.with_name(dest.name + ".tmp")
+        try:
+            pq.write_table(tbl, tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputWriteError(dest, exc) from exc
+
+    def finalize(self, manifest: dict[str, Any]) -> None:
+        """Merge the parts into the final tables, then write the manifest and drop parts."""
+        try:
+            for name, table in merge_parts(self.parts).items():
+                pq.write_table(table, self.path / f"{name}.parquet")
+        except OSError as exc:
+            raise OutputWriteError(self.path, exc) from exc
+        self.write_manifest(manifest)
+        shutil.rmtree(self.parts, ignore_errors=True)
+        chown_tree(self.path)
+
+
+def merge_parts(parts: Path) -> dict[str, pa.Table]:
+    """Concatenate each table's part files (``tasks``: the latest snapshot only)."""
+    out: dict[str, pa.Table] = {}
+    for name, schema in TABLES.items():
+        latest = parts / f"{name}-latest.parquet"
+        if latest.exists():
+            files = [latest]
+        else:
+            files = sorted(p for p in parts.glob(f"{name}-[0-9]*.parquet"))
+        tables = [pq.read_table(f, schema=schema) for f in files]
+        out[name] = pa.concat_tables(tables) if tables else schema.empty_table()
+    return out

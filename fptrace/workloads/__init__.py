@@ -1,0 +1,1 @@
+"""workloads stage of fptrace."""

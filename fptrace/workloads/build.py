@@ -1,0 +1,45 @@
+"""Build the package's C workloads with the system gcc, once, into a cache directory.
+
+The binary's name carries a hash of its source and flags, so a changed source rebuilds
+and concurrent users never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+from fptrace.errors import EnvironmentProblem
+from fptrace.probes.headers import cache_dir
+
+# No -mavx*: the compiler must not emit vzeroupper (see pingpong.c).
+CFLAGS = ["-O2", "-Wall", "-Wextra"]
+
+
+def workload_binary(name: str) -> Path:
+    """Path of the built workload ``name`` (pingpong, …), compiling it if needed."""
+    source = resources.files("fptrace.workloads").joinpath(f"{name}.c").read_text()
+    digest = hashlib.sha256((source + " ".join(CFLAGS)).encode()).hexdigest()[:12]
+    out_dir = cache_dir() / "bin"
+    binary = out_dir / f"{name}-{digest}"
+    if binary.exists():
+        return binary
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise EnvironmentProblem("no C compiler: install gcc to build fptrace's workloads")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = out_dir / f"{name}-{digest}.c"
+    src.write_text(source)
+    tmp = out_dir / f".{name}-{digest}.{os.getpid()}"
+    proc = subprocess.run(
+        [cc, *CFLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise EnvironmentProblem(f"building workload {name} failed: {proc.stderr.strip()[:300]}")
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, binary)
+    return binary

@@ -1,0 +1,179 @@
+"""XSAVE layout arithmetic: component names, offsets and buffer sizes.
+
+Pure functions over a :class:`Layout` read from CPUID leaf 0xD (or a recording's
+manifest), following ../shared/docs/kernel-fpu.md §6: the compacted format packs the
+components set in XCOMP_BV in ascending order (aligning those with the align64 bit), the
+standard format puts each at its CPUID offset.  Shared by the recorder (to check the
+kernel's ``fpstate->size``) and by the analysis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LEGACY_SIZE = 512  # FXSAVE area: x87 + SSE
+HEADER_SIZE = 64  # XSAVE header: XSTATE_BV, XCOMP_BV, reserved
+COMPACTED_BIT = 1 << 63
+
+# Names as the kernel prints them (arch/x86/kernel/fpu/xstate.c: xfeature_names[]), short.
+COMPONENT_NAMES: dict[int, str] = {
+    0: "x87",
+    1: "SSE",
+    2: "AVX",
+    3: "MPX_BNDREGS",
+    4: "MPX_BNDCSR",
+    5: "AVX512_opmask",
+    6: "AVX512_ZMM_Hi256",
+    7: "AVX512_Hi16_ZMM",
+    8: "PT",
+    9: "PKRU",
+    10: "PASID",
+    11: "CET_U",
+    12: "CET_S",
+    13: "HDC",
+    14: "UINTR",
+    15: "LBR",
+    16: "HWP",
+    17: "AMX_TILECFG",
+    18: "AMX_TILEDATA",
+    19: "APX",
+}
+AVX512_MASK = (1 << 5) | (1 << 6) | (1 << 7)
+AMX_MASK = (1 << 17) | (1 << 18)
+
+
+def component_name(index: int) -> str:
+    return COMPONENT_NAMES.get(index, f"xfeature{index}")
+
+
+def bits(mask: int) -> list[int]:
+    """Indices of the set bits of ``mask`` (bit 63, the compacted flag, excluded)."""
+    mask &= ~COMPACTED_BIT
+    return [i for i in range(63) if mask >> i & 1]
+
+
+def decode(mask: int) -> list[str]:
+    """XSTATE_BV / xfeatures mask -> component names, lowest bit first."""
+    return [component_name(i) for i in bits(mask)]
+
+
+@dataclass(frozen=True)
+class Component:
+    """CPUID(0xD, i) for one state component i >= 2."""
+
+    index: int
+    size: int
+    offset: int  # standard-format offset (0 for supervisor components)
+    supervisor: bool
+    align64: bool
+    xfd: bool = False
+
+    @property
+    def name(self) -> str:
+        return component_name(self.index)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The CPU's XSAVE components (index >= 2; 0 and 1 live in the legacy area)."""
+
+    components: dict[int, Component]
+
+    def compacted_offsets(self, xcomp_bv: int) -> dict[int, int]:
+        offs = LEGACY_SIZE + HEADER_SIZE
+        out: dict[int, int] = {}
+        for i in bits(xcomp_bv):
+            if i < 2:
+                continue
+            comp = self.components.get(i)
+            if comp is None:
+                raise KeyError(f"component {i} is set in {xcomp_bv:#x} but unknown to the CPU")
+            if comp.align64:
+                offs = (offs + 63) & ~63
+            out[i] = offs
+            offs += comp.size
+        return out
+
+    def buffer_size(self, xcomp_bv: int, xfeatures: int | None = None) -> int:
+        """Size of an XSAVE buffer: compacted if bit 63 of ``xcomp_bv``, else standard.
+
+        In the standard format (``xcomp_bv`` == 0) the enabled features (``xfeatures``)
+        decide which components the buffer must hold.
+        """
+        if xcomp_bv & COMPACTED_BIT:
+            offs = self.compacted_offsets(xcomp_bv)
+            if not offs:
+                return LEGACY_SIZE + HEADER_SIZE
+            last = max(offs, key=offs.__getitem__)
+            return offs[last] + self.components[last].size
+        return self.standard_size(xfeatures if xfeatures is not None else xcomp_bv)
+
+    def standard_size(self, features: int) -> int:
+        """Standard-format size for ``features``: the furthest end of any component."""
+        end = LEGACY_SIZE + HEADER_SIZE
+        for i in bits(features):
+            comp = self.components.get(i)
+            if i >= 2 and comp is not None and not comp.supervisor:
+                end = max(end, comp.offset + comp.size)
+        return end
+
+    def bytes_saved(self, xstate_bv: int) -> int:
+        """Estimated bytes an XSAVE(S) writes for a buffer with this XSTATE_BV (§6.4).
+
+        Header words + MXCSR + live legacy parts + every live extended component; an
+        upper bound under XSAVES/XSAVEOPT's modified optimisation.
+        """
+        total = 16 + 8  # XSTATE_BV + XCOMP_BV, MXCSR/MXCSR_MASK
+        if xstate_bv & 1:
+            total += 152
+        if xstate_bv & 2:
+            total += 256
+        for i in bits(xstate_bv):
+            if i >= 2 and i in self.components:
+                total += self.components[i].size
+        return total
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [
+            {
+                "index": c.index,
+                "name": c.name,
+                "size": c.size,
+                "offset": c.offset,
+                "supervisor": c.supervisor,
+                "align64": c.align64,
+                "xfd": c.xfd,
+            }
+            for c in sorted(self.components.values(), key=lambda c: c.index)
+        ]
+
+    @classmethod
+    def from_json(cls, items: list[dict[str, object]]) -> Layout:
+        comps = {}
+        for item in items:
+            idx = int(item["index"])  # type: ignore[call-overload]
+            comps[idx] = Component(
+                idx,
+                int(item["size"]),  # type: ignore[call-overload]
+                int(item["offset"]),  # type: ignore[call-overload]
+                bool(item["supervisor"]),
+                bool(item["align64"]),
+                bool(item.get("xfd", False)),
+            )
+        return cls(comps)
+
+    @classmethod
+    def from_cpuid(cls, leaf_d: dict[int, tuple[int, int, int, int]]) -> Layout:
+        """From CPUID(0xD, i) = (eax, ebx, ecx, edx) for i = 0..N."""
+        eax0, _ebx0, _ecx0, edx0 = leaf_d.get(0, (0, 0, 0, 0))
+        ecx1, edx1 = leaf_d.get(1, (0, 0, 0, 0))[2:4]
+        supported = eax0 | edx0 << 32 | ecx1 | edx1 << 32
+        comps = {}
+        for i in bits(supported):
+            if i < 2 or i not in leaf_d:
+                continue
+            eax, ebx, ecx, _ = leaf_d[i]
+            if eax == 0:
+                continue
+            comps[i] = Component(i, eax, ebx, bool(ecx & 1), bool(ecx & 2), bool(ecx & 4))
+        return cls(comps)
