@@ -19,7 +19,7 @@ from fptrace.errors import EnvironmentProblem
 from fptrace.probes.plan import DROP_COUNTERS, TIF_CANDIDATE_BITS, ProbePlan
 
 CountKey = tuple[int, int, int, int, int, int, int]  # pid, tgid, vso, xfeatures, event, bits, arg
-CountVal = tuple[int, int, int]  # count, first_ns, last_ns (kernel monotonic)
+CountVal = tuple[int, int, int]  # count, first_ns, last_ns (kernel monotonic; last: see .c)
 
 CALIBRATION_SAMPLES = 16  # load=1 events needed before the TIF bit is trusted
 
@@ -72,6 +72,9 @@ class BpfSession:
             ) from exc
         self._calibrating = "CALIBRATE_TIF" in plan.macros
         self.tif_bit_index: int | None = None
+        for note in plan.notes:  # calibrated by an earlier run on this kernel build
+            if note.startswith("TIF_NEED_FPU_LOAD is bit "):
+                self.tif_bit_index = TIF_CANDIDATE_BITS.index(int(note.split()[3]))
         self._attached_raw: list[str] = []
 
     def __enter__(self) -> BpfSession:
@@ -103,6 +106,10 @@ class BpfSession:
                     f"cannot attach raw tracepoint {tp}: {exc}: run `fptrace doctor`"
                 ) from exc
             self._attached_raw.append(tp)
+
+    @property
+    def calibrating(self) -> bool:
+        return self._calibrating
 
     def calibrate(self) -> int | None:
         """Decide the TIF_NEED_FPU_LOAD bit once enough events came; detach the probe then."""
@@ -162,18 +169,16 @@ class BpfSession:
 
     def _read_cache(self) -> list[tuple[CountKey, CountVal]]:
         out = []
-        jiffy = self.plan.macros.get("JIFFY_NS", 4_000_000)
         cache = self.bpf["cache"]
         for i in range(64):
             for s in cache[cache.Key(i)]:
                 if not s.traced or not s.val.count:
                     continue
                 k = s.key
-                last = s.val.first_ns + (s.last_tick - s.first_tick) * jiffy
                 out.append(
                     (
                         (k.pid, k.tgid, k.vso, k.xfeatures, k.event, k.load_bits, k.arg),
-                        (s.val.count, s.val.first_ns, last),
+                        (s.val.count, s.val.first_ns, s.val.last_ns),
                     )
                 )
         return out

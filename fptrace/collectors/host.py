@@ -84,13 +84,6 @@ def parse_config(text: str) -> dict[str, str]:
     return out
 
 
-def config_hz(config: dict[str, str]) -> int:
-    try:
-        return int(config.get("CONFIG_HZ", "250"))
-    except ValueError:
-        return 250
-
-
 def read_cpuid_leaf_d(cpu: int = 0) -> dict[int, tuple[int, int, int, int]] | None:
     """CPUID(0xD, 0..63) through /dev/cpu/N/cpuid (CONFIG_X86_CPUID, root)."""
     try:
@@ -206,8 +199,8 @@ def xstate_facts(dmesg: list[str] | None) -> tuple[dict[str, Any], Layout | None
     return facts, layout
 
 
-def collect_host(dest_dir: Path | None = None) -> tuple[dict[str, Any], Layout | None, int]:
-    """Host manifest section, the xstate layout, and CONFIG_HZ.
+def collect_host(dest_dir: Path | None = None) -> tuple[dict[str, Any], Layout | None]:
+    """Host manifest section and the xstate layout.
 
     With ``dest_dir``, a gzip copy of the full kernel config is written there as
     ``kernel-config.gz`` (the manifest holds its hash and the FPU-relevant options).
@@ -235,4 +228,4 @@ def collect_host(dest_dir: Path | None = None) -> tuple[dict[str, Any], Layout |
         "at_minsigstksz": at_minsigstksz(),
         "dmesg_fpu_lines": dmesg,
     }
-    return host, layout, config_hz(config)
+    return host, layout

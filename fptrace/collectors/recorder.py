@@ -31,9 +31,15 @@ from fptrace.collectors.bpf_session import BpfSession, CountKey, CountVal, Snaps
 from fptrace.collectors.host import collect_host
 from fptrace.collectors.procfs import TaskMeta, task_counters, task_meta
 from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError
-from fptrace.probes.headers import choose_headers
+from fptrace.probes.headers import cache_dir, choose_headers
 from fptrace.probes.kernel import LiveKernel, find_tracefs
-from fptrace.probes.plan import EVENT_NAMES, PlanOptions, ProbePlan, plan_probes
+from fptrace.probes.plan import (
+    EVENT_NAMES,
+    LOAD_NOT_READ,
+    PlanOptions,
+    ProbePlan,
+    plan_probes,
+)
 from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION
 from fptrace.recording.writer import RecordingWriter, chown_tree
 from fptrace.xstate import Layout
@@ -84,6 +90,28 @@ class VsoNamer:
             return None
         digest = hashlib.blake2b(struct.pack("<QI", addr, pid), key=self._key, digest_size=8)
         return digest.hexdigest()
+
+
+def _tif_cache() -> Path:
+    u = os.uname()
+    build = hashlib.sha256(f"{u.release} {u.version}".encode()).hexdigest()[:16]
+    return cache_dir() / f"tif-bit-{build}"
+
+
+def load_tif_bit() -> int | None:
+    """TIF_NEED_FPU_LOAD's bit as calibrated by an earlier run on this exact kernel build."""
+    try:
+        return int(_tif_cache().read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def save_tif_bit(bit: int) -> None:
+    try:
+        _tif_cache().parent.mkdir(parents=True, exist_ok=True)
+        _tif_cache().write_text(f"{bit}\n")
+    except OSError:
+        pass
 
 
 def default_output() -> Path:
@@ -228,6 +256,7 @@ class Recorder:
         """Write one interval; returns the number of events in it."""
         self.session.calibrate()
         snap = self.session.snapshot()
+        now = self.rel(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
         self.last = snap
         bit = self.session.tif_bit_index
         rows = []
@@ -246,11 +275,15 @@ class Recorder:
                     "vso": self.name_vso(vso, pid),
                     "event": EVENT_NAMES.get(event, f"event{event}"),
                     "xfeatures": xfeatures,
-                    "load_fpu": (load_bits >> bit) & 1 if is_fpu and bit is not None else None,
+                    "load_fpu": (load_bits >> bit) & 1
+                    if is_fpu and bit is not None and not load_bits & LOAD_NOT_READ
+                    else None,
                     "arg": arg,
                     "count": delta,
                     "first_ns": self.rel(first),
-                    "last_ns": self.rel(last),
+                    # Hits are not timed in the kernel (too costly): last seen no later than
+                    # the end of this interval, and no earlier than the kernel's own mark.
+                    "last_ns": max(self.rel(last), now) if delta else self.rel(last),
                 }
             )
             events += delta
@@ -376,10 +409,14 @@ def record(
 
     tracefs = find_tracefs(mount=True)
     env = LiveKernel(tracefs)
-    host, layout, hz = collect_host(writer.path)
+    host, layout = collect_host(writer.path)
     plan = plan_probes(
         env,
-        PlanOptions(filter_targets=not opts.system, self_tgid=os.getpid(), hz=hz),
+        PlanOptions(
+            filter_targets=not opts.system,
+            self_tgid=os.getpid(),
+            calibrated_tif_bit=load_tif_bit(),
+        ),
     )
     if not plan.ok:
         raise EnvironmentProblem(f"cannot trace: {plan.fatal[0]} (run `fptrace doctor`)")
@@ -427,6 +464,8 @@ def record(
             if child is not None:
                 child.release()
             exit_code = _loop(opts, recorder, child, stop, status)
+            if session.tif_bit is not None:
+                save_tif_bit(session.tif_bit)
             time.sleep(0.05)  # let the last switches of exiting tasks land
             recorder.drain()
             snap = recorder.last or Snapshot()
@@ -478,6 +517,8 @@ def _loop(
             and not any(os.path.exists(f"/proc/{p}") for p in opts.pids)
         ):
             break
+        if recorder.session.calibrating:
+            recorder.session.calibrate()  # detach the calibration probe as soon as it is done
         if now >= next_drain:
             events = recorder.drain()
             next_drain += opts.interval
@@ -488,7 +529,8 @@ def _loop(
                     f"{now - t_begin:7.1f}s  {events / opts.interval:10,.0f} events/s  "
                     f"{len(snap.tasks):5d} tasks  {drops} drops"
                 )
-        time.sleep(min(0.05, max(next_drain - time.monotonic(), 0.001)))
+        tick = 0.01 if recorder.session.calibrating else 0.1
+        time.sleep(min(tick, max(next_drain - time.monotonic(), 0.001)))
     if child is None:
         return 0
     if child.poll() is None:

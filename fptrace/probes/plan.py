@@ -41,6 +41,8 @@ REQUIRED_FPU_EVENTS = ("regs_deactivated", "regs_activated")
 # bits; observed on 6.18, read in 7.2).  The BPF program keeps both and a short calibration
 # at start-up tells which one this kernel uses (kernel-fpu.md §2.4 item 5).
 TIF_CANDIDATE_BITS = (14, 19)
+# load_bits value of events whose load_fpu is deliberately not read (regs_deactivated).
+LOAD_NOT_READ = 0x8000
 
 # Map capacities (entries).  counts holds one entry per (task, VSO, event, XSTATE_BV);
 # entries of exited tasks are deleted once drained, so this bounds live keys, not history.
@@ -103,7 +105,7 @@ class PlanOptions:
 
     filter_targets: bool  # -p / -- CMD: only some process trees
     self_tgid: int = 0
-    hz: int = 250  # CONFIG_HZ: converts jiffies (cache-hit clock) to ns
+    calibrated_tif_bit: int | None = None  # known from an earlier run on this kernel build
 
 
 def _member_off(btf: StructInfo, struct: str, member: str) -> int | None:
@@ -162,10 +164,6 @@ def layout_macros(btf: StructInfo) -> tuple[dict[str, int], list[str], list[str]
         macros["TASK_TIF_OFF"] = task["thread_info"].offset + ti_flags
     else:
         notes.append("thread_info is not in task_struct: load_fpu is not recorded")
-    if btf.has_func("bpf_jiffies64"):  # 5.5+
-        macros["HAVE_JIFFIES64"] = 1
-    else:
-        notes.append("no bpf_jiffies64: last-seen times have the resolution of a cache eviction")
     return macros, fatal, notes
 
 
@@ -231,7 +229,11 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
 
     # load_fpu calibration: which TIF bit is TIF_NEED_FPU_LOAD on this kernel.
     act = present.get("regs_activated", set())
-    if "TASK_TIF_OFF" in plan.macros and "load_fpu" in act:
+    if "TASK_TIF_OFF" in plan.macros and opts.calibrated_tif_bit in TIF_CANDIDATE_BITS:
+        plan.notes.append(
+            f"TIF_NEED_FPU_LOAD is bit {opts.calibrated_tif_bit} (calibrated by an earlier run)"
+        )
+    elif "TASK_TIF_OFF" in plan.macros and "load_fpu" in act:
         plan.macros["CALIBRATE_TIF"] = 1
         plan.probes.append(
             ProbeDecision(
@@ -294,7 +296,6 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
     if opts.filter_targets:
         plan.macros["FILTER_TARGETS"] = 1
     plan.macros["SELF_TGID"] = opts.self_tgid
-    plan.macros["JIFFY_NS"] = 1_000_000_000 // opts.hz
     for i, bit in enumerate(TIF_CANDIDATE_BITS):
         plan.macros[f"TIF_BIT_{i}"] = bit
     for name, ident in AUX_EVENT_IDS.items():

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Overhead of `fptrace record -a` on the context-switch path (issue: fptrace record).
+
+`perf bench sched pipe` with both tasks pinned to one CPU (every switch saves FPU state),
+untraced and traced, interleaved in pairs so that drift in the VM hits both sides; the
+result is the median of per-pair ratios (traced / untraced ops/s) with a bootstrap 95 %
+interval, plus the time from `fptrace record` starting to its probes being attached.
+
+Run as root after `make setup`:  .venv/bin/python scripts/bench_overhead.py [--pairs 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OPS = re.compile(r"([\d.]+)\s+ops/sec")
+
+
+def pipe_bench(loops: int, cpu: int) -> float:
+    out = subprocess.run(
+        ["taskset", "-c", str(cpu), "perf", "bench", "sched", "pipe", "-l", str(loops)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = OPS.search(out)
+    if not m:
+        raise SystemExit(f"cannot parse perf bench output:\n{out}")
+    return float(m.group(1))
+
+
+def start_tracer(out: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], float]:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fptrace", "record", "-a", "-q", "-f", "-o", str(out), *extra],
+        stdout=subprocess.DEVNULL,
+    )
+    manifest = out / "manifest.json"
+    while not manifest.exists():
+        if proc.poll() is not None:
+            raise SystemExit(f"fptrace record exited with {proc.returncode}")
+        time.sleep(0.01)
+    return proc, time.monotonic() - t0
+
+
+def stop_tracer(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+
+
+def bootstrap_ci(values: list[float], n: int = 2000) -> tuple[float, float]:
+    rng = random.Random(1)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(n))
+    return meds[int(0.025 * n)], meds[int(0.975 * n)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=9)
+    ap.add_argument("--loops", type=int, default=200000)
+    ap.add_argument("--cpu", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    if shutil.which("perf") is None:
+        raise SystemExit("perf is missing: apt-get install linux-perf")
+    tmp = Path(tempfile.mkdtemp(prefix="fptrace-bench-"))
+    ratios, base, traced, startups = [], [], [], []
+    pipe_bench(args.loops // 4, args.cpu)  # warm-up
+    for i in range(args.pairs):
+        order = ["untraced", "traced"] if i % 2 == 0 else ["traced", "untraced"]
+        got = {}
+        for side in order:
+            if side == "untraced":
+                got[side] = pipe_bench(args.loops, args.cpu)
+            else:
+                proc, startup = start_tracer(tmp / "rec", [])
+                startups.append(startup)
+                try:
+                    got[side] = pipe_bench(args.loops, args.cpu)
+                finally:
+                    stop_tracer(proc)
+        base.append(got["untraced"])
+        traced.append(got["traced"])
+        ratios.append(got["traced"] / got["untraced"])
+        print(
+            f"pair {i + 1}: untraced {got['untraced']:,.0f}  traced {got['traced']:,.0f} ops/s"
+            f"  ratio {ratios[-1]:.3f}",
+            flush=True,
+        )
+    lo, hi = bootstrap_ci(ratios)
+    result = {
+        "benchmark": f"taskset -c {args.cpu} perf bench sched pipe -l {args.loops}",
+        "pairs": args.pairs,
+        "untraced_median_ops": statistics.median(base),
+        "traced_median_ops": statistics.median(traced),
+        "ratio_median": statistics.median(ratios),
+        "ratio_ci95": [lo, hi],
+        "startup_median_s": statistics.median(startups),
+        "startup_max_s": max(startups),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
