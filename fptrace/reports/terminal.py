@@ -43,7 +43,7 @@ def render_summary(rec: Recording, console: Console, top: int = 10) -> None:
         ("switches", "right"),
         ("on-CPU ms", "right"),
     ):
-        t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
     for row in tasks.itertuples():
         t.add_row(
             str(row.pid),

@@ -1,0 +1,77 @@
+"""CLI behaviour that needs no kernel: one-line errors with exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fptrace import cli
+from fptrace.collectors import recorder
+from tests.unit.recordings import count, task, vso, write
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_record_as_non_root_says_sudo(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(recorder.os, "geteuid", lambda: 1000)
+    code, _, err = run(capsys, "record", "--", "true")
+    assert code == 77 and "sudo" in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "text"),
+    [
+        (["record"], 66, "nothing to trace"),
+        (["record", "-p", "999999999"], 66, "no process with PID 999999999"),
+        (["record", "--", "no-such-command-xyz"], 66, "command not found: no-such-command-xyz"),
+        (["record", "-p", "1", "--", "true"], 66, "either -p or a command"),
+        (["record", "-p", "x1"], 2, "not a PID list"),
+        (["record", "-d", "-3", "--", "true"], 2, "must be positive"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_bad_input_gets_one_line_and_an_exit_code(capsys, monkeypatch, argv, code, text):
+    monkeypatch.setattr(recorder.os, "geteuid", lambda: 0)
+    got, _, err = run(capsys, *argv)
+    assert got == code
+    assert text in one_line_error(err)
+
+
+def test_debug_shows_the_traceback(monkeypatch) -> None:
+    monkeypatch.setattr(recorder.os, "geteuid", lambda: 1000)
+    with pytest.raises(Exception, match="sudo"):
+        cli.main(["--debug", "record", "--", "true"])
+
+
+def test_summary_of_a_recording_and_of_garbage(capsys, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "r",
+        [count(5, "regs_deactivated", 10, load=None), count(5, "regs_activated", 10)],
+        [task(5, comm="[b]x[/b]")],
+        [vso(5)],
+    )
+    code, out, _ = run(capsys, "summary", str(path))
+    assert code == 0
+    assert "[b]x[/b]" in out  # shown literally, not as rich markup
+    assert "2,448 B" in out
+    code, _, err = run(capsys, "summary", str(tmp_path))
+    assert code == 65 and "not an fptrace recording" in one_line_error(err)
+
+
+def test_help_teaches(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["record", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "sudo fptrace record -- " in out

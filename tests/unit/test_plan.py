@@ -1,0 +1,126 @@
+"""Probe decisions against fake kernels: features, not versions."""
+
+from __future__ import annotations
+
+import pytest
+
+from fptrace.probes.plan import FPU_EVENT_IDS, PlanOptions, plan_probes
+from tests.unit.fake_kernels import KERNELS, FakeKernel, kernel_4_19, kernel_6_18
+
+ALL = PlanOptions(filter_targets=False, self_tgid=42)
+FILTERED = PlanOptions(filter_targets=True, self_tgid=42)
+
+
+def attached_raw(plan) -> set[str]:
+    return {p.name.split("x86_fpu_", 1)[1] for p in plan.attached() if p.kind == "raw_tracepoint"}
+
+
+@pytest.mark.parametrize("version", sorted(KERNELS))
+def test_every_supported_kernel_plans_without_fatal_problems(version: str) -> None:
+    plan = plan_probes(KERNELS[version](), FILTERED)
+    assert plan.fatal == []
+    assert {"regs_deactivated", "regs_activated"} <= attached_raw(plan)
+    # Each attached raw probe is compiled in under its event id.
+    for short in attached_raw(plan):
+        assert plan.macros[f"EV_{short.upper()}"] == FPU_EVENT_IDS[short]
+
+
+def test_6_18_has_seven_events_and_skips_the_removed_ones_with_a_reason() -> None:
+    plan = plan_probes(kernel_6_18(), ALL)
+    assert attached_raw(plan) == {
+        "regs_deactivated",
+        "regs_activated",
+        "dropped",
+        "copy_dst",
+        "before_save",
+        "after_save",
+        "xstate_check_failed",
+    }
+    skipped = {p.name: p.reason for p in plan.skipped() if p.kind == "raw_tracepoint"}
+    assert "removed in 6.16" in skipped["x86_fpu:x86_fpu_copy_src"]
+    assert "removed in 6.16" in skipped["x86_fpu:x86_fpu_init_state"]
+    assert all(not p.required for p in plan.skipped())
+
+
+def test_6_18_finds_struct_fpu_after_task_struct() -> None:
+    plan = plan_probes(kernel_6_18(), ALL)
+    assert plan.macros["TASK_FPU_OFF"] == 3264  # sizeof(struct task_struct)
+    assert plan.macros["HAVE_FPSTATE"] == 1
+    assert plan.macros["FPU_FPSTATE_OFF"] == 16
+    assert plan.macros["FPSTATE_REGS_OFF"] == 64
+    assert plan.macros["FPSTATE_IS_VALLOC_BIT"] == 256
+    assert any("6.16+" in n for n in plan.notes)
+
+
+@pytest.mark.parametrize("version", ["6.1", "6.12"])
+def test_6_x_finds_struct_fpu_inside_thread_struct(version: str) -> None:
+    plan = plan_probes(KERNELS[version](), ALL)
+    assert plan.macros["TASK_FPU_OFF"] == 5056 + 192  # task->thread + thread_struct.fpu
+    assert len(attached_raw(plan)) == 11
+    assert plan.macros["HAVE_FPSTATE"] == 1
+
+
+def test_5_10_uses_the_embedded_buffer() -> None:
+    plan = plan_probes(KERNELS["5.10"](), ALL)
+    assert "HAVE_FPSTATE" not in plan.macros
+    assert plan.macros["FPU_STATE_OFF"] == 64
+    assert not any(k.startswith("FPSTATE_") for k in plan.macros)
+    assert any("before 5.16" in n for n in plan.notes)
+
+
+def test_load_fpu_calibration_only_where_the_record_has_load_fpu() -> None:
+    assert plan_probes(kernel_6_18(), ALL).macros.get("CALIBRATE_TIF") == 1
+    old = plan_probes(kernel_4_19(), ALL)
+    assert "CALIBRATE_TIF" not in old.macros
+    cal = [p for p in old.probes if p.kind == "tracepoint" and p.name.startswith("x86_fpu")]
+    assert cal and not cal[0].attach and "initialized" in cal[0].reason
+
+
+def test_a_known_tif_bit_needs_no_calibration_probe() -> None:
+    plan = plan_probes(kernel_6_18(), PlanOptions(False, 1, calibrated_tif_bit=19))
+    assert "CALIBRATE_TIF" not in plan.macros
+    assert any("bit 19" in n for n in plan.notes)
+
+
+def test_missing_syscall_tracepoints_are_skipped_with_the_config_to_enable() -> None:
+    plan = plan_probes(kernel_4_19(), ALL)
+    p = next(p for p in plan.probes if p.name == "syscalls:sys_enter_arch_prctl")
+    assert not p.attach and "CONFIG_FTRACE_SYSCALLS" in p.reason
+    assert "PROBE_ARCH_PRCTL" not in plan.macros
+    assert plan.fatal == []
+
+
+def test_missing_switch_event_is_fatal() -> None:
+    k = kernel_6_18()
+    del k.groups["x86_fpu"]["x86_fpu_regs_deactivated"]
+    plan = plan_probes(k, ALL)
+    assert any("regs_deactivated" in f for f in plan.fatal)
+
+
+def test_following_children_requires_the_fork_tracepoint() -> None:
+    k = kernel_6_18()
+    del k.groups["sched"]["sched_process_fork"]
+    assert any("sched_process_fork" in f for f in plan_probes(k, FILTERED).fatal)
+    assert plan_probes(k, ALL).fatal == []  # -a needs no following
+
+
+def test_no_tracefs_and_no_btf_are_fatal_with_reasons() -> None:
+    assert "tracefs" in plan_probes(FakeKernel("x", None, None), ALL).fatal[0]
+    k = kernel_6_18()
+    k.fake_btf = None
+    k.btf_error = "cannot read /sys/kernel/btf/vmlinux"
+    assert any("BTF" in f for f in plan_probes(k, ALL).fatal)
+
+
+def test_unknown_struct_layout_is_fatal() -> None:
+    k = kernel_6_18()
+    k.fake_btf.structs["fpu"] = {"last_cpu": k.fake_btf.structs["fpu"]["last_cpu"]}
+    assert any("neither 'fpstate' nor 'state'" in f for f in plan_probes(k, ALL).fatal)
+
+
+def test_filtering_and_self_exclusion_reach_the_bpf_c() -> None:
+    plan = plan_probes(kernel_6_18(), FILTERED)
+    assert plan.macros["FILTER_TARGETS"] == 1
+    assert plan.macros["SELF_TGID"] == 42
+    assert "-DSELF_TGID=42" in plan.cflags()
+    assert "FILTER_TARGETS" not in plan_probes(kernel_6_18(), ALL).macros

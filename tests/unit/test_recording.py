@@ -1,0 +1,98 @@
+"""Recording directory: round trip, crash recovery, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fptrace.errors import OutputExistsError, RecordingError
+from fptrace.recording.loader import load_recording
+from fptrace.recording.writer import RecordingWriter
+from tests.unit.recordings import count, task, vso, write
+
+
+def test_round_trip_keeps_types_and_values(tmp_path: Path) -> None:
+    rec = load_recording(
+        write(
+            tmp_path / "r",
+            [count(10, "regs_deactivated", 7, xf=0x80000000000000E6, load=None)],
+            [task(10)],
+            [vso(10)],
+        )
+    )
+    row = rec.counts.iloc[0]
+    assert row["count"] == 7 and row["event"] == "regs_deactivated"
+    assert int(row["xfeatures"]) == 0x80000000000000E6  # full uint64 survives
+    assert pd.isna(row["load_fpu"])  # "not read" stays null, not 0
+    assert int(rec.vso.iloc[0]["size"]) == 2448
+    assert not rec.recovered and rec.layout is not None
+    assert not (tmp_path / "r" / ".parts").exists()
+
+
+def test_interrupted_recording_is_rebuilt_from_its_parts(tmp_path: Path) -> None:
+    path = write(tmp_path / "r", [count(10, "regs_activated", 3)], [task(10)], finalize=False)
+    rec = load_recording(path)
+    assert rec.recovered and "did not finish cleanly" in rec.warnings[0]
+    assert int(rec.counts["count"].sum()) == 3 and len(rec.tasks) == 1
+
+
+def test_output_that_exists_is_refused_unless_forced(tmp_path: Path) -> None:
+    path = write(tmp_path / "r", [count(1, "regs_activated", 1)])
+    with pytest.raises(OutputExistsError, match="--force"):
+        RecordingWriter(path)
+    RecordingWriter(path, force=True)  # replaces a recording
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not a recording"):
+        RecordingWriter(other, force=True)  # never deletes a user's directory
+    assert (other / "keep.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.write_text("x"), "is not a recording"),
+        (lambda p: p.mkdir(), "no manifest.json"),
+        (lambda p: (p.mkdir(), (p / "manifest.json").write_text("{nope")), "not JSON"),
+        (
+            lambda p: (p.mkdir(), (p / "manifest.json").write_text('{"format": "other"}')),
+            "not an fptrace manifest",
+        ),
+    ],
+)
+def test_not_a_recording(tmp_path: Path, setup, message: str) -> None:
+    path = tmp_path / "x"
+    setup(path)
+    with pytest.raises(RecordingError, match=message):
+        load_recording(path)
+
+
+def test_newer_format_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = write(tmp_path / "r", [count(1, "regs_activated", 1)])
+    m = json.loads((path / "manifest.json").read_text())
+    m["format_version"] = 99
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(RecordingError, match="upgrade fptrace"):
+        load_recording(path)
+
+
+def test_corrupt_or_missing_table_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path / "r", [count(1, "regs_activated", 1)], [task(1)], [vso(1)])
+    data = (path / "counts.parquet").read_bytes()
+    (path / "counts.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RecordingError, match=r"counts\.parquet is truncated or corrupt"):
+        load_recording(path)
+    (path / "vso.parquet").unlink()
+    (path / "counts.parquet").write_bytes(data)
+    with pytest.raises(RecordingError, match=r"lacks vso\.parquet"):
+        load_recording(path)
+
+
+def test_empty_recording_loads(tmp_path: Path) -> None:
+    rec = load_recording(write(tmp_path / "r"))
+    assert rec.counts.empty and rec.tasks.empty and rec.vso.empty

@@ -1,0 +1,64 @@
+"""Save/restore classification on hand-made counts with known answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fptrace.analysis import summary
+from fptrace.recording.loader import load_recording
+from tests.unit.recordings import count, task, write
+from tests.unit.test_xstate import AMD
+
+
+def rec(tmp_path: Path, counts, tasks=()):
+    return load_recording(write(tmp_path / "r", counts, tasks))
+
+
+def test_saves_exclude_the_exit_path_and_restores_need_load_fpu(tmp_path: Path) -> None:
+    r = rec(
+        tmp_path,
+        [
+            count(1, "regs_deactivated", 100, load=None),
+            count(1, "regs_deactivated", 1, load=None),  # exit path ...
+            count(1, "dropped", 1, load=0),  # ... paired with dropped
+            count(1, "regs_activated", 60, load=1),  # return-to-user restores
+            count(1, "regs_activated", 5, load=0),  # signal delivery/sigreturn: not restores
+            count(1, "copy_dst", 2, load=0),
+            count(1, "signal_deliver", 3, xf=10),
+        ],
+        [task(1, "app", switches=120)],
+    )
+    t = summary.per_task(r.counts, r.tasks).iloc[0]
+    assert (t.saves, t.restores, t.restores_skipped) == (100, 60, 40)
+    assert (t.fork_copies, t.signal_frames, t.comm, t.switches) == (2, 3, "app", 120)
+
+
+def test_restores_fall_back_to_all_when_load_fpu_is_unknown(tmp_path: Path) -> None:
+    r = rec(tmp_path, [count(1, "regs_activated", 9, load=None)])
+    assert summary.per_task(r.counts, r.tasks).iloc[0].restores == 9
+
+
+def test_live_component_shares_and_bytes(tmp_path: Path) -> None:
+    r = rec(
+        tmp_path,
+        [
+            count(1, "regs_deactivated", 3, xf=0xE6),  # SSE AVX opmask ZMM_Hi256 Hi16_ZMM
+            count(1, "regs_deactivated", 1, xf=0xA2),  # SSE opmask Hi16_ZMM
+        ],
+    )
+    comps = summary.live_components(r.counts).set_index("component")
+    assert comps.loc["SSE", "share"] == 1.0
+    assert comps.loc["AVX512_ZMM_Hi256", "share"] == 0.75
+    assert "x87" not in comps.index
+    expect = (3 * AMD.bytes_saved(0xE6) + AMD.bytes_saved(0xA2)) / 4
+    assert summary.bytes_per_save(r.counts, AMD) == expect
+
+
+def test_totals_of_an_empty_recording(tmp_path: Path) -> None:
+    r = rec(tmp_path, [])
+    t = summary.totals(r.counts, r.tasks, {"lost_events": 0})
+    assert (t.events, t.saves, t.drops) == (0, 0, 0)
+    assert summary.live_components(r.counts).empty
+    assert isinstance(summary.vso_sizes(r.vso), pd.DataFrame)
