@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psutil
+
 
 def _read(path: str) -> str | None:
     try:
@@ -64,3 +66,11 @@ def task_meta(tgid: int) -> TaskMeta | None:
         unified = [ln.split("::", 1)[1] for ln in lines if ln.startswith("0::")]
         cg = unified[0] if unified else (lines[0] if lines else None)
     return TaskMeta(cmdline.replace("\0", " ").strip() or None, cg, ppid)
+
+
+def process_running(pid: int) -> bool:
+    """True while ``pid`` exists and has not exited (a zombie has finished running)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False

@@ -29,7 +29,7 @@ from typing import Any
 from fptrace import __version__
 from fptrace.collectors.bpf_session import BpfSession, CountKey, CountVal, Snapshot
 from fptrace.collectors.host import collect_host
-from fptrace.collectors.procfs import TaskMeta, task_counters, task_meta
+from fptrace.collectors.procfs import TaskMeta, process_running, task_counters, task_meta
 from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError
 from fptrace.probes.headers import cache_dir, choose_headers
 from fptrace.probes.kernel import LiveKernel, find_tracefs
@@ -131,7 +131,7 @@ def check_options(opts: RecordOptions) -> None:
     if opts.duration is not None and opts.duration <= 0:
         raise TargetError(f"--duration {opts.duration} must be positive")
     for pid in opts.pids:
-        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        if pid <= 0 or not process_running(pid):
             raise TargetError(f"no process with PID {pid}: check it with `ps -p {pid}`")
         if pid == os.getpid():
             raise TargetError("fptrace does not trace itself: choose another PID")
@@ -511,11 +511,7 @@ def _loop(
             break
         if child is not None and child.poll() is not None:
             break
-        if (
-            child is None
-            and not opts.system
-            and not any(os.path.exists(f"/proc/{p}") for p in opts.pids)
-        ):
+        if child is None and not opts.system and not any(process_running(p) for p in opts.pids):
             break
         if recorder.session.calibrating:
             recorder.session.calibrate()  # detach the calibration probe as soon as it is done

@@ -1,0 +1,95 @@
+"""Integration lane: real BPF on the running kernel, real perf.  Root only.
+
+On a user's machine without root/BCC/tracefs these tests skip with the reason; in CI
+(FPTRACE_NO_SKIP=1) a skip is a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fptrace.collectors.host import read_cpuid_leaf_d
+from fptrace.probes.kernel import find_tracefs
+from fptrace.recording.loader import Recording, load_recording
+from fptrace.workloads.build import workload_binary
+from fptrace.xstate import Layout
+from tests.conftest import skip_or_fail
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_kernel() -> None:
+    if os.geteuid() != 0:
+        skip_or_fail("integration tests need root (BPF)")
+    if importlib.util.find_spec("bcc") is None:
+        skip_or_fail("BCC (python3-bpfcc) is not importable")
+    if find_tracefs(mount=True) is None:
+        skip_or_fail("tracefs cannot be mounted")
+
+
+@pytest.fixture(scope="session")
+def pingpong() -> Path:
+    return workload_binary("pingpong")
+
+
+@pytest.fixture(scope="session")
+def cpu_layout() -> Layout:
+    leaf = read_cpuid_leaf_d()
+    if leaf is None:
+        skip_or_fail("/dev/cpu/0/cpuid is not readable (CONFIG_X86_CPUID)")
+    return Layout.from_cpuid(leaf)
+
+
+def require_cpu(flag: str) -> None:
+    if f" {flag}" not in Path("/proc/cpuinfo").read_text():
+        skip_or_fail(f"CPU lacks {flag}")
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        skip_or_fail(f"{name} is not installed")
+    return path  # type: ignore[return-value]
+
+
+@dataclass
+class Run:
+    proc: subprocess.CompletedProcess[str]
+    path: Path
+
+    @property
+    def rec(self) -> Recording:
+        return load_recording(self.path)
+
+    def workload_json(self) -> dict:
+        lines = [ln for ln in self.proc.stdout.splitlines() if ln.startswith("{")]
+        return json.loads(lines[-1])
+
+
+def fptrace(*args: str, env: dict[str, str] | None = None, timeout: int = 180):
+    return subprocess.run(
+        [sys.executable, "-m", "fptrace", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.fixture
+def record(tmp_path: Path):
+    def run(*args: str, name: str = "rec", env: dict[str, str] | None = None) -> Run:
+        out = tmp_path / name
+        proc = fptrace("record", "-q", "-o", str(out), *args, env=env)
+        return Run(proc, out)
+
+    return run

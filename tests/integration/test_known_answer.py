@@ -1,0 +1,97 @@
+"""Known answer: two tasks pinned to one CPU ping-pong N round trips over pipes.
+
+Each task blocks once per round trip, so it is switched out N times (N saves) and comes
+back to user space N times after the other task used the FPU (N restores).  Tolerance:
+a handful of extra events per task from exec, the first wake-up and exit (the final
+switch of a dead task saves once more, kernel-fpu.md §1.3), so |x - N| <= 10.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fptrace.analysis import summary
+from tests.integration.conftest import require_cpu
+
+N = 5000
+TOL = 10
+ZMM_HI256 = 1 << 6
+AVX = 1 << 2
+
+
+def saves_with_bit(counts, pid: int, bit: int) -> tuple[int, int]:
+    s = counts[(counts["pid"] == pid) & (counts["event"] == "regs_deactivated")]
+    total = int(s["count"].sum())
+    with_bit = int(s[s["xfeatures"].astype("int64") & bit != 0]["count"].sum())
+    return with_bit, total
+
+
+@pytest.mark.parametrize(("mode", "bit"), [("avx512", ZMM_HI256), ("avx", AVX), ("none", None)])
+def test_pingpong_saves_restores_sizes_and_live_state(record, pingpong, cpu_layout, mode, bit):
+    if mode != "none":
+        require_cpu("avx512f" if mode == "avx512" else "avx")
+    run = record("--", str(pingpong), "--mode", mode, "--rounds", str(N))
+    assert run.proc.returncode == 0, run.proc.stderr
+    work = run.workload_json()
+    assert work["live"], work  # XINUSE confirmed the state was live in the workload
+    rec = run.rec
+    tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
+    for pid in (work["parent_pid"], work["child_pid"]):
+        t = tasks.loc[pid]
+        assert abs(int(t.saves) - N) <= TOL, (pid, t)
+        assert abs(int(t.restores) - N) <= TOL, (pid, t)
+        assert abs(int(t.switches) - N) <= TOL, (pid, t)
+        assert int(t.oncpu_ns) > 0
+        # The VSO's kernel size equals the size computed from CPUID and its xcomp_bv.
+        vsos = rec.vso[rec.vso["pid"] == pid]
+        assert len(vsos) == 1
+        v = vsos.iloc[0]
+        expect = cpu_layout.buffer_size(int(v["xcomp_bv"]), int(v["xfeatures"]))
+        assert int(v["size"]) == expect == int(v["layout_size"])
+        assert int(v["user_size"]) == cpu_layout.standard_size(int(v["user_xfeatures"]))
+        # XSTATE_BV carries the dirtied component for (nearly) every save, and not otherwise.
+        probe = bit if bit is not None else ZMM_HI256 | AVX
+        with_bit, total = saves_with_bit(rec.counts, pid, probe)
+        if bit is not None:
+            assert with_bit >= total - 3, (with_bit, total)
+        else:
+            assert with_bit <= 3, (with_bit, total)
+    # Restores were classified with the calibrated TIF_NEED_FPU_LOAD bit.
+    assert rec.manifest["load_fpu"]["tif_bit"] in (14, 19)
+    acts = rec.counts[rec.counts["event"] == "regs_activated"]
+    assert acts["load_fpu"].notna().all()
+    assert sum(rec.manifest["drops"].values()) == 0
+    # The child's fork copy is accounted to the child and its own VSO.
+    copies = rec.counts[rec.counts["event"] == "copy_dst"]
+    assert list(copies["pid"]) == [work["child_pid"]]
+    assert set(copies["vso"]) <= set(rec.vso["vso"])
+
+
+def test_failing_command_exit_code_and_complete_recording(record):
+    run = record("--", "sh", "-c", "exit 7")
+    assert run.proc.returncode == 7
+    rec = run.rec
+    assert rec.manifest["status"] == "complete"
+    assert rec.manifest["target"]["exit_code"] == 7
+    assert not rec.recovered
+
+
+def test_descendants_are_followed_through_fork_and_exec(record, pingpong):
+    n = 1000
+    script = f"{pingpong} --rounds {n} --cpu 0 & {pingpong} --rounds {n} --cpu 1; wait"
+    run = record("--", "sh", "-c", script)
+    assert run.proc.returncode == 0, run.proc.stderr
+    rec = run.rec
+    tasks = summary.per_task(rec.counts, rec.tasks)
+    pp = tasks[tasks["comm"].str.startswith("pingpong")]
+    assert len(pp) == 4, tasks  # 2 workloads x (parent + forked child)
+    assert all(abs(int(s) - n) <= TOL for s in pp["saves"]), pp
+    info = rec.tasks.set_index("pid")
+    root = int(info[info["comm"] == "sh"].index[0])
+    for pid in pp["pid"]:
+        chain, cur = [], int(pid)
+        while cur != root and cur in info.index and len(chain) < 5:
+            chain.append(cur)
+            cur = int(info.loc[cur, "ppid"])
+        assert cur == root, (pid, chain)  # every pingpong descends from the traced sh
+    assert int(info.loc[info["comm"].str.startswith("pingpong"), "execs"].sum()) >= 2
