@@ -85,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="drain the kernel maps every SECONDS (default 1; a crash loses at most one)",
     )
     r.add_argument("--keep-root", action="store_true", help="run the command as root under sudo")
+    r.add_argument(
+        "--load-fpu",
+        action="store_true",
+        help="also read load_fpu (TIF_NEED_FPU_LOAD) at every switch-path event: exact "
+        "restore classification, ~2.5%% more overhead on switch-heavy loads",
+    )
+    r.add_argument(
+        "--arch-prctl",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="count xstate permission requests (arch_prctl); default on for a command or -p, "
+        "off with -a: a syscall tracepoint slows every syscall of every task",
+    )
     r.add_argument("-q", "--quiet", action="store_true", help="no live status or summary")
     r.add_argument("--ebpf", action="store_true", help="print the BPF C and its -D flags, exit")
     r.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS… to run and trace")
@@ -119,6 +132,8 @@ def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> 
         duration=args.duration,
         interval=args.interval,
         keep_root=args.keep_root,
+        load_fpu=args.load_fpu,
+        arch_prctl=args.arch_prctl,
         argv=["fptrace", *argv],
     )
     err = Console(stderr=True, highlight=False)

@@ -72,6 +72,7 @@ def main() -> int:
     ap.add_argument("--loops", type=int, default=200000)
     ap.add_argument("--cpu", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--interval", default="1", help="fptrace record --interval (drain period)")
     args = ap.parse_args()
     if shutil.which("perf") is None:
         raise SystemExit("perf is missing: apt-get install linux-perf")
@@ -85,7 +86,7 @@ def main() -> int:
             if side == "untraced":
                 got[side] = pipe_bench(args.loops, args.cpu)
             else:
-                proc, startup = start_tracer(tmp / "rec", [])
+                proc, startup = start_tracer(tmp / "rec", ["--interval", args.interval])
                 startups.append(startup)
                 try:
                     got[side] = pipe_bench(args.loops, args.cpu)

@@ -4,9 +4,10 @@ Classification follows ../shared/docs/kernel-fpu.md §1, by pairing rather than 
 ``load_fpu`` alone:
 - a *save* is a ``regs_deactivated`` that is not the exit path; the exit path is always
   followed by ``dropped`` for the same buffer, so saves = regs_deactivated - dropped;
-- a *restore* is a ``regs_activated`` from the return-to-user path, where the kernel has
-  TIF_NEED_FPU_LOAD set (``load_fpu`` = 1); the other ``regs_activated`` (signal delivery,
-  sigreturn, KVM) run with it clear.  Where ``load_fpu`` is unknown every one counts.
+- a *restore* is a ``regs_activated`` from the return-to-user path.  The other
+  ``regs_activated`` (signal delivery, sigreturn, KVM) run with TIF_NEED_FPU_LOAD clear, so
+  where ``load_fpu`` was read it decides; where it was not (the default on the switch path,
+  for overhead), two per caught signal are subtracted (see ``_restores``).
 """
 
 from __future__ import annotations
@@ -39,11 +40,21 @@ def _event_counts(counts: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return table.reset_index()
 
 
-def restores_mask(counts: pd.DataFrame) -> pd.Series:
-    act = counts["event"] == "regs_activated"
-    load = counts["load_fpu"]
-    known = load.notna()
-    return act & (~known | (load.fillna(0).astype("int64") == 1))
+def _restores(counts: pd.DataFrame, cols: list[str]) -> pd.Series:
+    """Restores per task.
+
+    Where ``load_fpu`` was read (``record --load-fpu``): the ``regs_activated`` with it set.
+    Otherwise by pairing: every caught signal adds two ``regs_activated`` that are not
+    restores of the task's buffer (``fpu__clear_user_states`` at delivery and the sigreturn
+    restore from the user frame, kernel-fpu.md §1.3).
+    """
+    act = counts[counts["event"] == "regs_activated"]
+    known = act[act["load_fpu"].notna()]
+    exact = known[known["load_fpu"].astype("int64") == 1].groupby(cols)["count"].sum()
+    unknown = act[act["load_fpu"].isna()].groupby(cols)["count"].sum()
+    sigs = counts[counts["event"] == "signal_deliver"].groupby(cols)["count"].sum()
+    paired = unknown.sub(2 * sigs.reindex(unknown.index, fill_value=0)).clip(lower=0)
+    return exact.add(paired, fill_value=0).astype("int64").rename("restores")
 
 
 def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
@@ -54,9 +65,7 @@ def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
         if name not in ev.columns:
             ev[name] = 0
     ev["saves"] = (ev["regs_deactivated"] - ev["dropped"]).clip(lower=0)
-    rest = counts[restores_mask(counts)] if not counts.empty else counts
-    restores = rest.groupby(cols)["count"].sum().astype("int64").rename("restores")
-    ev = ev.merge(restores.reset_index(), on=cols, how="left")
+    ev = ev.merge(_restores(counts, cols).reset_index(), on=cols, how="left")
     ev["restores"] = ev["restores"].fillna(0).astype("int64")
     # A save whose task came back to the same CPU with its registers intact needs no restore.
     ev["restores_skipped"] = (ev["saves"] - ev["restores"]).clip(lower=0)

@@ -59,6 +59,8 @@ class RecordOptions:
     duration: float | None = None  # -d
     interval: float = 1.0
     keep_root: bool = False  # run CMD as root even under sudo
+    load_fpu: bool = False  # read load_fpu on switch-path events too (costs ~2.5%)
+    arch_prctl: bool | None = None  # None: on unless -a (a syscall tracepoint taxes all syscalls)
     argv: list[str] = field(default_factory=list)  # fptrace's own command line, for the manifest
 
     @property
@@ -416,6 +418,8 @@ def record(
             filter_targets=not opts.system,
             self_tgid=os.getpid(),
             calibrated_tif_bit=load_tif_bit(),
+            load_on_switch=opts.load_fpu,
+            arch_prctl=opts.arch_prctl if opts.arch_prctl is not None else not opts.system,
         ),
     )
     if not plan.ok:

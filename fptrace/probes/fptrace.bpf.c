@@ -295,13 +295,13 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
     const void *fpu = (const void *)ctx->args[0];
     u64 vso = vso_of(fpu);
     u64 xfeatures = read_u64((void *)regs_of(vso) + 512);
-    // load_fpu costs one more read (~3% of a context switch here).  It is needed to tell a
-    // restore from the other regs_activated paths, but not for the switch-path save, which
-    // is classified by pairing with `dropped`: there it is not read (LOAD_NOT_READ).
+    // load_fpu costs one more read, ~2.5% of a context switch on the reference VM, so on the
+    // two switch-path events it is read only with --load-fpu (LOAD_ON_SWITCH); saves and
+    // restores are then classified by pairing (docs/recording-format.md).
     u16 load_bits = LOAD_NOT_READ;
 #ifdef TASK_TIF_OFF
-#ifdef EV_REGS_DEACTIVATED
-    if (event != EV_REGS_DEACTIVATED)
+#ifndef LOAD_ON_SWITCH
+    if (event != EV_REGS_DEACTIVATED && event != EV_REGS_ACTIVATED)
 #endif
     {
         u64 tif = read_u64((const void *)bpf_get_current_task() + TASK_TIF_OFF);

@@ -106,6 +106,8 @@ class PlanOptions:
     filter_targets: bool  # -p / -- CMD: only some process trees
     self_tgid: int = 0
     calibrated_tif_bit: int | None = None  # known from an earlier run on this kernel build
+    load_on_switch: bool = False  # --load-fpu: read load_fpu on the switch-path events too
+    arch_prctl: bool = True  # attach the (system-wide costly) syscall tracepoint
 
 
 def _member_off(btf: StructInfo, struct: str, member: str) -> int | None:
@@ -282,6 +284,18 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
     ]
     for name, group, macro, required, what in others:
         event = name.split(":", 1)[1]
+        if macro == "PROBE_ARCH_PRCTL" and not opts.arch_prctl and event in group:
+            plan.probes.append(
+                ProbeDecision(
+                    name,
+                    "tracepoint",
+                    False,
+                    False,
+                    "off: a syscall tracepoint slows every syscall of every task "
+                    "(~1% of a pipe ping-pong); enable with --arch-prctl",
+                )
+            )
+            continue
         if event in group:
             plan.macros[macro] = 1
             plan.probes.append(ProbeDecision(name, "tracepoint", required, True, what))
@@ -295,6 +309,8 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
 
     if opts.filter_targets:
         plan.macros["FILTER_TARGETS"] = 1
+    if opts.load_on_switch:
+        plan.macros["LOAD_ON_SWITCH"] = 1
     plan.macros["SELF_TGID"] = opts.self_tgid
     for i, bit in enumerate(TIF_CANDIDATE_BITS):
         plan.macros[f"TIF_BIT_{i}"] = bit

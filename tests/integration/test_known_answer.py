@@ -26,11 +26,22 @@ def saves_with_bit(counts, pid: int, bit: int) -> tuple[int, int]:
     return with_bit, total
 
 
-@pytest.mark.parametrize(("mode", "bit"), [("avx512", ZMM_HI256), ("avx", AVX), ("none", None)])
-def test_pingpong_saves_restores_sizes_and_live_state(record, pingpong, cpu_layout, mode, bit):
+@pytest.mark.parametrize(
+    ("mode", "bit", "load_fpu"),
+    [
+        ("avx512", ZMM_HI256, False),
+        ("avx512", ZMM_HI256, True),
+        ("avx", AVX, False),
+        ("none", None, False),
+    ],
+)
+def test_pingpong_saves_restores_sizes_and_live_state(
+    record, pingpong, cpu_layout, mode, bit, load_fpu
+):
     if mode != "none":
         require_cpu("avx512f" if mode == "avx512" else "avx")
-    run = record("--", str(pingpong), "--mode", mode, "--rounds", str(N))
+    extra = ["--load-fpu"] if load_fpu else []
+    run = record(*extra, "--", str(pingpong), "--mode", mode, "--rounds", str(N))
     assert run.proc.returncode == 0, run.proc.stderr
     work = run.workload_json()
     assert work["live"], work  # XINUSE confirmed the state was live in the workload
@@ -56,10 +67,19 @@ def test_pingpong_saves_restores_sizes_and_live_state(record, pingpong, cpu_layo
             assert with_bit >= total - 3, (with_bit, total)
         else:
             assert with_bit <= 3, (with_bit, total)
-    # Restores were classified with the calibrated TIF_NEED_FPU_LOAD bit.
+    # With --load-fpu restores are classified by the calibrated TIF_NEED_FPU_LOAD bit, and
+    # every one of them had it set; by default it is not read on the switch path.
     assert rec.manifest["load_fpu"]["tif_bit"] in (14, 19)
     acts = rec.counts[rec.counts["event"] == "regs_activated"]
-    assert acts["load_fpu"].notna().all()
+    if load_fpu:
+        assert acts["load_fpu"].notna().all()
+        mine = acts[acts["pid"].isin([work["parent_pid"], work["child_pid"]])]
+        assert int(mine[mine["load_fpu"] == 1]["count"].sum()) >= 2 * N
+    else:
+        assert acts["load_fpu"].isna().all()
+    # xstate permission requests are counted in command mode (probe attached).
+    attached = {p["name"] for p in rec.manifest["probes"]["attached"]}
+    assert "syscalls:sys_enter_arch_prctl" in attached
     assert sum(rec.manifest["drops"].values()) == 0
     # The child's fork copy is accounted to the child and its own VSO.
     copies = rec.counts[rec.counts["event"] == "copy_dst"]

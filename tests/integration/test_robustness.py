@@ -125,6 +125,8 @@ def test_sigterm_stops_cleanly(tmp_path, pingpong):
     assert proc.returncode == 0, err
     rec = load_recording(out)
     assert rec.manifest["status"] == "complete" and rec.manifest["intervals"] >= 2
+    skipped = {p["name"]: p["reason"] for p in rec.manifest["probes"]["skipped"]}
+    assert "--arch-prctl" in skipped["syscalls:sys_enter_arch_prctl"]  # off with -a
     assert int(rec.counts["count"].sum()) >= 4000
     assert our_bpf_programs() == 0
 

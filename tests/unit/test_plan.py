@@ -124,3 +124,16 @@ def test_filtering_and_self_exclusion_reach_the_bpf_c() -> None:
     assert plan.macros["SELF_TGID"] == 42
     assert "-DSELF_TGID=42" in plan.cflags()
     assert "FILTER_TARGETS" not in plan_probes(kernel_6_18(), ALL).macros
+
+
+def test_syscall_probe_can_be_turned_off_with_the_reason() -> None:
+    plan = plan_probes(kernel_6_18(), PlanOptions(False, 1, arch_prctl=False))
+    p = next(p for p in plan.probes if p.name == "syscalls:sys_enter_arch_prctl")
+    assert not p.attach and "--arch-prctl" in p.reason
+    assert "PROBE_ARCH_PRCTL" not in plan.macros
+
+
+def test_load_fpu_on_the_switch_path_is_opt_in() -> None:
+    assert "LOAD_ON_SWITCH" not in plan_probes(kernel_6_18(), ALL).macros
+    plan = plan_probes(kernel_6_18(), PlanOptions(False, 1, load_on_switch=True))
+    assert plan.macros["LOAD_ON_SWITCH"] == 1

@@ -62,3 +62,15 @@ def test_totals_of_an_empty_recording(tmp_path: Path) -> None:
     assert (t.events, t.saves, t.drops) == (0, 0, 0)
     assert summary.live_components(r.counts).empty
     assert isinstance(summary.vso_sizes(r.vso), pd.DataFrame)
+
+
+def test_without_load_fpu_each_caught_signal_removes_two_restores(tmp_path: Path) -> None:
+    r = rec(
+        tmp_path,
+        [
+            count(1, "regs_deactivated", 100, load=None),
+            count(1, "regs_activated", 110, load=None),  # 100 restores + 5 x (delivery, sigreturn)
+            count(1, "signal_deliver", 5, xf=14, load=None),
+        ],
+    )
+    assert summary.per_task(r.counts, r.tasks).iloc[0].restores == 100
