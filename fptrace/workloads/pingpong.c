@@ -10,7 +10,10 @@
 //   ZMM_Hi256 back into init state before the kernel saves them;
 // - XINUSE (xgetbv with ECX=1) checks that the chosen components really are live.
 //
-// Usage: pingpong [--mode none|sse|avx|avx512] [--rounds N] [--cpu C]
+// --mode amx asks for AMX permission (arch_prctl ARCH_REQ_XCOMP_PERM), so the first tile
+// load of each process makes the kernel reallocate its fpstate (a new VSO, ~10 KB).
+//
+// Usage: pingpong [--mode none|sse|avx|avx512|amx] [--rounds N] [--cpu C]
 // Prints one JSON line; exits 3 if the requested state was not live.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,13 +26,28 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum mode { MODE_NONE, MODE_SSE, MODE_AVX, MODE_AVX512 };
+enum mode { MODE_NONE, MODE_SSE, MODE_AVX, MODE_AVX512, MODE_AMX };
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+struct tilecfg {
+    uint8_t palette;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((packed, aligned(64)));
+
+static struct tilecfg tile_config = {.palette = 1, .colsb = {64}, .rows = {16}};
+static uint8_t tile_data[16 * 64] __attribute__((aligned(64)));
 
 static const uint64_t expected_bits[] = {
     [MODE_NONE] = 0,
     [MODE_SSE] = 1u << 1,
     [MODE_AVX] = (1u << 1) | (1u << 2),
     [MODE_AVX512] = (1u << 1) | (1u << 2) | (1u << 5) | (1u << 6) | (1u << 7),
+    [MODE_AMX] = (1u << 17) | (1u << 18),
 };
 
 static long sys3(long n, long a, long b, long c)
@@ -52,6 +70,9 @@ static inline void dirty(enum mode m)
         __asm__ volatile("vpternlogd $0xff, %%zmm3, %%zmm3, %%zmm3\n\t"
                          "vpternlogd $0xff, %%zmm19, %%zmm19, %%zmm19\n\t"
                          "kxnorw %%k1, %%k1, %%k1" ::: "xmm3");
+        break;
+    case MODE_AMX:
+        __asm__ volatile("tileloadd (%0,%1,1), %%tmm0" ::"r"(tile_data), "r"(64L) : "memory");
         // zmm19 and k1 are not declared clobbered: GCC refuses to name them without
         // -mavx512f, and code built without it never uses them.
         break;
@@ -74,9 +95,18 @@ static uint64_t xinuse(void)
     return ((uint64_t)hi << 32) | lo;
 }
 
+static int cpu_has_amx_tile(void)
+{
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    return (d >> 24) & 1;
+}
+
 static int cpu_supports(enum mode m)
 {
     switch (m) {
+    case MODE_AMX:
+        return cpu_has_amx_tile();
     case MODE_AVX:
         return __builtin_cpu_supports("avx");
     case MODE_AVX512:
@@ -91,6 +121,10 @@ static uint64_t play(enum mode m, long rounds, int rfd, int wfd, int first)
 {
     char byte = 'x';
     uint64_t seen = 0;
+    if (m == MODE_AMX) {  // per process: the first tile load reallocates the fpstate
+        memset(tile_data, 1, sizeof(tile_data));
+        __asm__ volatile("ldtilecfg (%0)" ::"r"(&tile_config) : "memory");
+    }
     for (long i = 0; i < rounds; i++) {
         if (first) {
             dirty(m);
@@ -128,8 +162,11 @@ int main(int argc, char **argv)
                 m = MODE_AVX;
             else if (!strcmp(mode_name, "avx512"))
                 m = MODE_AVX512;
+            else if (!strcmp(mode_name, "amx"))
+                m = MODE_AMX;
             else {
-                fprintf(stderr, "pingpong: unknown mode %s (none|sse|avx|avx512)\n", mode_name);
+                fprintf(stderr, "pingpong: unknown mode %s (none|sse|avx|avx512|amx)\n",
+                        mode_name);
                 return 2;
             }
         } else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
@@ -137,7 +174,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--cpu") && i + 1 < argc) {
             cpu = atoi(argv[++i]);
         } else {
-            fprintf(stderr, "usage: pingpong [--mode none|sse|avx|avx512] [--rounds N] [--cpu C]\n");
+            fprintf(stderr,
+                    "usage: pingpong [--mode none|sse|avx|avx512|amx] [--rounds N] [--cpu C]\n");
             return 2;
         }
     }
@@ -147,6 +185,11 @@ int main(int argc, char **argv)
     }
     if (!cpu_supports(m)) {
         printf("{\"mode\": \"%s\", \"skipped\": \"CPU lacks %s\"}\n", mode_name, mode_name);
+        return 5;
+    }
+    if (m == MODE_AMX && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) {
+        printf("{\"mode\": \"amx\", \"skipped\": \"kernel refused AMX permission: %s\"}\n",
+               strerror(errno));
         return 5;
     }
     cpu_set_t set;

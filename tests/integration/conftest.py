@@ -22,7 +22,7 @@ from fptrace.probes.kernel import find_tracefs
 from fptrace.recording.loader import Recording, load_recording
 from fptrace.workloads.build import workload_binary
 from fptrace.xstate import Layout
-from tests.conftest import skip_or_fail
+from tests.conftest import skip_hardware, skip_or_fail
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,7 +50,7 @@ def cpu_layout() -> Layout:
 
 def require_cpu(flag: str) -> None:
     if f" {flag}" not in Path("/proc/cpuinfo").read_text():
-        skip_or_fail(f"CPU lacks {flag}")
+        skip_hardware(f"CPU lacks {flag}")
 
 
 def require_tool(name: str) -> str:

@@ -17,6 +17,7 @@ N = 5000
 TOL = 10
 ZMM_HI256 = 1 << 6
 AVX = 1 << 2
+AMX_TILEDATA = 1 << 18
 
 
 def saves_with_bit(counts, pid: int, bit: int) -> tuple[int, int]:
@@ -115,3 +116,33 @@ def test_descendants_are_followed_through_fork_and_exec(record, pingpong):
             cur = int(info.loc[cur, "ppid"])
         assert cur == root, (pid, chain)  # every pingpong descends from the traced sh
     assert int(info.loc[info["comm"].str.startswith("pingpong"), "execs"].sum()) >= 2
+
+
+def test_amx_first_use_replaces_the_vso(record, pingpong, cpu_layout):
+    """AMX permission, then first tile use: the kernel reallocates each task's fpstate."""
+    require_cpu("amx_tile")
+    run = record("--", str(pingpong), "--mode", "amx", "--rounds", str(N))
+    work = run.workload_json()
+    assert run.proc.returncode == 0 and work["live"], (run.proc.stderr, work)
+    rec = run.rec
+    perm = rec.counts[rec.counts["event"] == "xcomp_perm"]
+    assert list(perm["xfeatures"]) == [18] and list(perm["arg"]) == [0x1023]  # XTILEDATA
+    for pid in (work["parent_pid"], work["child_pid"]):
+        vsos = rec.vso[rec.vso["pid"] == pid]
+        new = vsos[vsos["is_valloc"]]
+        old = vsos[~vsos["is_valloc"]]
+        assert len(new) == 1 and len(old) == 1, vsos
+        v = new.iloc[0]
+        assert int(v["xfeatures"]) & AMX_TILEDATA
+        assert (
+            int(v["size"]) == cpu_layout.buffer_size(int(v["xcomp_bv"])) > int(old.iloc[0]["size"])
+        )
+        assert v["prev_vso"] == old.iloc[0]["vso"]  # replaced under the same task
+        with_bit, total = saves_with_bit(rec.counts, pid, AMX_TILEDATA)
+        assert abs(with_bit - N) <= TOL and total - with_bit <= TOL
+        assert set(
+            rec.counts[
+                (rec.counts["pid"] == pid)
+                & (rec.counts["xfeatures"].astype("int64") & AMX_TILEDATA != 0)
+            ]["vso"]
+        ) == {v["vso"]}  # tile state only in the new one
