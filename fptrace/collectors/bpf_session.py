@@ -57,7 +57,7 @@ def _struct_dict(obj: Any) -> dict[str, Any]:
 class BpfSession:
     """One loaded program.  Use as a context manager so probes are always detached."""
 
-    def __init__(self, plan: ProbePlan, header_dir: Path | None, debug: bool = False) -> None:
+    def __init__(self, plan: ProbePlan, header_dir: Path | None) -> None:
         self.plan = plan
         bcc = import_bcc()
         if header_dir is not None:
@@ -68,7 +68,7 @@ class BpfSession:
         except Exception as exc:  # BCC raises bare Exception for compile/load errors
             raise EnvironmentProblem(
                 f"BCC could not compile or load the probes ({str(exc).splitlines()[0]}): "
-                "run `fptrace doctor`, or --debug for the compiler output"
+                "run `fptrace doctor` (BCC printed the compiler's messages above)"
             ) from exc
         self._calibrating = "CALIBRATE_TIF" in plan.macros
         self.tif_bit_index: int | None = None

@@ -194,8 +194,10 @@ class BlockedChild:
         self.pid = pid
         self.argv = argv
         self.status: int | None = None
+        self.released = False
 
     def release(self) -> None:
+        self.released = True
         os.write(self._go_w, b"g")
         os.close(self._go_w)
         err = os.read(self._err_r, 256)
@@ -247,6 +249,7 @@ class Recorder:
         self.prev: dict[CountKey, CountVal] = {}
         self.seen_vsos: set[tuple[int, int]] = set()
         self.meta: dict[int, TaskMeta] = {}
+        self.meta_execs: dict[int, int] = {}
         self.live_counters: dict[int, tuple[int, int]] = {}
         self.total_events = 0
         self.last: Snapshot | None = None
@@ -333,10 +336,12 @@ class Recorder:
         rows = []
         for pid, t in snap.tasks.items():
             tgid = t["tgid"] or pid
-            if tgid not in self.meta or not t["exit_ns"]:
+            # procfs once per process, and again after an exec changed its command line
+            if not t["exit_ns"] and self.meta_execs.get(tgid) != t["execs"]:
                 meta = task_meta(tgid)
                 if meta is not None:
                     self.meta[tgid] = meta
+                    self.meta_execs[tgid] = t["execs"]
             meta = self.meta.get(tgid, TaskMeta())
             if t["exit_ns"]:
                 runtime, switches = t["end_runtime"], t["end_switches"]
@@ -451,13 +456,7 @@ def record(
     stop = _Stop(child)
     old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        try:
-            session = BpfSession(plan, headers.path)
-        except BaseException:
-            if child is not None:
-                child.abandon()
-            raise
-        with session:
+        with BpfSession(plan, headers.path) as session:
             if not opts.system:
                 session.add_targets([child.pid] if child is not None else opts.pids)
             session.attach_fpu()
@@ -491,6 +490,15 @@ def record(
             )
             manifest["target"]["exit_code"] = exit_code if child is not None else None
             writer.finalize(manifest)
+    except BaseException:
+        # A fatal error (disk full…) while the command runs: do not leave it running untraced
+        # behind the user's back; what was recorded so far stays in .parts/.
+        if child is not None and not child.released:
+            child.abandon()  # it exits without running the command
+        elif child is not None and child.status is None:
+            child.signal(signal.SIGTERM)
+            child.wait()
+        raise
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)

@@ -174,19 +174,3 @@ class BTF:
         while self._header(type_id)[2] in _MODIFIERS:
             type_id = self._header(type_id)[4] & 0xFFFFFFFF
         return type_id
-
-    def member_type_name(self, struct_name: str, member: str) -> str | None:
-        """Name of the struct a member points to or embeds (for nested lookups)."""
-        type_id = self._by_name.get((KIND_STRUCT, struct_name))
-        if type_id is None:
-            return None
-        pos, _n, _k, vlen, _s = self._header(type_id)
-        for i in range(vlen):
-            m_name_off, m_type, _ = struct.unpack_from("<III", self._data, pos + 12 + 12 * i)
-            if m_name_off and self._str(m_name_off) == member:
-                t = self._resolve(m_type)
-                if self._header(t)[2] == KIND_PTR:
-                    t = self._resolve(self._header(t)[4] & 0xFFFFFFFF)
-                name_off = self._header(t)[1]
-                return self._str(name_off) if name_off else None
-        return None

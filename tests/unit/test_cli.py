@@ -75,3 +75,21 @@ def test_help_teaches(capsys) -> None:
         cli.main(["record", "--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "sudo fptrace record -- " in out
+
+
+def test_missing_bcc_names_the_package(monkeypatch) -> None:
+    import builtins
+
+    from fptrace.collectors import bpf_session
+    from fptrace.errors import EnvironmentProblem
+
+    real_import = builtins.__import__
+
+    def no_bcc(name, *args, **kwargs):
+        if name == "bcc":
+            raise ImportError("No module named 'bcc'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bcc)
+    with pytest.raises(EnvironmentProblem, match="python3-bpfcc"):
+        bpf_session.import_bcc()
