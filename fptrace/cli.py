@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fptrace import __version__
+from fptrace.collectors.recorder import RecordOptions
 from fptrace.errors import FptraceError, UsageError
 
 EPILOG_RECORD = """\
@@ -114,15 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
-    from fptrace.collectors.recorder import RecordOptions, record
+    from fptrace.collectors.recorder import record
     from fptrace.recording.loader import load_recording
     from fptrace.reports.terminal import render_summary
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    if args.ebpf:
-        return _print_ebpf(console, bool(args.pid) or (bool(cmd) and not args.all))
     opts = RecordOptions(
         output=args.output,
         force=args.force,
@@ -136,6 +135,8 @@ def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> 
         arch_prctl=args.arch_prctl,
         argv=["fptrace", *argv],
     )
+    if args.ebpf:
+        return _print_ebpf(opts)
     err = Console(stderr=True, highlight=False)
     live = err.is_terminal and not args.quiet
 
@@ -158,13 +159,17 @@ def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> 
     return result.exit_code
 
 
-def _print_ebpf(console: Console, filtered: bool) -> int:
+def _print_ebpf(opts: RecordOptions) -> int:
+    """Print the BPF C and the -D flags `record` would use with these options (BCC's --ebpf)."""
     from fptrace.collectors.bpf_session import bpf_source
+    from fptrace.collectors.recorder import plan_options
     from fptrace.probes.kernel import LiveKernel, find_tracefs
-    from fptrace.probes.plan import PlanOptions, plan_probes
+    from fptrace.probes.plan import plan_probes
 
-    plan = plan_probes(LiveKernel(find_tracefs()), PlanOptions(filter_targets=filtered))
+    plan = plan_probes(LiveKernel(find_tracefs()), plan_options(opts))
     print("// cflags: " + " ".join(plan.cflags()))
+    for p in plan.probes:
+        print(f"// {'attach' if p.attach else 'skip  '} {p.kind} {p.name} {p.reason}".rstrip())
     print(bpf_source())
     return 0
 
@@ -175,11 +180,11 @@ def _cmd_doctor(console: Console) -> int:
 
     tracefs = find_tracefs(mount=os.geteuid() == 0)
     checks = run_checks(LiveKernel(tracefs), tracefs is not None)
-    table = Table(title="fptrace doctor", title_justify="left")
+    table = Table(title="fptrace doctor", title_justify="left", expand=True)
     table.add_column("", no_wrap=True)
-    table.add_column("requirement", no_wrap=True)
-    table.add_column("found / reason")
-    table.add_column("fix")
+    table.add_column("requirement", ratio=3, overflow="fold")
+    table.add_column("found / reason", ratio=3, overflow="fold")
+    table.add_column("fix", ratio=2, overflow="fold")
     bad = 0
     for c in checks:
         mark = "ok" if c.ok else ("MISSING" if c.required else "skip")

@@ -116,6 +116,17 @@ def save_tif_bit(bit: int) -> None:
         pass
 
 
+def plan_options(opts: RecordOptions) -> PlanOptions:
+    """The probe-plan inputs a recording with these options uses (also for --ebpf)."""
+    return PlanOptions(
+        filter_targets=not opts.system,
+        self_tgid=os.getpid(),
+        calibrated_tif_bit=load_tif_bit(),
+        load_on_switch=opts.load_fpu,
+        arch_prctl=opts.arch_prctl if opts.arch_prctl is not None else not opts.system,
+    )
+
+
 def default_output() -> Path:
     return Path(datetime.now().strftime("fptrace-%Y%m%d-%H%M%S"))
 
@@ -417,16 +428,7 @@ def record(
     tracefs = find_tracefs(mount=True)
     env = LiveKernel(tracefs)
     host, layout = collect_host(writer.path)
-    plan = plan_probes(
-        env,
-        PlanOptions(
-            filter_targets=not opts.system,
-            self_tgid=os.getpid(),
-            calibrated_tif_bit=load_tif_bit(),
-            load_on_switch=opts.load_fpu,
-            arch_prctl=opts.arch_prctl if opts.arch_prctl is not None else not opts.system,
-        ),
-    )
+    plan = plan_probes(env, plan_options(opts))
     if not plan.ok:
         raise EnvironmentProblem(f"cannot trace: {plan.fatal[0]} (run `fptrace doctor`)")
     headers = choose_headers(env.release)

@@ -410,6 +410,13 @@ FPU_PROBE(deactivate_state, EV_DEACTIVATE_STATE)
 
 // ---- classic tracepoints (auto-attached by BCC when compiled in) ----
 
+// The calling thread's entry, if it is a traced task.
+static __always_inline struct task_info *current_task_info(void)
+{
+    u32 pid = bpf_get_current_pid_tgid();
+    return tasks.lookup(&pid);
+}
+
 #ifdef CALIBRATE_TIF
 // Which bit of thread_info.flags is TIF_NEED_FPU_LOAD?  Compare current's flags with the
 // record's load_fpu for the first events; user space detaches this probe once it knows.
@@ -477,8 +484,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 #ifdef PROBE_EXEC
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-    u32 pid = bpf_get_current_pid_tgid();
-    struct task_info *ti = tasks.lookup(&pid);
+    struct task_info *ti = current_task_info();
     if (!ti)
         return 0;
     bpf_get_current_comm(&ti->comm, sizeof(ti->comm));
@@ -490,8 +496,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 #ifdef PROBE_EXIT
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
-    u32 pid = bpf_get_current_pid_tgid();
-    struct task_info *ti = tasks.lookup(&pid);
+    struct task_info *ti = current_task_info();
     if (!ti)
         return 0;
     const void *task = (const void *)bpf_get_current_task();

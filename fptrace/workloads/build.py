@@ -1,7 +1,8 @@
 """Build the package's C workloads with the system gcc, once, into a cache directory.
 
-The binary's name carries a hash of its source and flags, so a changed source rebuilds
-and concurrent users never see a half-written file.
+Each build lives in a directory named by a hash of the source and flags, so a changed
+source rebuilds, concurrent users never see a half-written file, and the binary keeps its
+plain name (which the traces show as the task's comm).
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ def workload_binary(name: str) -> Path:
     """Path of the built workload ``name`` (pingpong, …), compiling it if needed."""
     source = resources.files("fptrace.workloads").joinpath(f"{name}.c").read_text()
     digest = hashlib.sha256((source + " ".join(CFLAGS)).encode()).hexdigest()[:12]
-    out_dir = cache_dir() / "bin"
-    binary = out_dir / f"{name}-{digest}"
+    out_dir = cache_dir() / "bin" / digest  # the file keeps its name: it becomes the comm
+    binary = out_dir / name
     if binary.exists():
         return binary
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise EnvironmentProblem("no C compiler: install gcc to build fptrace's workloads")
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = out_dir / f"{name}-{digest}.c"
+    src = out_dir / f"{name}.c"
     src.write_text(source)
-    tmp = out_dir / f".{name}-{digest}.{os.getpid()}"
+    tmp = out_dir / f".{name}.{os.getpid()}"
     proc = subprocess.run(
         [cc, *CFLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True, check=False
     )
