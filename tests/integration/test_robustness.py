@@ -177,7 +177,7 @@ def test_disk_full_is_one_line_and_keeps_what_was_recorded(tmp_path, pingpong):
 
 
 def test_doctor_reports_this_machine_ready():
-    proc = fptrace("doctor")
+    proc = fptrace("doctor", env=dict(os.environ, COLUMNS="200"))
     assert proc.returncode == 0, proc.stdout
     assert "x86_fpu_regs_deactivated" in proc.stdout and "can run here" in proc.stdout
 
