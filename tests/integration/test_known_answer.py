@@ -8,6 +8,8 @@ switch of a dead task saves once more, kernel-fpu.md §1.3), so |x - N| <= 10.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from fptrace.analysis import summary
@@ -146,3 +148,27 @@ def test_amx_first_use_replaces_the_vso(record, pingpong, cpu_layout):
                 & (rec.counts["xfeatures"].astype("int64") & AMX_TILEDATA != 0)
             ]["vso"]
         ) == {v["vso"]}  # tile state only in the new one
+
+
+def test_tif_bit_is_calibrated_on_a_fresh_cache_and_then_reused(record, pingpong, tmp_path):
+    env = dict(os.environ, FPTRACE_CACHE=str(tmp_path / "cache"))
+    first = record("--load-fpu", "--", str(pingpong), "--rounds", "500", env=env, name="a")
+    assert first.proc.returncode == 0, first.proc.stderr
+    m = first.rec.manifest
+    assert m["load_fpu"]["tif_bit"] in (14, 19)
+    assert "calibrated" in m["load_fpu"]["method"]
+    cal = [
+        p
+        for p in m["probes"]["attached"]
+        if p["name"] == "x86_fpu:x86_fpu_regs_activated" and p["kind"] == "tracepoint"
+    ]
+    assert cal and "calibrates" in cal[0]["reason"]
+    acts = first.rec.counts[first.rec.counts["event"] == "regs_activated"]
+    assert int(acts[acts["load_fpu"] == 1]["count"].sum()) >= 2 * 500
+    second = record("--", "true", env=env, name="b")
+    m2 = second.rec.manifest
+    assert all(
+        p["kind"] != "tracepoint" or not p["name"].startswith("x86_fpu")
+        for p in m2["probes"]["attached"]
+    )  # no calibration probe the second time
+    assert m2["load_fpu"]["tif_bit"] == m["load_fpu"]["tif_bit"]
