@@ -469,10 +469,10 @@ def record(
             if child is not None:
                 child.release()
             exit_code = _loop(opts, recorder, child, stop, status)
+            time.sleep(0.05)  # let the last switches of exiting tasks land
+            recorder.drain()  # calibrates too, if the run was too short to have done it
             if session.tif_bit is not None:
                 save_tif_bit(session.tif_bit)
-            time.sleep(0.05)  # let the last switches of exiting tasks land
-            recorder.drain()
             snap = recorder.last or Snapshot()
             manifest.update(
                 status="complete",
