@@ -127,6 +127,8 @@ def test_sigterm_stops_cleanly(tmp_path, pingpong):
     assert rec.manifest["status"] == "complete" and rec.manifest["intervals"] >= 2
     skipped = {p["name"]: p["reason"] for p in rec.manifest["probes"]["skipped"]}
     assert "--arch-prctl" in skipped["syscalls:sys_enter_arch_prctl"]  # off with -a
+    assert proc.pid not in set(rec.counts["tgid"])  # fptrace never counts itself
+    assert proc.pid not in set(rec.tasks["tgid"])
     assert int(rec.counts["count"].sum()) >= 4000
     assert our_bpf_programs() == 0
 
@@ -198,3 +200,11 @@ def test_pid_mode_follows_exec_and_children_and_stops_at_exit(record, pingpong):
     for pid in (work["parent_pid"], work["child_pid"]):  # exec'd target, and its fork
         assert abs(int(saves[pid]) - n) <= 10, saves
     assert set(rec.counts["tgid"]) == {work["parent_pid"], work["child_pid"]}
+
+
+def test_duration_stops_a_system_recording(record):
+    t0 = time.monotonic()
+    run = record("-a", "-d", "1.5", "--interval", "0.5")
+    assert run.proc.returncode == 0, run.proc.stderr
+    assert 1.4 <= run.rec.duration_s <= 2.5 and time.monotonic() - t0 < 30
+    assert run.rec.manifest["target"]["mode"] == "system"
