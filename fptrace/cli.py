@@ -109,15 +109,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="List every requirement (privilege, tracefs, BTF, BCC, headers, "
         "tracepoints, struct fields) with ok/missing, the reason and the fix.",
     )
-    s = sub.add_parser("summary", help="print the summary of a recording")
-    s.add_argument("recording", type=Path)
+    rp = sub.add_parser(
+        "report",
+        help="analyse a recording: HTML (offline), terminal text, or JSON",
+        description="Turn a recording into an overhead analysis: which tasks save and restore "
+        "FPU state, how many bytes move, which components are live, and the estimated CPU "
+        "time. Needs no root.",
+        epilog="examples:\n  fptrace report run1                  writes run1/report.html\n"
+        "  fptrace report run1 -f text          terminal summary\n"
+        "  fptrace report run1 -f json -o r.json\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rp.add_argument("recording", type=Path, help="a directory written by `fptrace record`")
+    rp.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output file (default: RUN/report.html; text/json: stdout)",
+    )
+    rp.add_argument("-f", "--format", choices=("html", "text", "json"), default="html")
+    rp.add_argument(
+        "--calibration",
+        type=Path,
+        help="cost table from `fptrace bench calibrate` (default: the recording's, else a "
+        "documented estimate)",
+    )
     return p
 
 
 def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
+    from fptrace.analysis.cost import DEFAULT
+    from fptrace.analysis.report import build
     from fptrace.collectors.recorder import record
     from fptrace.recording.loader import load_recording
-    from fptrace.reports.terminal import render_summary
+    from fptrace.reports.terminal import WIDTH, render_report
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -155,7 +180,10 @@ def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> 
     if not args.quiet:
         startup = result.manifest.get("startup_s")
         err.print(Text(f"fptrace: probes attached {startup} s after start; wrote {result.path}"))
-        render_summary(load_recording(result.path), console)
+        render_report(
+            build(load_recording(result.path), DEFAULT),
+            Console(highlight=False, width=min(console.width, WIDTH)),
+        )
     return result.exit_code
 
 
@@ -199,11 +227,40 @@ def _cmd_doctor(console: Console) -> int:
     return 0 if bad == 0 else 1
 
 
-def _cmd_summary(args: argparse.Namespace, console: Console) -> int:
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from fptrace.analysis.cost import choose_model
+    from fptrace.analysis.report import build
+    from fptrace.errors import OutputWriteError
     from fptrace.recording.loader import load_recording
-    from fptrace.reports.terminal import render_summary
 
-    render_summary(load_recording(args.recording), console)
+    rec = load_recording(args.recording)
+    data = build(rec, choose_model(rec.manifest, args.calibration))
+    if args.format == "text":
+        from fptrace.reports.terminal import WIDTH, render_report
+
+        if args.output is None:
+            render_report(data, Console(highlight=False, width=min(console.width, WIDTH)))
+            return 0
+        with open(args.output, "w") as f:
+            render_report(data, Console(file=f, width=WIDTH, highlight=False))
+        return 0
+    if args.format == "json":
+        from fptrace.reports.json_report import render_json
+
+        text = render_json(data)
+    else:
+        from fptrace.reports.html import render_html
+
+        text = render_html(data)
+    if args.output is None and args.format == "json":
+        sys.stdout.write(text)
+        return 0
+    out = args.output or args.recording / "report.html"
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputWriteError(out, exc) from exc
+    print(out)
     return 0
 
 
@@ -217,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_record(args, console, argv)
         if args.command == "doctor":
             return _cmd_doctor(console)
-        if args.command == "summary":
-            return _cmd_summary(args, console)
+        if args.command == "report":
+            return _cmd_report(args, console)
         build_parser().print_help()
         return 2
     except FptraceError as exc:

@@ -14,7 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-apt_pkgs=(bpfcc-tools python3-bpfcc bpftool linux-perf linux-headers-amd64 python3-venv gcc make)
+apt_pkgs=(bpfcc-tools python3-bpfcc bpftool linux-perf linux-headers-amd64 python3-venv gcc make
+          chromium chromium-driver)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,7 +31,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import bcc' 2>/dev/nu
     rm -rf "$VENV"
     /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import fptrace, pandas, pyarrow, psutil, plotly, rich, pytest, ruff' 2>/dev/null \
+if ! "$VENV/bin/python" -c 'import fptrace, pandas, pyarrow, psutil, plotly, rich, jinja2, pytest, ruff, selenium' 2>/dev/null \
    || [ pyproject.toml -nt "$VENV/.fptrace-installed" ]; then
     say "installing fptrace and its Python dependencies into $VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,23 @@ from fptrace.xstate import Layout
 
 @dataclass
 class Recording:
-    """A loaded recording: manifest plus the counts, tasks and vso tables."""
+    """A loaded recording: manifest plus the counts, tasks and vso tables.
+
+    ``counts_table`` stays an Arrow table (it can hold millions of rows: one per interval
+    and key); ``counts`` is the pandas view, made on first use.
+    """
 
     path: Path
     manifest: dict[str, Any]
-    counts: pd.DataFrame
+    counts_table: pa.Table
     tasks: pd.DataFrame
     vso: pd.DataFrame
     recovered: bool = False  # rebuilt from interval parts (fptrace did not finish cleanly)
     warnings: list[str] = field(default_factory=list)
+
+    @cached_property
+    def counts(self) -> pd.DataFrame:
+        return _to_pandas(self.counts_table)
 
     @property
     def layout(self) -> Layout | None:
@@ -41,7 +50,8 @@ class Recording:
 
 def _read_table(path: Path, name: str) -> pa.Table:
     try:
-        table = pq.read_table(path)
+        # Repeated strings (vso ids, event names) stay dictionary-encoded in memory.
+        table = pq.read_table(path, read_dictionary=DICTIONARY_COLUMNS.get(name))
     except (OSError, pa.ArrowException) as exc:
         raise RecordingError(
             f"{path} is truncated or corrupt ({exc.__class__.__name__}): re-record, "
@@ -51,15 +61,37 @@ def _read_table(path: Path, name: str) -> pa.Table:
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise RecordingError(f"{path} lacks columns {', '.join(missing)}: not an fptrace table")
+    table = table.select(schema.names)
+    target = pa.schema(
+        [
+            table.schema.field(f.name)
+            if pa.types.is_dictionary(table.schema.field(f.name).type)
+            and table.schema.field(f.name).type.value_type == f.type
+            else f
+            for f in schema
+        ]
+    )
     try:
-        return table.select(schema.names).cast(schema)
+        return table.cast(target)
     except (pa.ArrowException, ValueError) as exc:
         raise RecordingError(f"{path} has columns of the wrong type: {exc}") from exc
 
 
+DICTIONARY_COLUMNS = {"counts": ["vso", "event"]}
+
+
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     # Nullable integer columns stay integers (no float NaN): types_mapper keeps them exact.
-    return table.to_pandas(types_mapper=pd.ArrowDtype)
+    # Dictionary-encoded strings become plain strings here: the pandas view is for small data.
+    plain = table.cast(
+        pa.schema(
+            [
+                pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                for f in table.schema
+            ]
+        )
+    )
+    return plain.to_pandas(types_mapper=pd.ArrowDtype)
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
@@ -117,7 +149,7 @@ def load_recording(path: str | Path) -> Recording:
     return Recording(
         path=path,
         manifest=manifest,
-        counts=_to_pandas(tables["counts"]),
+        counts_table=tables["counts"],
         tasks=_to_pandas(tables["tasks"]),
         vso=_to_pandas(tables["vso"]),
         recovered=recovered,

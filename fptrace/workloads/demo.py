@@ -1,4 +1,5 @@
-"""`make demo`: record the built-in ping-pong workload with AVX-512 (or AVX) live, summarize.
+"""`make demo`: record the built-in ping-pong workload with AVX-512 (or AVX) live, summarize,
+and write the HTML report.
 
 Two processes pinned to one CPU exchange 20,000 messages; each should show about 20,000
 saves and 20,000 restores with the dirtied components live in every save.
@@ -31,8 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     code = fptrace_main(
         ["record", "-f", "-o", str(out), "--", str(binary), "--mode", mode, "--rounds", str(ROUNDS)]
     )
+    if code != 0:
+        return code
+    report = out / "report.html"
+    code = fptrace_main(["report", str(out), "-o", str(report)])
     if code == 0:
         print(f"demo: recording in {out.resolve()}")
+        print(f"demo: HTML report: {report.resolve()} (open it in a browser; works offline)")
     return code
 
 

@@ -62,11 +62,11 @@ def test_summary_of_a_recording_and_of_garbage(capsys, tmp_path: Path) -> None:
         [task(5, comm="[b]x[/b]")],
         [vso(5)],
     )
-    code, out, _ = run(capsys, "summary", str(path))
+    code, out, _ = run(capsys, "report", "-f", "text", str(path))
     assert code == 0
     assert "[b]x[/b]" in out  # shown literally, not as rich markup
     assert "2,448 B" in out
-    code, _, err = run(capsys, "summary", str(tmp_path))
+    code, _, err = run(capsys, "report", str(tmp_path))
     assert code == 65 and "not an fptrace recording" in one_line_error(err)
 
 

@@ -1,0 +1,298 @@
+"""Everything a report shows, computed from a recording: pure functions, no I/O, no printing.
+
+The counts table can hold millions of rows (one per interval and key); it is reduced in
+Arrow first (:func:`collapse`, :func:`timeline`), so pandas only ever sees per-key and
+per-interval aggregates.  Saves and restores are classified as in
+:mod:`fptrace.analysis.summary`; bytes follow ../shared/docs/kernel-fpu.md §6.4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fptrace.analysis import summary
+from fptrace.analysis.cost import CostModel
+from fptrace.recording.loader import Recording
+from fptrace.xstate import AMX_MASK, AVX512_MASK, Layout, bits, component_name, decode
+
+KEYS = ["pid", "tgid", "vso", "event", "xfeatures", "load_fpu", "arg"]
+SWITCH_EVENTS = ("regs_deactivated", "regs_activated", "dropped")
+# Live-state classes for stacking, most expensive first.
+STATE_CLASSES = ("AMX", "AVX-512", "AVX", "SSE/x87", "init")
+XCOMP_REQUEST_OPTIONS = (0x1023, 0x1025)  # ARCH_REQ_XCOMP_PERM, ARCH_REQ_XCOMP_GUEST_PERM
+
+
+def state_class(xstate_bv: int) -> str:
+    if xstate_bv & AMX_MASK:
+        return "AMX"
+    if xstate_bv & AVX512_MASK:
+        return "AVX-512"
+    if xstate_bv & (1 << 2):
+        return "AVX"
+    if xstate_bv & 0b11:
+        return "SSE/x87"
+    return "init"
+
+
+def _plain(table: pa.Table) -> pd.DataFrame:
+    """Small Arrow table -> pandas with plain numpy/object columns."""
+    cols = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        cols[name] = col.to_pandas()
+    return pd.DataFrame(cols)
+
+
+def collapse(counts: pa.Table) -> pd.DataFrame:
+    """Sum the intervals away: one row per key, with first/last seen."""
+    if counts.num_rows == 0:
+        return pd.DataFrame(columns=[*KEYS, "count", "first_ns", "last_ns"])
+    g = counts.group_by(KEYS, use_threads=True).aggregate(
+        [("count", "sum"), ("first_ns", "min"), ("last_ns", "max")]
+    )
+    g = g.rename_columns([*KEYS, "count", "first_ns", "last_ns"])
+    df = _plain(g)
+    df["load_fpu"] = df["load_fpu"].astype("Int64")
+    df["xfeatures"] = df["xfeatures"].astype("uint64")
+    return df
+
+
+def bytes_of(layout: Layout | None, xstate_bv: pd.Series) -> pd.Series:
+    """Estimated bytes an XSAVE writes / an XRSTOR reads for each XSTATE_BV (kernel-fpu §6.4)."""
+    if layout is None:
+        return pd.Series(0, index=xstate_bv.index, dtype="int64")
+    cache: dict[int, int] = {}
+    out = []
+    for bv in xstate_bv:
+        key = int(bv)
+        if key not in cache:
+            cache[key] = layout.bytes_saved(key)
+        out.append(cache[key])
+    return pd.Series(out, index=xstate_bv.index, dtype="int64")
+
+
+def timeline(counts: pa.Table, layout: Layout | None, interval_s: float) -> pd.DataFrame:
+    """Per interval and live-state class: saves, restores (regs_activated) and bytes saved."""
+    cols = ["interval", "t_s", "state", "saves", "activations", "bytes_saved"]
+    if counts.num_rows == 0:
+        return pd.DataFrame(columns=cols)
+    ev = pc.cast(counts.column("event"), pa.string())
+    mask = pc.is_in(ev, value_set=pa.array(["regs_deactivated", "regs_activated"]))
+    sub = counts.filter(mask).select(["interval", "event", "xfeatures", "count"])
+    if sub.num_rows == 0:
+        return pd.DataFrame(columns=cols)
+    g = sub.group_by(["interval", "event", "xfeatures"]).aggregate([("count", "sum")])
+    df = _plain(g).rename(columns={"count_sum": "count"})
+    df["state"] = [state_class(int(x)) for x in df["xfeatures"]]
+    df["bytes"] = bytes_of(layout, df["xfeatures"]) * df["count"]
+    saves = df[df["event"] == "regs_deactivated"]
+    acts = df[df["event"] == "regs_activated"]
+    out = (
+        pd.concat(
+            [
+                saves.groupby(["interval", "state"])["count"].sum().rename("saves"),
+                acts.groupby(["interval", "state"])["count"].sum().rename("activations"),
+                saves.groupby(["interval", "state"])["bytes"].sum().rename("bytes_saved"),
+            ],
+            axis=1,
+        )
+        .fillna(0)
+        .astype("int64")
+        .reset_index()
+    )
+    out["t_s"] = (out["interval"] + 1) * interval_s
+    return out[cols].sort_values(["interval", "state"]).reset_index(drop=True)
+
+
+def _per_pid(frame: pd.DataFrame, values: str) -> pd.Series:
+    return frame.groupby("pid")[values].sum() if not frame.empty else pd.Series(dtype="int64")
+
+
+def task_table(
+    c: pd.DataFrame,
+    rec_tasks: pd.DataFrame,
+    vso: pd.DataFrame,
+    layout: Layout | None,
+    model: CostModel,
+    duration_s: float,
+) -> pd.DataFrame:
+    """One row per task with every per-task figure of the report."""
+    base = summary.per_task(c, rec_tasks)
+    if base.empty:
+        return base
+    c = c.assign(bytes=bytes_of(layout, c["xfeatures"]) * c["count"].astype("int64"))
+    fpu = c[c["event"].isin(SWITCH_EVENTS)]
+    deact = fpu[fpu["event"] == "regs_deactivated"]
+    dropped = fpu[fpu["event"] == "dropped"]
+    act = fpu[fpu["event"] == "regs_activated"]
+    save_bytes = _per_pid(deact, "bytes").sub(_per_pid(dropped, "bytes"), fill_value=0)
+    act_bytes = _per_pid(act, "bytes")
+    act_count = _per_pid(act, "count")
+    xf = deact["xfeatures"].astype("uint64")
+    avx512 = _per_pid(deact[(xf & AVX512_MASK) != 0], "count")
+    amx = _per_pid(deact[(xf & AMX_MASK) != 0], "count")
+    perm = c[(c["event"] == "xcomp_perm") & c["arg"].isin(XCOMP_REQUEST_OPTIONS)]
+    t = base.set_index("pid")
+    idx = t.index
+
+    def col(series: pd.Series) -> pd.Series:
+        return series.reindex(idx, fill_value=0).astype("float64")
+
+    t["bytes_saved"] = col(save_bytes).clip(lower=0)
+    # Restores read what was saved; scale by how many activations were restores.
+    ratio = (t["restores"] / col(act_count).where(col(act_count) > 0)).fillna(0)
+    t["bytes_restored"] = col(act_bytes) * ratio
+    t["saves_per_s"] = t["saves"] / duration_s if duration_s > 0 else 0.0
+    # A dead task's final switch saves once more after its counters were read: clip at 1.
+    t["switch_save_share"] = (
+        (t["saves"] / t["switches"].where(t["switches"] > 0)).astype(float).clip(upper=1.0)
+    )
+    t["untraced_saves"] = (t["restores"] - t["saves"]).clip(lower=0)
+    deact_n = col(_per_pid(deact, "count"))
+    t["avx512_share"] = (col(avx512) / deact_n.where(deact_n > 0)).fillna(0)
+    t["amx_share"] = (col(amx) / deact_n.where(deact_n > 0)).fillna(0)
+    if not vso.empty:
+        user_size = vso.groupby("pid")["user_size"].max().astype("float64")
+        reallocs = vso[vso["prev_vso"].notna()].groupby("pid").size()
+        nvso = vso.groupby("pid").size()
+    else:
+        user_size = reallocs = nvso = pd.Series(dtype="float64")
+    t["vsos"] = col(nvso).astype("int64")
+    t["vso_replacements"] = col(reallocs).astype("int64")
+    t["signal_frame_bytes"] = t["signal_frames"] * col(user_size)
+    t["xcomp_requests"] = col(_per_pid(perm, "count")).astype("int64")
+    t["est_save_ns"] = t["saves"] * model.save.base_ns + t["bytes_saved"] * model.save.ns_per_byte
+    t["est_restore_ns"] = (
+        t["restores"] * model.restore.base_ns + t["bytes_restored"] * model.restore.ns_per_byte
+    )
+    t["est_ns"] = t["est_save_ns"] + t["est_restore_ns"]
+    oncpu = t["oncpu_ns"].astype("float64")
+    t["est_oncpu_share"] = (t["est_ns"] / oncpu.where(oncpu > 0)).astype(float)
+    return t.reset_index().sort_values("saves", ascending=False).reset_index(drop=True)
+
+
+def vso_table(c: pd.DataFrame, vso: pd.DataFrame, tasks: pd.DataFrame, layout: Layout | None):
+    """One row per VSO: owner, sizes, flags, saves/restores and the components seen live."""
+    if vso.empty:
+        return vso
+    fpu = c[c["vso"].notna() & c["event"].isin(SWITCH_EVENTS)]
+    by = fpu.groupby(["vso", "event"])["count"].sum().unstack(fill_value=0)
+    for name in SWITCH_EVENTS:
+        if name not in by.columns:
+            by[name] = 0
+    live: dict[str, int] = {}
+    for v, x in fpu[fpu["event"] == "regs_deactivated"][["vso", "xfeatures"]].itertuples(
+        index=False
+    ):
+        live[v] = live.get(v, 0) | int(x)
+    out = vso.copy()
+    out["saves"] = (
+        out["vso"].map(by["regs_deactivated"] - by["dropped"]).fillna(0).clip(lower=0)
+    ).astype("int64")
+    out["activations"] = out["vso"].map(by["regs_activated"]).fillna(0).astype("int64")
+    out["live_components"] = [", ".join(decode(live.get(v, 0))) for v in out["vso"]]
+    out["footprint"] = out["layout_size"].fillna(out["size"]).astype("int64")
+    comm = tasks.set_index("pid")["comm"] if not tasks.empty else pd.Series(dtype=str)
+    out["comm"] = out["pid"].map(comm).fillna("?")
+    return out.sort_values("saves", ascending=False).reset_index(drop=True)
+
+
+def heatmap(c: pd.DataFrame, tasks: pd.DataFrame, top: int = 30) -> pd.DataFrame:
+    """Share of each task's saves with each component live (rows: top tasks by saves)."""
+    deact = c[c["event"] == "regs_deactivated"]
+    if deact.empty:
+        return pd.DataFrame()
+    totals = deact.groupby("pid")["count"].sum().sort_values(ascending=False).head(top)
+    comps = sorted({b for x in deact["xfeatures"] for b in bits(int(x))})
+    rows = {}
+    comm = tasks.set_index("pid")["comm"] if not tasks.empty else pd.Series(dtype=str)
+    for pid, total in totals.items():
+        mine = deact[deact["pid"] == pid]
+        shares = {}
+        for b in comps:
+            hit = mine[(mine["xfeatures"].astype("uint64") & (1 << b)) != 0]["count"].sum()
+            shares[component_name(b)] = hit / total if total else 0.0
+        rows[f"{comm.get(pid, '?')} ({pid})"] = shares
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+@dataclass
+class ReportData:
+    """The numbers every report format renders."""
+
+    path: str
+    manifest: dict[str, Any]
+    headline: dict[str, Any]
+    tasks: pd.DataFrame
+    vsos: pd.DataFrame
+    timeline: pd.DataFrame
+    heatmap: pd.DataFrame
+    components: pd.DataFrame
+    vso_sizes: pd.DataFrame
+    cost: CostModel
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.tasks.empty
+
+
+def build(rec: Recording, model: CostModel) -> ReportData:
+    layout = rec.layout
+    duration = rec.duration_s
+    c = collapse(rec.counts_table)
+    tasks = task_table(c, rec.tasks, rec.vso, layout, model, duration)
+    vsos = vso_table(c, rec.vso, rec.tasks, layout)
+    drops = {k: int(v) for k, v in (rec.manifest.get("drops") or {}).items()}
+    saves = int(tasks["saves"].sum()) if not tasks.empty else 0
+    restores = int(tasks["restores"].sum()) if not tasks.empty else 0
+    est_ns = float(tasks["est_ns"].sum()) if not tasks.empty else 0.0
+    oncpu = float(tasks["oncpu_ns"].sum()) if not tasks.empty else 0.0
+    bytes_saved = float(tasks["bytes_saved"].sum()) if not tasks.empty else 0.0
+    avx512 = float((tasks["avx512_share"] * tasks["saves"]).sum()) if saves else 0.0
+    amx = float((tasks["amx_share"] * tasks["saves"]).sum()) if saves else 0.0
+    headline = {
+        "duration_s": duration,
+        "events": int(c["count"].sum()) if not c.empty else 0,
+        "tasks": len(tasks),
+        "vsos": len(rec.vso),
+        "saves": saves,
+        "restores": restores,
+        "restores_skipped": int(tasks["restores_skipped"].sum()) if saves else 0,
+        "untraced_saves": int(tasks["untraced_saves"].sum()) if not tasks.empty else 0,
+        "saves_per_s": saves / duration if duration > 0 else 0.0,
+        "bytes_saved": bytes_saved,
+        "bytes_per_save": bytes_saved / saves if saves else 0.0,
+        "avx512_save_share": avx512 / saves if saves else 0.0,
+        "amx_save_share": amx / saves if saves else 0.0,
+        "fork_copies": int(tasks["fork_copies"].sum()) if not tasks.empty else 0,
+        "signal_frames": int(tasks["signal_frames"].sum()) if not tasks.empty else 0,
+        "signal_frame_bytes": float(tasks["signal_frame_bytes"].sum()) if not tasks.empty else 0,
+        "xcomp_requests": int(tasks["xcomp_requests"].sum()) if not tasks.empty else 0,
+        "vso_replacements": int(rec.vso["prev_vso"].notna().sum()) if not rec.vso.empty else 0,
+        "est_cpu_ns": est_ns,
+        "est_oncpu_share": est_ns / oncpu if oncpu else 0.0,
+        "cost_estimate": model.estimate,
+        "drops": drops,
+        "drops_total": sum(drops.values()),
+    }
+    return ReportData(
+        path=str(rec.path),
+        manifest=rec.manifest,
+        headline=headline,
+        tasks=tasks,
+        vsos=vsos,
+        timeline=timeline(rec.counts_table, layout, float(rec.manifest.get("interval_s", 1.0))),
+        heatmap=heatmap(c, rec.tasks),
+        components=summary.live_components(c),
+        vso_sizes=summary.vso_sizes(rec.vso),
+        cost=model,
+        warnings=list(rec.warnings),
+    )

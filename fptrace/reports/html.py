@@ -1,0 +1,271 @@
+"""The offline HTML report: one file, plotly.js inlined, Jinja templates with autoescaping.
+
+Safety: every string that came from a traced process (comm, cmdline, cgroup) reaches the
+page either through Jinja's autoescaping (tables, text) or inside JSON data blocks whose
+``<``, ``>`` and ``&`` are \\u-escaped (figures, so ``</script>`` cannot end a block), and
+names shown inside plotly figures are HTML-escaped first, because plotly renders a subset
+of HTML tags in its labels.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from fptrace import __version__
+from fptrace.analysis.report import STATE_CLASSES, ReportData
+from fptrace.xstate import decode
+
+STATE_COLORS = {
+    "AMX": "#7b3294",
+    "AVX-512": "#d7191c",
+    "AVX": "#fdae61",
+    "SSE/x87": "#2c7bb6",
+    "init": "#bababa",
+}
+
+
+def safe_json(data: Any) -> str:
+    """JSON that can sit inside <script> in HTML: no '<', '>', '&', U+2028/9 verbatim."""
+    text = json.dumps(data, default=_default, allow_nan=False)
+    for ch, esc in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(ch, esc)
+    return text
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return str(obj)
+
+
+def _fig_json(fig: go.Figure) -> dict[str, Any]:
+    fig.update_layout(
+        template="plotly_white",
+        margin={"l": 60, "r": 20, "t": 40, "b": 50},
+        font={"family": "system-ui, sans-serif", "size": 12},
+    )
+    return json.loads(fig.to_json())
+
+
+def timeline_figures(data: ReportData) -> list[dict[str, Any]]:
+    tl = data.timeline
+    if tl.empty:
+        return []
+    figs = []
+    for value, title, axis in (
+        ("saves", "Saves per interval, by live state", "saves"),
+        ("bytes_saved", "Bytes saved per interval (estimate), by live state", "bytes"),
+    ):
+        fig = go.Figure()
+        for state in STATE_CLASSES:
+            part = tl[tl["state"] == state]
+            if part.empty or part[value].sum() == 0:
+                continue
+            fig.add_trace(
+                go.Bar(
+                    x=part["t_s"],
+                    y=part[value],
+                    name=state,
+                    marker_color=STATE_COLORS[state],
+                )
+            )
+        fig.update_layout(
+            barmode="stack", title=title, xaxis_title="time (s)", yaxis_title=axis, bargap=0
+        )
+        figs.append({"id": f"fig-{value}", "spec": _fig_json(fig)})
+    return figs
+
+
+def heatmap_figure(data: ReportData) -> dict[str, Any] | None:
+    hm = data.heatmap
+    if hm.empty:
+        return None
+    fig = go.Figure(
+        go.Heatmap(
+            z=hm.to_numpy().round(4),
+            x=list(hm.columns),
+            y=[html.escape(str(i)) for i in hm.index],  # plotly renders HTML in labels
+            colorscale="Reds",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": "share"},
+        )
+    )
+    fig.update_layout(
+        title="Share of each task's saves with each component live",
+        height=max(320, 22 * len(hm) + 140),
+        yaxis={"autorange": "reversed"},
+    )
+    return {"id": "fig-heatmap", "spec": _fig_json(fig)}
+
+
+def size_figure(data: ReportData) -> dict[str, Any] | None:
+    sizes = data.vso_sizes
+    if sizes.empty:
+        return None
+    labels = [f"{int(r.size):,} B" for r in sizes.itertuples()]
+    fig = go.Figure(go.Bar(x=labels, y=sizes["vsos"], marker_color="#2c7bb6"))
+    fig.update_layout(
+        title="VSOs by kernel buffer size (fpstate->size)",
+        xaxis_title="buffer size",
+        yaxis_title="VSOs",
+    )
+    return {"id": "fig-sizes", "spec": _fig_json(fig)}
+
+
+def _fmt(value: Any, kind: str = "int") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if pd.isna(value):
+        return "–"
+    if kind == "pct":
+        return f"{float(value) * 100:.1f}%"
+    if kind == "float":
+        return f"{float(value):,.1f}"
+    if kind == "bytes":
+        return _bytes(float(value))
+    if kind == "ns":
+        return _ns(float(value))
+    if kind == "id":
+        return str(int(value))
+    return f"{int(value):,}"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TiB"
+
+
+def _ns(n: float) -> str:
+    for unit, div in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:,.2f} {unit}"
+    return f"{n:,.0f} ns"
+
+
+TASK_COLUMNS = [
+    ("pid", "pid", "id"),
+    ("comm", "comm", "text"),
+    ("saves", "saves", "int"),
+    ("restores", "restores", "int"),
+    ("restores_skipped", "skipped restores", "int"),
+    ("untraced_saves", "untraced saves", "int"),
+    ("saves_per_s", "saves/s", "float"),
+    ("switch_save_share", "switches that saved", "pct"),
+    ("bytes_saved", "bytes saved", "bytes"),
+    ("avx512_share", "AVX-512 live", "pct"),
+    ("amx_share", "AMX live", "pct"),
+    ("fork_copies", "fork copies", "int"),
+    ("signal_frames", "signal frames", "int"),
+    ("xcomp_requests", "AMX perm. requests", "int"),
+    ("vso_replacements", "VSO replaced", "int"),
+    ("est_ns", "est. CPU time", "ns"),
+    ("est_oncpu_share", "of on-CPU", "pct"),
+]
+VSO_COLUMNS = [
+    ("vso", "VSO", "text"),
+    ("pid", "pid", "id"),
+    ("comm", "comm", "text"),
+    ("size", "size", "int"),
+    ("user_size", "user size", "int"),
+    ("footprint", "footprint", "int"),
+    ("saves", "saves", "int"),
+    ("activations", "activations", "int"),
+    ("live_components", "live components", "text"),
+    ("is_valloc", "realloc'd", "text"),
+    ("is_guest", "guest", "text"),
+    ("prev_vso", "replaced", "text"),
+]
+
+
+def table_rows(df: pd.DataFrame, columns: list[tuple[str, str, str]]) -> list[list[Any]]:
+    """Cells as (display text, sort key); text is escaped later by Jinja."""
+    rows = []
+    for rec in df.to_dict("records"):
+        row = []
+        for key, _label, kind in columns:
+            value = rec.get(key)
+            if kind == "text":
+                shown = (
+                    ""
+                    if value is None or (not isinstance(value, str) and pd.isna(value))
+                    else str(value)
+                )
+                row.append((shown, shown))
+            else:
+                num = None if value is None or pd.isna(value) else float(value)
+                row.append((_fmt(value, kind), "" if num is None else repr(num)))
+        rows.append(row)
+    return rows
+
+
+def _env() -> jinja2.Environment:
+    loader = jinja2.FunctionLoader(
+        lambda name: resources.files("fptrace.reports").joinpath("templates", name).read_text()
+    )
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["fmt"] = _fmt
+    env.filters["decode"] = lambda m: ", ".join(decode(int(m))) if m is not None else "–"
+    env.filters["hex"] = lambda m: f"{int(m):#x}" if m is not None else "–"
+    return env
+
+
+def _static(name: str) -> str:
+    return resources.files("fptrace.reports").joinpath("static", name).read_text()
+
+
+def render_html(data: ReportData, max_rows: int = 2000) -> str:
+    m = data.manifest
+    figures = [f for f in [*timeline_figures(data), heatmap_figure(data), size_figure(data)] if f]
+    host = m.get("host", {})
+    return (
+        _env()
+        .get_template("report.html.j2")
+        .render(
+            data=data,
+            h=data.headline,
+            m=m,
+            host=host,
+            xstate=host.get("xstate", {}),
+            figures=[{"id": f["id"], "json": safe_json(f["spec"])} for f in figures],
+            task_columns=TASK_COLUMNS,
+            task_rows=table_rows(data.tasks.head(max_rows), TASK_COLUMNS),
+            tasks_total=len(data.tasks),
+            vso_columns=VSO_COLUMNS,
+            vso_rows=table_rows(data.vsos.head(max_rows), VSO_COLUMNS),
+            vsos_total=len(data.vsos),
+            max_rows=max_rows,
+            plotly_js=get_plotlyjs(),
+            report_js=_static("report.js"),
+            report_css=_static("report.css"),
+            version=__version__,
+            cost=data.cost.to_json(),
+        )
+    )
+
+
+def write_html(data: ReportData, out: Path) -> None:
+    out.write_text(render_html(data), encoding="utf-8")

@@ -1,0 +1,150 @@
+"""Report analysis and rendering on hand-made recordings with known answers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from fptrace.analysis import cost
+from fptrace.analysis.report import build, state_class
+from fptrace.errors import RecordingError
+from fptrace.recording.loader import load_recording
+from fptrace.reports.html import render_html, safe_json
+from fptrace.reports.json_report import render_json
+from tests.unit.recordings import count, task, vso, write
+from tests.unit.test_xstate import AMD
+
+HOSTILE = "</script><b>x"
+
+
+def data(tmp_path: Path, counts, tasks=(), vsos=(), model=cost.DEFAULT, **man):
+    return build(load_recording(write(tmp_path / "r", counts, tasks, vsos, **man)), model)
+
+
+def test_bytes_shares_and_cost_for_a_known_task(tmp_path: Path) -> None:
+    d = data(
+        tmp_path,
+        [
+            count(1, "regs_deactivated", 30, xf=0xE6, load=None),  # AVX-512 live
+            count(1, "regs_deactivated", 10, xf=0x02, load=None),  # SSE only
+            count(1, "regs_activated", 25, xf=0xE6, load=1),
+            count(1, "signal_deliver", 2, xf=10, load=None),
+        ],
+        [task(1, "app", switches=50, oncpu_ns=1_000_000)],
+        [vso(1)],
+        duration_s=4.0,
+    )
+    t = d.tasks.iloc[0]
+    b_e6, b_02 = AMD.bytes_saved(0xE6), AMD.bytes_saved(0x02)
+    assert (b_e6, b_02) == (16 + 8 + 256 + 256 + 64 + 512 + 1024, 16 + 8 + 256)
+    assert t.saves == 40 and t.restores == 25 and t.restores_skipped == 15
+    assert t.bytes_saved == 30 * b_e6 + 10 * b_02
+    assert t.bytes_restored == 25 * b_e6
+    assert t.avx512_share == 0.75 and t.amx_share == 0
+    assert t.saves_per_s == 10 and t.switch_save_share == 0.8
+    assert t.signal_frame_bytes == 2 * 2696  # deliveries x the VSO's user_size
+    expect_ns = 40 * 35 + t.bytes_saved * 0.04 + 25 * 35 + t.bytes_restored * 0.04
+    assert t.est_ns == pytest.approx(expect_ns)
+    assert t.est_oncpu_share == pytest.approx(expect_ns / 1_000_000)
+    h = d.headline
+    assert h["bytes_per_save"] == pytest.approx(t.bytes_saved / 40)
+    assert h["cost_estimate"] is True
+
+
+def test_untraced_saves_and_vso_replacement(tmp_path: Path) -> None:
+    d = data(
+        tmp_path,
+        [
+            count(1, "regs_deactivated", 5, load=None),
+            count(1, "regs_activated", 8, load=1),  # 3 restores with no traced save before
+            count(1, "xcomp_perm", 1, xf=18, load=None, arg=0x1023),
+        ],
+        [task(1)],
+        [vso(1), vso(1, size=10688, vso="v1b", is_valloc=True, prev_vso="v1")],
+    )
+    t = d.tasks.iloc[0]
+    assert t.untraced_saves == 3 and t.vso_replacements == 1 and t.vsos == 2
+    assert t.xcomp_requests == 1
+    assert d.headline["vso_replacements"] == 1
+    assert set(d.vsos["footprint"]) == {2448, 10688}
+
+
+def test_timeline_classes(tmp_path: Path) -> None:
+    assert [state_class(x) for x in (0x60000, 0xE6, 0x6, 0x2, 0)] == [
+        "AMX",
+        "AVX-512",
+        "AVX",
+        "SSE/x87",
+        "init",
+    ]
+    d = data(
+        tmp_path,
+        [
+            count(1, "regs_deactivated", 3, xf=0xE6, interval=0),
+            count(1, "regs_deactivated", 4, xf=0x2, interval=1),
+            count(1, "regs_deactivated", 1, xf=0xE6, interval=1),
+        ],
+        interval_s=0.5,
+    )
+    tl = d.timeline.set_index(["interval", "state"])
+    assert tl.loc[(0, "AVX-512"), "saves"] == 3
+    assert tl.loc[(1, "SSE/x87"), "saves"] == 4
+    assert tl.loc[(1, "AVX-512"), "t_s"] == 1.0
+
+
+def test_calibration_table_replaces_the_estimate(tmp_path: Path) -> None:
+    table = {
+        "format": "fptrace-calibration",
+        "save": {"base_ns": 10, "ns_per_byte": 0},
+        "restore": {"base_ns": 20, "ns_per_byte": 0},
+    }
+    f = tmp_path / "cal.json"
+    f.write_text(json.dumps(table))
+    model = cost.load_calibration(f)
+    d = data(
+        tmp_path,
+        [count(1, "regs_deactivated", 3, load=None), count(1, "regs_activated", 2, load=1)],
+        model=model,
+    )
+    assert d.tasks.iloc[0].est_ns == 3 * 10 + 2 * 20
+    assert d.headline["cost_estimate"] is False
+    f.write_text("{}")
+    with pytest.raises(RecordingError, match="not an fptrace calibration table"):
+        cost.load_calibration(f)
+
+
+def test_hostile_names_are_escaped_everywhere_in_html(tmp_path: Path) -> None:
+    d = data(
+        tmp_path,
+        [count(1, "regs_deactivated", 3, xf=0xE6, load=None)],
+        [task(1, HOSTILE, cmdline=HOSTILE + " --x", cgroup="/<img src=x>")],
+        [vso(1)],
+    )
+    page = render_html(d)
+    assert HOSTILE not in page and "<b>x" not in page and "<img src=x>" not in page
+    assert "&lt;/script&gt;&lt;b&gt;x" in page  # the table cell, as text
+    # Only our own script blocks: JSON data blocks, plotly.js and report.js.
+    assert len(re.findall(r"<script\b", page)) == len(re.findall(r"</script>", page))
+
+
+def test_safe_json_cannot_close_a_script_block() -> None:
+    text = safe_json({"name": HOSTILE, "amp": "a&b", "ls": "\u2028"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text)["name"] == HOSTILE
+
+
+def test_empty_recording_reports_nothing_to_see(tmp_path: Path) -> None:
+    d = data(tmp_path, [])
+    assert d.empty
+    assert "Nothing to see" in render_html(d)
+    assert json.loads(render_json(d))["headline"]["saves"] == 0
+
+
+def test_json_has_the_same_numbers(tmp_path: Path) -> None:
+    d = data(tmp_path, [count(7, "regs_deactivated", 9, load=None)], [task(7)], [vso(7)])
+    out = json.loads(render_json(d))
+    assert out["headline"]["saves"] == 9 == out["tasks"][0]["saves"]
+    assert out["vsos"][0]["size"] == 2448
