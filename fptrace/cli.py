@@ -286,6 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fptrace: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line for users, the traceback with --debug
+        if debug:
+            raise
+        print(
+            f"fptrace: internal error: {exc.__class__.__name__}: {exc} "
+            "(run with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 70
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ per-interval aggregates.  Saves and restores are classified as in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,18 +51,53 @@ def _plain(table: pa.Table) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+COLLAPSE_AGG = [("count", "sum"), ("first_ns", "min"), ("last_ns", "max")]
+TIMELINE_KEYS = ["interval", "event", "xfeatures"]
+TIMELINE_COLUMNS = ["interval", "count", "first_ns", "last_ns"]
+FOLD_EVERY = 16  # partial aggregates kept before they are folded together
+
+
+def _group(table: pa.Table, keys: list[str], aggs: list[tuple[str, str]]) -> pa.Table:
+    g = table.unify_dictionaries().group_by(keys, use_threads=True).aggregate(aggs)
+    return g.rename_columns([*keys, *(name for name, _ in aggs)])
+
+
+def _timeline_rows(table: pa.Table) -> pa.Table:
+    ev = pc.cast(table.column("event"), pa.string())
+    mask = pc.is_in(ev, value_set=pa.array(["regs_deactivated", "regs_activated"]))
+    return table.filter(mask).select([*TIMELINE_KEYS, "count"])
+
+
+def aggregate_counts(batches: Iterable[pa.RecordBatch]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One streaming pass over the counts: (per-key totals, per-interval/event/XSTATE_BV).
+
+    Memory stays bounded by one batch plus the partial aggregates, however long the run.
+    """
+    keyed: list[pa.Table] = []
+    timed: list[pa.Table] = []
+    t_aggs = [("count", "sum")]
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        keyed.append(_group(table, KEYS, COLLAPSE_AGG))
+        timed.append(_group(_timeline_rows(table), TIMELINE_KEYS, t_aggs))
+        if len(keyed) >= FOLD_EVERY:
+            keyed = [_group(pa.concat_tables(keyed), KEYS, COLLAPSE_AGG)]
+            timed = [_group(pa.concat_tables(timed), TIMELINE_KEYS, t_aggs)]
+    if not keyed:
+        return (
+            pd.DataFrame(columns=[*KEYS, "count", "first_ns", "last_ns"]),
+            pd.DataFrame(columns=[*TIMELINE_KEYS, "count"]),
+        )
+    c = _plain(_group(pa.concat_tables(keyed), KEYS, COLLAPSE_AGG))
+    c["load_fpu"] = c["load_fpu"].astype("Int64")
+    c["xfeatures"] = c["xfeatures"].astype("uint64")
+    t = _plain(_group(pa.concat_tables(timed), TIMELINE_KEYS, t_aggs))
+    return c, t
+
+
 def collapse(counts: pa.Table) -> pd.DataFrame:
     """Sum the intervals away: one row per key, with first/last seen."""
-    if counts.num_rows == 0:
-        return pd.DataFrame(columns=[*KEYS, "count", "first_ns", "last_ns"])
-    g = counts.group_by(KEYS, use_threads=True).aggregate(
-        [("count", "sum"), ("first_ns", "min"), ("last_ns", "max")]
-    )
-    g = g.rename_columns([*KEYS, "count", "first_ns", "last_ns"])
-    df = _plain(g)
-    df["load_fpu"] = df["load_fpu"].astype("Int64")
-    df["xfeatures"] = df["xfeatures"].astype("uint64")
-    return df
+    return aggregate_counts(counts.to_batches())[0]
 
 
 def bytes_of(layout: Layout | None, xstate_bv: pd.Series) -> pd.Series:
@@ -78,18 +114,15 @@ def bytes_of(layout: Layout | None, xstate_bv: pd.Series) -> pd.Series:
     return pd.Series(out, index=xstate_bv.index, dtype="int64")
 
 
-def timeline(counts: pa.Table, layout: Layout | None, interval_s: float) -> pd.DataFrame:
-    """Per interval and live-state class: saves, restores (regs_activated) and bytes saved."""
+def timeline(raw: pd.DataFrame, layout: Layout | None, interval_s: float) -> pd.DataFrame:
+    """Per interval and live-state class: saves, activations (regs_activated), bytes saved.
+
+    ``raw`` is the second result of :func:`aggregate_counts`.
+    """
     cols = ["interval", "t_s", "state", "saves", "activations", "bytes_saved"]
-    if counts.num_rows == 0:
+    if raw.empty:
         return pd.DataFrame(columns=cols)
-    ev = pc.cast(counts.column("event"), pa.string())
-    mask = pc.is_in(ev, value_set=pa.array(["regs_deactivated", "regs_activated"]))
-    sub = counts.filter(mask).select(["interval", "event", "xfeatures", "count"])
-    if sub.num_rows == 0:
-        return pd.DataFrame(columns=cols)
-    g = sub.group_by(["interval", "event", "xfeatures"]).aggregate([("count", "sum")])
-    df = _plain(g).rename(columns={"count_sum": "count"})
+    df = raw.copy()
     df["state"] = [state_class(int(x)) for x in df["xfeatures"]]
     df["bytes"] = bytes_of(layout, df["xfeatures"]) * df["count"]
     saves = df[df["event"] == "regs_deactivated"]
@@ -247,7 +280,7 @@ class ReportData:
 def build(rec: Recording, model: CostModel) -> ReportData:
     layout = rec.layout
     duration = rec.duration_s
-    c = collapse(rec.counts_table)
+    c, raw_timeline = aggregate_counts(rec.iter_counts(columns=[*KEYS, *TIMELINE_COLUMNS]))
     tasks = task_table(c, rec.tasks, rec.vso, layout, model, duration)
     vsos = vso_table(c, rec.vso, rec.tasks, layout)
     drops = {k: int(v) for k, v in (rec.manifest.get("drops") or {}).items()}
@@ -289,7 +322,7 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         headline=headline,
         tasks=tasks,
         vsos=vsos,
-        timeline=timeline(rec.counts_table, layout, float(rec.manifest.get("interval_s", 1.0))),
+        timeline=timeline(raw_timeline, layout, float(rec.manifest.get("interval_s", 1.0))),
         heatmap=heatmap(c, rec.tasks),
         components=summary.live_components(c),
         vso_sizes=summary.vso_sizes(rec.vso),

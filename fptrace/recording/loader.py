@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,67 +18,45 @@ from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PART
 from fptrace.recording.writer import merge_parts
 from fptrace.xstate import Layout
 
+# Repeated strings (VSO ids, event names) stay dictionary-encoded in memory.
+DICTIONARY_COLUMNS = {"counts": ["vso", "event"]}
+BATCH_ROWS = 1 << 20
 
-@dataclass
-class Recording:
-    """A loaded recording: manifest plus the counts, tasks and vso tables.
 
-    ``counts_table`` stays an Arrow table (it can hold millions of rows: one per interval
-    and key); ``counts`` is the pandas view, made on first use.
-    """
+def _target_schema(found: pa.Schema, name: str) -> pa.Schema:
+    """The table's schema, accepting dictionary-encoded variants of string columns."""
+    fields = []
+    for f in TABLES[name]:
+        got = found.field(f.name).type
+        dict_ok = pa.types.is_dictionary(got) and got.value_type == f.type
+        fields.append(pa.field(f.name, got) if dict_ok else f)
+    return pa.schema(fields)
 
-    path: Path
-    manifest: dict[str, Any]
-    counts_table: pa.Table
-    tasks: pd.DataFrame
-    vso: pd.DataFrame
-    recovered: bool = False  # rebuilt from interval parts (fptrace did not finish cleanly)
-    warnings: list[str] = field(default_factory=list)
 
-    @cached_property
-    def counts(self) -> pd.DataFrame:
-        return _to_pandas(self.counts_table)
+def _check_columns(path: Path, found: pa.Schema, name: str) -> None:
+    missing = [f.name for f in TABLES[name] if f.name not in found.names]
+    if missing:
+        raise RecordingError(f"{path} lacks columns {', '.join(missing)}: not an fptrace table")
 
-    @property
-    def layout(self) -> Layout | None:
-        comps = self.manifest.get("host", {}).get("xstate", {}).get("components")
-        return Layout.from_json(comps) if comps else None
 
-    @property
-    def duration_s(self) -> float:
-        return float(self.manifest.get("duration_s") or 0.0)
+def _corrupt(path: Path, exc: Exception) -> RecordingError:
+    return RecordingError(
+        f"{path} is truncated or corrupt ({exc.__class__.__name__}): re-record, "
+        "or delete the file to load the rest"
+    )
 
 
 def _read_table(path: Path, name: str) -> pa.Table:
     try:
-        # Repeated strings (vso ids, event names) stay dictionary-encoded in memory.
         table = pq.read_table(path, read_dictionary=DICTIONARY_COLUMNS.get(name))
     except (OSError, pa.ArrowException) as exc:
-        raise RecordingError(
-            f"{path} is truncated or corrupt ({exc.__class__.__name__}): re-record, "
-            "or delete the file to load the rest"
-        ) from exc
-    schema = TABLES[name]
-    missing = [f.name for f in schema if f.name not in table.column_names]
-    if missing:
-        raise RecordingError(f"{path} lacks columns {', '.join(missing)}: not an fptrace table")
-    table = table.select(schema.names)
-    target = pa.schema(
-        [
-            table.schema.field(f.name)
-            if pa.types.is_dictionary(table.schema.field(f.name).type)
-            and table.schema.field(f.name).type.value_type == f.type
-            else f
-            for f in schema
-        ]
-    )
+        raise _corrupt(path, exc) from exc
+    _check_columns(path, table.schema, name)
+    table = table.select(TABLES[name].names)
     try:
-        return table.cast(target)
+        return table.cast(_target_schema(table.schema, name))
     except (pa.ArrowException, ValueError) as exc:
         raise RecordingError(f"{path} has columns of the wrong type: {exc}") from exc
-
-
-DICTIONARY_COLUMNS = {"counts": ["vso", "event"]}
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -92,6 +71,59 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
         )
     )
     return plain.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+@dataclass
+class Recording:
+    """A loaded recording: manifest, the tasks and vso tables, and access to the counts.
+
+    The counts table can hold millions of rows (one per interval and key): analyses stream
+    it with :meth:`iter_counts`; ``counts_table`` (Arrow) and ``counts`` (pandas) read it
+    whole, for small recordings and tests.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    tasks: pd.DataFrame
+    vso: pd.DataFrame
+    recovered: bool = False  # rebuilt from interval parts (fptrace did not finish cleanly)
+    warnings: list[str] = field(default_factory=list)
+    _counts_in_memory: pa.Table | None = None  # recovered recordings: merged from parts
+
+    @property
+    def counts_file(self) -> Path:
+        return self.path / "counts.parquet"
+
+    def iter_counts(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The counts table in batches of at most about a million rows."""
+        if self._counts_in_memory is not None:
+            table = self._counts_in_memory
+            yield from (table.select(columns) if columns else table).to_batches(BATCH_ROWS)
+            return
+        try:
+            pf = pq.ParquetFile(self.counts_file, read_dictionary=DICTIONARY_COLUMNS["counts"])
+            yield from pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            raise _corrupt(self.counts_file, exc) from exc
+
+    @cached_property
+    def counts_table(self) -> pa.Table:
+        if self._counts_in_memory is not None:
+            return self._counts_in_memory
+        return _read_table(self.counts_file, "counts").unify_dictionaries()
+
+    @cached_property
+    def counts(self) -> pd.DataFrame:
+        return _to_pandas(self.counts_table)
+
+    @property
+    def layout(self) -> Layout | None:
+        comps = self.manifest.get("host", {}).get("xstate", {}).get("components")
+        return Layout.from_json(comps) if comps else None
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.manifest.get("duration_s") or 0.0)
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
@@ -119,14 +151,25 @@ def load_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _check_counts_file(path: Path) -> None:
+    """Open the (possibly huge) counts file's footer and schema without reading its rows."""
+    try:
+        schema = pq.ParquetFile(path).schema_arrow
+    except (OSError, pa.ArrowException) as exc:
+        raise _corrupt(path, exc) from exc
+    _check_columns(path, schema, "counts")
+    for f in TABLES["counts"]:
+        got = schema.field(f.name).type
+        if got != f.type and not (pa.types.is_dictionary(got) and got.value_type == f.type):
+            raise RecordingError(f"{path} has column {f.name} of type {got}, expected {f.type}")
+
+
 def load_recording(path: str | Path) -> Recording:
     """Load and type-check a recording; rebuild it from its parts if it was never finished."""
     path = Path(path)
     manifest = load_manifest(path)
     parts = path / PARTS_DIR
     recovered = manifest.get("status") != "complete"
-    warnings: list[str] = []
-    tables: dict[str, pa.Table] = {}
     if recovered:
         if not parts.is_dir():
             raise RecordingError(
@@ -136,22 +179,30 @@ def load_recording(path: str | Path) -> Recording:
             tables = merge_parts(parts)
         except (OSError, pa.ArrowException) as exc:
             raise RecordingError(f"{parts} holds a corrupt part: {exc}") from exc
-        warnings.append(
-            "recording did not finish cleanly; rebuilt from its interval parts "
-            "(at most the last interval is missing)"
+        return Recording(
+            path=path,
+            manifest=manifest,
+            tasks=_to_pandas(tables["tasks"]),
+            vso=_to_pandas(tables["vso"]),
+            recovered=True,
+            warnings=[
+                "recording did not finish cleanly; rebuilt from its interval parts "
+                "(at most the last interval is missing)"
+            ],
+            _counts_in_memory=tables["counts"],
         )
-    else:
-        for name in TABLES:
-            tpath = path / f"{name}.parquet"
-            if not tpath.exists():
-                raise RecordingError(f"{path} lacks {name}.parquet: the recording is incomplete")
-            tables[name] = _read_table(tpath, name)
+    small = {}
+    for name in TABLES:
+        tpath = path / f"{name}.parquet"
+        if not tpath.exists():
+            raise RecordingError(f"{path} lacks {name}.parquet: the recording is incomplete")
+        if name == "counts":
+            _check_counts_file(tpath)
+        else:
+            small[name] = _read_table(tpath, name)
     return Recording(
         path=path,
         manifest=manifest,
-        counts_table=tables["counts"],
-        tasks=_to_pandas(tables["tasks"]),
-        vso=_to_pandas(tables["vso"]),
-        recovered=recovered,
-        warnings=warnings,
+        tasks=_to_pandas(small["tasks"]),
+        vso=_to_pandas(small["vso"]),
     )
