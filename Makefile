@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # In CI an integration test that skips is a failure (tests/conftest.py reads this).
 export FPTRACE_NO_SKIP ?= $(if $(CI),1,)
 
-.PHONY: setup demo test unit integration lint format bench clean
+.PHONY: setup demo test unit integration lint format bench bench-report clean
 
 setup:
 	bash scripts/setup.sh
@@ -32,6 +32,9 @@ format: setup
 
 bench: setup
 	$(PY) scripts/bench_overhead.py
+
+bench-report: setup
+	$(PY) scripts/bench_report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

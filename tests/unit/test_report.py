@@ -148,3 +148,16 @@ def test_json_has_the_same_numbers(tmp_path: Path) -> None:
     out = json.loads(render_json(d))
     assert out["headline"]["saves"] == 9 == out["tasks"][0]["saves"]
     assert out["vsos"][0]["size"] == 2448
+
+
+def test_drops_are_shown_prominently(tmp_path: Path) -> None:
+    clean = data(tmp_path / "a", [count(1, "regs_deactivated", 1, load=None)])
+    assert 'id="drops"' not in render_html(clean)
+    lossy = data(
+        tmp_path / "b",
+        [count(1, "regs_deactivated", 1, load=None)],
+        drops={"counts_map_full": 2, "lost_events": 40},
+    )
+    page = render_html(lossy)
+    assert 'id="drops"' in page and "lost_events = 40" in page
+    assert lossy.headline["drops_total"] == 42
