@@ -17,14 +17,19 @@ from pathlib import Path
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.headers import cache_dir
 
-# No -mavx*: the compiler must not emit vzeroupper (see pingpong.c).
-CFLAGS = ["-O2", "-Wall", "-Wextra"]
+# No -mavx*: the compiler must not emit vzeroupper (see fpstate.h).
+CFLAGS = ["-O2", "-Wall", "-Wextra", "-pthread"]
+HEADERS = ["fpstate.h"]
 
 
 def workload_binary(name: str) -> Path:
     """Path of the built workload ``name`` (pingpong, …), compiling it if needed."""
-    source = resources.files("fptrace.workloads").joinpath(f"{name}.c").read_text()
-    digest = hashlib.sha256((source + " ".join(CFLAGS)).encode()).hexdigest()[:12]
+    files = resources.files("fptrace.workloads")
+    source = files.joinpath(f"{name}.c").read_text()
+    headers = {h: files.joinpath(h).read_text() for h in HEADERS}
+    digest = hashlib.sha256(
+        (source + "".join(headers.values()) + " ".join(CFLAGS)).encode()
+    ).hexdigest()[:12]
     out_dir = cache_dir() / "bin" / digest  # the file keeps its name: it becomes the comm
     binary = out_dir / name
     if binary.exists():
@@ -35,6 +40,8 @@ def workload_binary(name: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     src = out_dir / f"{name}.c"
     src.write_text(source)
+    for header, text in headers.items():
+        (out_dir / header).write_text(text)
     tmp = out_dir / f".{name}.{os.getpid()}"
     proc = subprocess.run(
         [cc, *CFLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True, check=False
