@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fptrace.analysis import bench as bench_stats
 from fptrace.analysis import summary
 from fptrace.analysis.cost import CostModel
 from fptrace.recording.loader import Recording
@@ -271,6 +272,9 @@ class ReportData:
     vso_sizes: pd.DataFrame
     cost: CostModel
     warnings: list[str] = field(default_factory=list)
+    bench: pd.DataFrame | None = None  # per (bench, metric, state) summary, if benchmarks ran
+    bench_slopes: pd.DataFrame | None = None
+    bench_ops: dict[str, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -316,7 +320,16 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         "drops": drops,
         "drops_total": sum(drops.values()),
     }
+    bench = slopes = None
+    if rec.bench is not None and not rec.bench.empty:
+        frame = rec.bench.astype({"ns": "float64", "xinuse": "uint64"})
+        bench = bench_stats.summarize(frame, layout)
+        slopes = bench_stats.slopes(frame, layout)
+    ops = {b["name"]: b["op"] for b in rec.manifest.get("bench", {}).get("benchmarks", [])}
     return ReportData(
+        bench=bench,
+        bench_slopes=slopes,
+        bench_ops=ops,
         path=str(rec.path),
         manifest=rec.manifest,
         headline=headline,

@@ -14,9 +14,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fptrace.errors import RecordingError
-from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PARTS_DIR, TABLES
+from fptrace.recording.schema import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    OPTIONAL_TABLES,
+    PARTS_DIR,
+    TABLES,
+)
 from fptrace.recording.writer import merge_parts
 from fptrace.xstate import Layout
+
+ALL_TABLES = TABLES | OPTIONAL_TABLES
 
 # Repeated strings (VSO ids, event names) stay dictionary-encoded in memory.
 DICTIONARY_COLUMNS = {"counts": ["vso", "event"]}
@@ -26,7 +35,7 @@ BATCH_ROWS = 1 << 20
 def _target_schema(found: pa.Schema, name: str) -> pa.Schema:
     """The table's schema, accepting dictionary-encoded variants of string columns."""
     fields = []
-    for f in TABLES[name]:
+    for f in ALL_TABLES[name]:
         got = found.field(f.name).type
         dict_ok = pa.types.is_dictionary(got) and got.value_type == f.type
         fields.append(pa.field(f.name, got) if dict_ok else f)
@@ -34,7 +43,7 @@ def _target_schema(found: pa.Schema, name: str) -> pa.Schema:
 
 
 def _check_columns(path: Path, found: pa.Schema, name: str) -> None:
-    missing = [f.name for f in TABLES[name] if f.name not in found.names]
+    missing = [f.name for f in ALL_TABLES[name] if f.name not in found.names]
     if missing:
         raise RecordingError(f"{path} lacks columns {', '.join(missing)}: not an fptrace table")
 
@@ -52,7 +61,7 @@ def _read_table(path: Path, name: str) -> pa.Table:
     except (OSError, pa.ArrowException) as exc:
         raise _corrupt(path, exc) from exc
     _check_columns(path, table.schema, name)
-    table = table.select(TABLES[name].names)
+    table = table.select(ALL_TABLES[name].names)
     try:
         return table.cast(_target_schema(table.schema, name))
     except (pa.ArrowException, ValueError) as exc:
@@ -88,6 +97,7 @@ class Recording:
     vso: pd.DataFrame
     recovered: bool = False  # rebuilt from interval parts (fptrace did not finish cleanly)
     warnings: list[str] = field(default_factory=list)
+    bench: pd.DataFrame | None = None  # benchmark results, if `fptrace bench` wrote them
     _counts_in_memory: pa.Table | None = None  # recovered recordings: merged from parts
 
     @property
@@ -185,6 +195,7 @@ def load_recording(path: str | Path) -> Recording:
             tasks=_to_pandas(tables["tasks"]),
             vso=_to_pandas(tables["vso"]),
             recovered=True,
+            bench=_to_pandas(tables["bench"]) if "bench" in tables else None,
             warnings=[
                 "recording did not finish cleanly; rebuilt from its interval parts "
                 "(at most the last interval is missing)"
@@ -200,9 +211,12 @@ def load_recording(path: str | Path) -> Recording:
             _check_counts_file(tpath)
         else:
             small[name] = _read_table(tpath, name)
+    bench_file = path / "bench.parquet"
+    bench = _to_pandas(_read_table(bench_file, "bench")) if bench_file.exists() else None
     return Recording(
         path=path,
         manifest=manifest,
         tasks=_to_pandas(small["tasks"]),
         vso=_to_pandas(small["vso"]),
+        bench=bench,
     )

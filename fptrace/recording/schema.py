@@ -70,3 +70,19 @@ TABLES: dict[str, pa.Schema] = {
     "tasks": TASKS_SCHEMA,
     "vso": VSO_SCHEMA,
 }
+
+# Optional: benchmark results (`fptrace bench`), one row per measurement.
+BENCH_SCHEMA = pa.schema(
+    [
+        ("bench", pa.string()),  # benchmark name (ctx-pipe, signal, calibrate, …)
+        ("state", pa.string()),  # live-state level: init, sse, avx, avx512, amx
+        ("metric", pa.string()),  # "op", or e.g. xsavec/xrstor for calibrate
+        ("rep", pa.int32()),  # repetition (a separate process each)
+        ("ns", pa.float64()),  # nanoseconds per operation
+        ("ops", pa.int64()),  # operations timed in that process
+        ("xinuse", pa.uint64()),  # XINUSE seen by the workload (what was live)
+        ("pid_a", pa.int32()),  # the benchmark's task(s), for cross-checks with a trace
+        ("pid_b", pa.int32()),
+    ]
+)
+OPTIONAL_TABLES: dict[str, pa.Schema] = {"bench": BENCH_SCHEMA}

@@ -20,7 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fptrace.errors import OutputExistsError, OutputWriteError
-from fptrace.recording.schema import MANIFEST, PARTS_DIR, TABLES
+from fptrace.recording.schema import MANIFEST, OPTIONAL_TABLES, PARTS_DIR, TABLES
+
+ALL_TABLES = TABLES | OPTIONAL_TABLES
 
 
 def _owner() -> tuple[int, int] | None:
@@ -95,7 +97,7 @@ class RecordingWriter:
         self._write(self.parts / f"{table}-latest.parquet", table, rows)
 
     def _write(self, dest: Path, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        tbl = pa.Table.from_pylist(list(rows), schema=TABLES[table])
+        tbl = pa.Table.from_pylist(list(rows), schema=ALL_TABLES[table])
         tmp = dest.with_name(dest.name + ".tmp")
         try:
             pq.write_table(tbl, tmp)
@@ -117,14 +119,20 @@ class RecordingWriter:
 
 
 def merge_parts(parts: Path) -> dict[str, pa.Table]:
-    """Concatenate each table's part files (``tasks``: the latest snapshot only)."""
+    """Concatenate each table's part files (``tasks``: the latest snapshot only).
+
+    Core tables are always present (empty if no part); optional ones only if written.
+    """
     out: dict[str, pa.Table] = {}
-    for name, schema in TABLES.items():
+    for name, schema in ALL_TABLES.items():
         latest = parts / f"{name}-latest.parquet"
         if latest.exists():
             files = [latest]
         else:
             files = sorted(p for p in parts.glob(f"{name}-[0-9]*.parquet"))
         tables = [pq.read_table(f, schema=schema) for f in files]
-        out[name] = pa.concat_tables(tables) if tables else schema.empty_table()
+        if tables:
+            out[name] = pa.concat_tables(tables)
+        elif name in TABLES:
+            out[name] = schema.empty_table()
     return out

@@ -237,6 +237,34 @@ def _static(name: str) -> str:
     return resources.files("fptrace.reports").joinpath("static", name).read_text()
 
 
+BENCH_COLUMNS = [
+    ("bench", "benchmark", "text"),
+    ("metric", "metric", "text"),
+    ("state", "state", "text"),
+    ("n", "n", "int"),
+    ("median_ns", "median", "ns"),
+    ("ci_low", "95% CI low", "ns"),
+    ("ci_high", "95% CI high", "ns"),
+    ("change", "vs SSE", "text"),
+    ("rsd", "spread (RSD)", "pct"),
+    ("stable", "stable", "text"),
+]
+
+
+def bench_rows(data: ReportData) -> list[list[Any]]:
+    if data.bench is None:
+        return []
+    df = data.bench.copy()
+    df["change"] = [
+        ""
+        if r.state == "sse" or r.ratio is None or pd.isna(r.ratio)
+        else ("~" if not r.significant else f"{(r.ratio - 1) * 100:+.1f}%")
+        for r in df.itertuples()
+    ]
+    df["stable"] = ["no (>10%)" if u else "yes" for u in df["unstable"]]
+    return table_rows(df, BENCH_COLUMNS)
+
+
 def render_html(data: ReportData, max_rows: int = 2000) -> str:
     m = data.manifest
     figures = [f for f in [*timeline_figures(data), heatmap_figure(data), size_figure(data)] if f]
@@ -261,6 +289,9 @@ def render_html(data: ReportData, max_rows: int = 2000) -> str:
             plotly_js=get_plotlyjs(),
             report_js=_static("report.js"),
             report_css=_static("report.css"),
+            bench_columns=BENCH_COLUMNS,
+            bench_rows=bench_rows(data),
+            bench_slopes=[] if data.bench_slopes is None else data.bench_slopes.to_dict("records"),
             version=__version__,
             cost=data.cost.to_json(),
         )

@@ -50,6 +50,10 @@ def to_json(data: ReportData) -> dict[str, Any]:
             "xstate": host.get("xstate"),
         },
         "probes": data.manifest.get("probes"),
+        "bench": None if data.bench is None else _records(data.bench),
+        "bench_slopes": None if data.bench_slopes is None else _records(data.bench_slopes),
+        "calibration": data.manifest.get("calibration"),
+        "record_check": data.manifest.get("record_check"),
     }
 
 

@@ -6,6 +6,7 @@ task called ``[bold]x`` is printed as such and never interpreted as markup.
 
 from __future__ import annotations
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -30,8 +31,22 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
     if h["drops_total"]:
         lost = ", ".join(f"{k}={v}" for k, v in h["drops"].items() if v)
         console.print(Text(f"DROPS: {lost} — counts are incomplete", style="bold red"))
+    if data.bench is not None:
+        render_bench(data.bench, data.bench_slopes, data.bench_ops, console)
+        check = data.manifest.get("record_check")
+        if check:
+            console.print(
+                Text(
+                    f"tracer check: {check['tasks_checked']} tasks, max |traced saves - round "
+                    f"trips| {check['max_abs_diff']} (tolerance {check['tolerance']}): "
+                    + ("ok" if check["ok"] else "MISMATCH")
+                )
+            )
     if data.empty:
-        console.print("Nothing to see: no FPU save or restore was recorded for the traced tasks.")
+        if data.bench is None:
+            console.print(
+                "Nothing to see: no FPU save or restore was recorded for the traced tasks."
+            )
         return
     est = "estimate" if h["cost_estimate"] else "calibrated"
     console.print(
@@ -70,3 +85,58 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
             for r in data.vso_sizes.itertuples()
         ]
         console.print(Text("VSO sizes: " + ", ".join(parts[:6])))
+
+
+def _dur(ns: float) -> str:
+    return _ns(ns).replace(" ", "\u00a0")
+
+
+def render_bench(
+    summary: pd.DataFrame, slopes: pd.DataFrame, ops: dict[str, str], console: Console
+) -> None:
+    """One table: each benchmark's levels with median, 95 % CI and the change vs SSE."""
+    if summary.empty:
+        console.print("No benchmark results.")
+        return
+    t = Table(title="fptrace bench (median of repetitions, 95% CI)", title_justify="left")
+    t.add_column("benchmark", overflow="fold", max_width=34)
+    t.add_column("state", no_wrap=True)
+    t.add_column("median", justify="right", no_wrap=True)
+    t.add_column("95% CI", justify="right", no_wrap=True)
+    t.add_column("vs SSE", justify="right", no_wrap=True)
+    unstable = False
+    for (bench, metric), g in summary.groupby(["bench", "metric"], sort=False):
+        label = bench if metric == "op" else f"{bench} {metric}"
+        first = True
+        for r in g.itertuples():
+            if r.state == "sse" or r.ratio is None or pd.isna(r.ratio):
+                change = ""
+            elif not r.significant:
+                change = "~"
+            else:
+                change = f"{(r.ratio - 1) * 100:+.1f}%"
+            flag = " !" if r.unstable else ""
+            unstable |= bool(r.unstable)
+            t.add_row(
+                Text(label if first else ""),
+                r.state,
+                _dur(r.median_ns) + flag,
+                f"[{_dur(r.ci_low)}, {_dur(r.ci_high)}]",
+                change,
+            )
+            first = False
+        s = slopes[(slopes["bench"] == bench) & (slopes["metric"] == metric)]
+        if not s.empty and len(g) > 2:
+            r = s.iloc[0]
+            per_kib = f"{r.ns_per_kib:+.1f} ns/KiB" if r.significant else "~ ns/KiB"
+            t.add_row(
+                Text(f"  {ops.get(bench, '')}", style="dim"),
+                "slope",
+                per_kib,
+                f"[{r.ci_low:+.1f}, {r.ci_high:+.1f}]",
+                "",
+            )
+        t.add_section()
+    console.print(t)
+    if unstable:
+        console.print("! unstable: the repetitions spread by more than 10% (rerun, or --reps)")

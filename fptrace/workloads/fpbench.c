@@ -101,10 +101,11 @@ static void *play(void *arg)
                 sys3(SYS_write, s->wfd, (long)&byte, 1);
             }
         } else if (s->kind == 1) {
+            dirty(g_state);
+            if (i == g_iters - 1)
+                s->seen = xinuse();
             while (__atomic_load_n(s->turn, __ATOMIC_ACQUIRE) != s->me) {
                 dirty(g_state);
-                if (i == g_iters - 1)
-                    s->seen = xinuse();
                 futex_wait(s->turn, !s->me);
             }
             __atomic_store_n(s->turn, !s->me, __ATOMIC_RELEASE);
