@@ -59,3 +59,9 @@ class RecordingError(FptraceError):
     """A directory that is not a readable recording."""
 
     exit_code = 65  # EX_DATAERR
+
+
+class NotComparableError(FptraceError):
+    """Two setups whose numbers cannot be compared (different workload, format, probes)."""
+
+    exit_code = 65

@@ -281,13 +281,16 @@ class ReportData:
         return self.tasks.empty
 
 
-def build(rec: Recording, model: CostModel) -> ReportData:
-    layout = rec.layout
-    duration = rec.duration_s
-    c, raw_timeline = aggregate_counts(rec.iter_counts(columns=[*KEYS, *TIMELINE_COLUMNS]))
-    tasks = task_table(c, rec.tasks, rec.vso, layout, model, duration)
-    vsos = vso_table(c, rec.vso, rec.tasks, layout)
-    drops = {k: int(v) for k, v in (rec.manifest.get("drops") or {}).items()}
+def headline(
+    c: pd.DataFrame,
+    tasks: pd.DataFrame,
+    vso: pd.DataFrame,
+    manifest: dict[str, Any],
+    duration: float,
+    model: CostModel,
+) -> dict[str, Any]:
+    """The headline figures of a run (or of a group of its tasks)."""
+    drops = {k: int(v) for k, v in (manifest.get("drops") or {}).items()}
     saves = int(tasks["saves"].sum()) if not tasks.empty else 0
     restores = int(tasks["restores"].sum()) if not tasks.empty else 0
     est_ns = float(tasks["est_ns"].sum()) if not tasks.empty else 0.0
@@ -299,7 +302,7 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         "duration_s": duration,
         "events": int(c["count"].sum()) if not c.empty else 0,
         "tasks": len(tasks),
-        "vsos": len(rec.vso),
+        "vsos": len(vso),
         "saves": saves,
         "restores": restores,
         "restores_skipped": int(tasks["restores_skipped"].sum()) if saves else 0,
@@ -313,13 +316,23 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         "signal_frames": int(tasks["signal_frames"].sum()) if not tasks.empty else 0,
         "signal_frame_bytes": float(tasks["signal_frame_bytes"].sum()) if not tasks.empty else 0,
         "xcomp_requests": int(tasks["xcomp_requests"].sum()) if not tasks.empty else 0,
-        "vso_replacements": int(rec.vso["prev_vso"].notna().sum()) if not rec.vso.empty else 0,
+        "vso_replacements": int(vso["prev_vso"].notna().sum()) if not vso.empty else 0,
         "est_cpu_ns": est_ns,
         "est_oncpu_share": est_ns / oncpu if oncpu else 0.0,
         "cost_estimate": model.estimate,
         "drops": drops,
         "drops_total": sum(drops.values()),
     }
+    return headline
+
+
+def build(rec: Recording, model: CostModel) -> ReportData:
+    layout = rec.layout
+    duration = rec.duration_s
+    c, raw_timeline = aggregate_counts(rec.iter_counts(columns=[*KEYS, *TIMELINE_COLUMNS]))
+    tasks = task_table(c, rec.tasks, rec.vso, layout, model, duration)
+    vsos = vso_table(c, rec.vso, rec.tasks, layout)
+    headline_ = headline(c, tasks, rec.vso, rec.manifest, duration, model)
     bench = slopes = None
     if rec.bench is not None and not rec.bench.empty:
         frame = rec.bench.astype({"ns": "float64", "xinuse": "uint64"})
@@ -332,7 +345,7 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         bench_ops=ops,
         path=str(rec.path),
         manifest=rec.manifest,
-        headline=headline,
+        headline=headline_,
         tasks=tasks,
         vsos=vsos,
         timeline=timeline(raw_timeline, layout, float(rec.manifest.get("interval_s", 1.0))),

@@ -1,0 +1,412 @@
+"""`fptrace compare`: what changed between two setups, and which differences are real.
+
+Pure functions over manifests and per-run metric tables.  A *side* is one setup (a kernel,
+a boot line, a config…) with one or more runs; numbers are compared per metric as the ratio
+of the sides' medians with a bootstrap 95 % interval, and — with at least two runs a side —
+a Mann-Whitney p-value; a difference that is not significant is shown as "~" (benchstat).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from fptrace.analysis.stats import ALPHA, mann_whitney_p
+
+# Boot parameters that change FPU/xstate behaviour (kernel-fpu.md §7.1), called out first.
+FPU_BOOT_PARAMS = (
+    "noxsave",
+    "noxsaveopt",
+    "noxsaves",
+    "nofxsr",
+    "no387",
+    "clearcpuid",
+    "setcpuid",
+    "nopku",
+    "nousershstk",
+    "strict_sas_size",
+    "eagerfpu",
+    "mitigations",
+    "preempt",
+    "nohz_full",
+    "isolcpus",
+)
+# Metrics of a run, with how to read them; "higher" is worse for all of them.
+METRICS: dict[str, str] = {
+    "saves_per_s": "saves per second",
+    "restores_per_s": "restores per second",
+    "saves_per_switch": "saves per context switch",
+    "restores_skipped_share": "share of saves whose restore was skipped",
+    "bytes_per_save": "bytes per save (estimate)",
+    "avx512_save_share": "saves with AVX-512 live",
+    "amx_save_share": "saves with AMX live",
+    "est_cpu_ns_per_s": "est. save/restore CPU ns per second",
+    "est_oncpu_share": "est. share of on-CPU time",
+    "vso_size_median": "median VSO size (bytes)",
+    "signal_frame_bytes_per_s": "signal frame bytes per second",
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between the two sides' setups."""
+
+    category: str  # kernel, boot, config, cpu, xstate, fptrace, probes
+    key: str
+    a: Any
+    b: Any
+    fpu_relevant: bool = False
+
+
+def _boot_params(cmdline: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for token in (cmdline or "").split():
+        if token == "--":
+            break  # what follows goes to init, not the kernel
+        key, _, value = token.partition("=")
+        out[key] = value
+    return out
+
+
+def _get(m: dict[str, Any], *path: str) -> Any:
+    for p in path:
+        if not isinstance(m, dict):
+            return None
+        m = m.get(p)  # type: ignore[assignment]
+    return m
+
+
+def what_changed(
+    a: dict[str, Any],
+    b: dict[str, Any],
+    config_a: dict[str, str] | None = None,
+    config_b: dict[str, str] | None = None,
+) -> list[Change]:
+    """Setup differences, FPU-relevant ones first within each category."""
+    changes: list[Change] = []
+    for key in ("release", "version"):
+        va, vb = _get(a, "host", "kernel", key), _get(b, "host", "kernel", key)
+        if va != vb:
+            changes.append(Change("kernel", key, va, vb, key == "release"))
+    pa, pb = _boot_params(_get(a, "host", "boot_cmdline")), _get(b, "host", "boot_cmdline")
+    pb = _boot_params(pb)
+    for key in sorted(set(pa) | set(pb), key=lambda k: (k not in FPU_BOOT_PARAMS, k)):
+        if pa.get(key) != pb.get(key):
+            changes.append(
+                Change("boot", key, _param(pa, key), _param(pb, key), key in FPU_BOOT_PARAMS)
+            )
+    fa = _get(a, "host", "kernel_config", "fpu_options") or {}
+    fb = _get(b, "host", "kernel_config", "fpu_options") or {}
+    for key in sorted(set(fa) | set(fb)):
+        if fa.get(key) != fb.get(key):
+            changes.append(Change("config", key, fa.get(key), fb.get(key), True))
+    if config_a is not None and config_b is not None:
+        for key in sorted(set(config_a) | set(config_b)):
+            if key in fa or key in fb:
+                continue
+            if config_a.get(key) != config_b.get(key):
+                changes.append(Change("config", key, config_a.get(key), config_b.get(key)))
+    for key in ("model_name", "vendor", "family", "model", "stepping", "microcode"):
+        va, vb = _get(a, "host", "cpu", key), _get(b, "host", "cpu", key)
+        if va != vb:
+            changes.append(Change("cpu", key, va, vb, key == "model_name"))
+    fla = set(_get(a, "host", "cpu", "fpu_flags") or [])
+    flb = set(_get(b, "host", "cpu", "fpu_flags") or [])
+    if fla != flb:
+        changes.append(
+            Change("cpu", "fpu_flags", sorted(fla - flb), sorted(flb - fla), True)
+        )  # a: only on A, b: only on B
+    for key in ("enabled_features", "format", "kernel_context_size", "xsaves", "xsavec"):
+        va, vb = _get(a, "host", "xstate", key), _get(b, "host", "xstate", key)
+        if va != vb:
+            changes.append(Change("xstate", key, va, vb, True))
+    ca = {c["index"]: c for c in _get(a, "host", "xstate", "components") or []}
+    cb = {c["index"]: c for c in _get(b, "host", "xstate", "components") or []}
+    for idx in sorted(set(ca) | set(cb)):
+        sa = (ca[idx]["size"], ca[idx].get("offset")) if idx in ca else None
+        sb = (cb[idx]["size"], cb[idx].get("offset")) if idx in cb else None
+        if sa != sb:
+            name = (ca.get(idx) or cb.get(idx) or {}).get("name", idx)
+            changes.append(Change("xstate", f"component {idx} {name} (size, offset)", sa, sb, True))
+    if a.get("fptrace_version") != b.get("fptrace_version"):
+        changes.append(
+            Change("fptrace", "version", a.get("fptrace_version"), b.get("fptrace_version"))
+        )
+    pra = {p["name"] for p in _get(a, "probes", "attached") or []}
+    prb = {p["name"] for p in _get(b, "probes", "attached") or []}
+    if pra != prb:
+        changes.append(Change("probes", "attached", sorted(pra - prb), sorted(prb - pra)))
+    return changes
+
+
+def _param(params: dict[str, str], key: str) -> str | None:
+    if key not in params:
+        return None
+    return params[key] or "(set)"
+
+
+# Probes the compared figures depend on: their presence must match.
+METRIC_PROBES = (
+    "x86_fpu:x86_fpu_regs_deactivated",
+    "x86_fpu:x86_fpu_regs_activated",
+    "x86_fpu:x86_fpu_dropped",
+    "signal:signal_deliver",
+)
+
+
+def comparability(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Reasons the two setups' numbers cannot be compared (empty: comparable)."""
+    problems = []
+    if a.get("format_version") != b.get("format_version"):
+        problems.append(
+            f"recording format versions differ ({a.get('format_version')} vs "
+            f"{b.get('format_version')})"
+        )
+    kind_a, kind_b = a.get("kind", "recording"), b.get("kind", "recording")
+    if kind_a != kind_b:
+        problems.append(f"one side is a {kind_a}, the other a {kind_b}")
+    if kind_a == "recording" and kind_b == "recording":
+        ta, tb = a.get("target", {}), b.get("target", {})
+        if ta.get("mode") != tb.get("mode"):
+            problems.append(f"target modes differ ({ta.get('mode')} vs {tb.get('mode')})")
+        elif ta.get("command") != tb.get("command"):
+            problems.append(
+                f"different workloads ({' '.join(ta.get('command') or [])!r} vs "
+                f"{' '.join(tb.get('command') or [])!r})"
+            )
+        pra = {p["name"] for p in _get(a, "probes", "attached") or []} & set(METRIC_PROBES)
+        prb = {p["name"] for p in _get(b, "probes", "attached") or []} & set(METRIC_PROBES)
+        if pra != prb:
+            problems.append(
+                "the probes the figures depend on differ: " + ", ".join(sorted(pra ^ prb))
+            )
+    return problems
+
+
+def run_metrics(headline: dict[str, Any], tasks: pd.DataFrame, vso: pd.DataFrame) -> dict:
+    """One run's comparable figures (rates per second, shares)."""
+    dur = float(headline.get("duration_s") or 0.0)
+    switches = float(tasks["switches"].sum()) if not tasks.empty else 0.0
+    saves = float(headline.get("saves", 0))
+    return {
+        "saves_per_s": saves / dur if dur else None,
+        "restores_per_s": headline.get("restores", 0) / dur if dur else None,
+        "saves_per_switch": saves / switches if switches else None,
+        "restores_skipped_share": headline.get("restores_skipped", 0) / saves if saves else None,
+        "bytes_per_save": headline.get("bytes_per_save") if saves else None,
+        "avx512_save_share": headline.get("avx512_save_share") if saves else None,
+        "amx_save_share": headline.get("amx_save_share") if saves else None,
+        "est_cpu_ns_per_s": headline.get("est_cpu_ns", 0) / dur if dur else None,
+        "est_oncpu_share": headline.get("est_oncpu_share") if saves else None,
+        "vso_size_median": float(vso["size"].median()) if not vso.empty else None,
+        "signal_frame_bytes_per_s": headline.get("signal_frame_bytes", 0) / dur if dur else None,
+    }
+
+
+def ratio_ci(a: list[float], b: list[float], n: int = 2000, seed: int = 0) -> tuple:
+    """Ratio of medians b/a with a bootstrap 95 % interval (None where a's median is 0)."""
+    ma, mb = statistics.median(a), statistics.median(b)
+    if ma == 0:
+        return None, None, None
+    if len(a) < 2 and len(b) < 2:
+        return mb / ma, None, None
+    rng = random.Random(seed)
+    rs = []
+    for _ in range(n):
+        sa = statistics.median(rng.choices(a, k=len(a)))
+        sb = statistics.median(rng.choices(b, k=len(b)))
+        if sa:
+            rs.append(sb / sa)
+    rs.sort()
+    return mb / ma, rs[int(0.025 * len(rs))], rs[int(0.975 * len(rs)) - 1]
+
+
+@dataclass
+class Row:
+    """One compared figure."""
+
+    scope: str  # "total", a task group, or a benchmark
+    metric: str
+    a_median: float | None
+    b_median: float | None
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    n_a: int
+    n_b: int
+
+    @property
+    def significant(self) -> bool | None:
+        return None if self.p_value is None else self.p_value < ALPHA
+
+    @property
+    def change(self) -> str:
+        """What the tables show: '~' for a difference that is not significant."""
+        if self.ratio is None:
+            return "n/a" if self.a_median == 0 and self.b_median else ""
+        if self.significant is False:
+            return "~"
+        text = f"{(self.ratio - 1) * 100:+.1f}%"
+        return text if self.significant else f"{text} (no repeats)"
+
+
+def compare_samples(scope: str, metric: str, a: list[float], b: list[float]) -> Row:
+    a = [x for x in a if x is not None and x == x]
+    b = [x for x in b if x is not None and x == x]
+    if not a or not b:
+        return Row(scope, metric, None, None, None, None, None, None, len(a), len(b))
+    ratio, lo, hi = ratio_ci(a, b)
+    p = mann_whitney_p(a, b) if len(a) >= 2 and len(b) >= 2 else None
+    return Row(
+        scope,
+        metric,
+        statistics.median(a),
+        statistics.median(b),
+        ratio,
+        lo,
+        hi,
+        p,
+        len(a),
+        len(b),
+    )
+
+
+def compare_runs(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], scope: str = "total"
+) -> list[Row]:
+    return [
+        compare_samples(scope, m, [r.get(m) for r in a], [r.get(m) for r in b]) for m in METRICS
+    ]
+
+
+def compare_bench(a: list[pd.DataFrame], b: list[pd.DataFrame]) -> list[Row]:
+    """Per (benchmark, metric, level): all repetitions of all runs of each side."""
+    da, db = pd.concat(a), pd.concat(b)
+    rows = []
+    keys = ["bench", "metric", "state"]
+    for key, ga in da.groupby(keys, sort=False):
+        gb = db
+        for k, v in zip(keys, key, strict=True):
+            gb = gb[gb[k] == v]
+        if gb.empty:
+            continue
+        bench, metric, state = key
+        label = bench if metric == "op" else f"{bench} {metric}"
+        rows.append(
+            compare_samples(
+                label, state, ga["ns"].astype(float).tolist(), gb["ns"].astype(float).tolist()
+            )
+        )
+    return rows
+
+
+@dataclass
+class Comparison:
+    labels: tuple[str, str]
+    changes: list[Change]
+    rows: list[Row]
+    group_rows: list[Row]
+    bench_rows: list[Row]
+    problems: list[str]
+    warnings: list[str] = field(default_factory=list)
+    runs: tuple[list[str], list[str]] = ((), ())  # type: ignore[assignment]
+
+    def regression(self, metric: str, pct: float) -> Row | None:
+        """The total row of ``metric`` if it increased by more than ``pct`` percent."""
+        for r in self.rows:
+            if r.scope != "total" or r.metric != metric or r.ratio is None:
+                continue
+            if (r.ratio - 1) * 100 > pct and r.significant is not False:
+                return r
+        return None
+
+
+# ---- building a comparison from loaded runs ----
+
+GROUP_METRICS = ("saves_per_s", "bytes_per_save", "avx512_save_share", "est_cpu_ns_per_s")
+
+
+def side_metrics(recs: list[Any], collapsed: dict[Any, pd.DataFrame], model_for: Any):
+    """Per run: the total figures, and per task group (tasks with the same comm)."""
+    from fptrace.analysis import report
+
+    totals: list[dict[str, Any]] = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in recs:
+        c = collapsed[rec.path]
+        model = model_for(rec.manifest)
+        tasks = report.task_table(c, rec.tasks, rec.vso, rec.layout, model, rec.duration_s)
+        h = report.headline(c, tasks, rec.vso, rec.manifest, rec.duration_s, model)
+        totals.append(run_metrics(h, tasks, rec.vso))
+        if tasks.empty:
+            continue
+        for comm, g in tasks.groupby("comm"):
+            pids = set(g["pid"])
+            cg, vg = c[c["pid"].isin(pids)], rec.vso[rec.vso["pid"].isin(pids)]
+            hg = report.headline(cg, g, vg, rec.manifest, rec.duration_s, model)
+            groups.setdefault(str(comm), []).append(run_metrics(hg, g, vg))
+    return totals, groups
+
+
+def build(
+    labels: tuple[str, str],
+    a: list[Any],
+    b: list[Any],
+    collapsed: dict[Any, pd.DataFrame],
+    model_for: Any,
+    configs: tuple[dict[str, str] | None, dict[str, str] | None] = (None, None),
+    force: bool = False,
+) -> Comparison:
+    """Compare side ``b`` with baseline ``a`` (each a list of loaded recordings)."""
+    from fptrace.errors import NotComparableError
+
+    ma, mb = a[0].manifest, b[0].manifest
+    problems = comparability(ma, mb)
+    warnings = []
+    for side, recs in (("A", a), ("B", b)):
+        for other in recs[1:]:
+            differ = [
+                ch.key
+                for ch in what_changed(recs[0].manifest, other.manifest)
+                if ch.category in ("kernel", "boot", "config", "cpu", "xstate")
+            ]
+            if differ:
+                warnings.append(
+                    f"side {side}: {other.path} differs from {recs[0].path} in "
+                    + ", ".join(differ[:5])
+                )
+    if problems and not force:
+        raise NotComparableError(
+            f"not comparable: {problems[0]} (add --force to compare anyway, with a warning)"
+        )
+    warnings = [f"compared anyway (--force): {p}" for p in problems] + warnings
+    totals_a, groups_a = side_metrics(a, collapsed, model_for)
+    totals_b, groups_b = side_metrics(b, collapsed, model_for)
+    group_rows = []
+    for name in sorted(set(groups_a) & set(groups_b)):
+        for m in GROUP_METRICS:
+            group_rows.append(
+                compare_samples(
+                    name, m, [r.get(m) for r in groups_a[name]], [r.get(m) for r in groups_b[name]]
+                )
+            )
+    bench_a = [r.bench for r in a if r.bench is not None and not r.bench.empty]
+    bench_b = [r.bench for r in b if r.bench is not None and not r.bench.empty]
+    bench_rows = compare_bench(bench_a, bench_b) if bench_a and bench_b else []
+    traced = any(not collapsed[r.path].empty for r in a + b)
+    rows = compare_runs(totals_a, totals_b) if traced else []
+    return Comparison(
+        labels=labels,
+        changes=what_changed(ma, mb, *configs),
+        rows=rows,
+        group_rows=group_rows,
+        bench_rows=bench_rows,
+        problems=problems,
+        warnings=warnings,
+        runs=([str(r.path) for r in a], [str(r.path) for r in b]),
+    )
