@@ -93,3 +93,58 @@ def record(tmp_path: Path):
         return Run(proc, out)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium with networking off (no DNS, a dead proxy, CDP offline)."""
+    chromedriver = require_tool("chromedriver")
+    require_tool("chromium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=127.0.0.1:9",
+        "--window-size=1300,2200",
+    ):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0},
+    )
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_for_figures(driver) -> tuple[int, int]:
+    """(figures in the page, figures plotly has drawn), waiting up to 20 s."""
+    want = driver.execute_script("return document.querySelectorAll('script[data-figure]').length")
+    drawn = driver.execute_async_script(
+        """const want = arguments[0]; const done = arguments[arguments.length - 1];
+        const t0 = Date.now();
+        (function poll() {
+          const n = Array.from(document.querySelectorAll('[data-drawn="1"]'))
+            .filter(d => d.querySelector('.main-svg')).length;
+          if (n >= want || Date.now() - t0 > 20000) done(n); else setTimeout(poll, 100);
+        })();""",
+        want,
+    )
+    return want, drawn
+
+
+def console_errors(driver) -> list:
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import fptrace, require_tool
+from tests.integration.conftest import console_errors, fptrace, wait_for_figures
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 HOSTILE = "</script><b>x"  # 13 bytes: fits a comm (15)
@@ -65,81 +65,36 @@ def test_report_numbers_match_the_known_workload(recorded, cpu_layout):
     assert max(len(line) for line in text.stdout.splitlines()) <= 100
 
 
-def test_html_in_headless_chromium_offline(recorded):
-    chromedriver = require_tool("chromedriver")
-    require_tool("chromium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+def test_html_in_headless_chromium_offline(recorded, browser):
     proc = fptrace("report", str(recorded))
     assert proc.returncode == 0, proc.stderr
     page = recorded / "report.html"
     assert proc.stdout.strip() == str(page)
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium")
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--host-resolver-rules=MAP * ~NOTFOUND",  # no name resolves: networking is off
-        "--proxy-server=127.0.0.1:9",
-        "--window-size=1300,2200",
-    ):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
-    try:
-        driver.execute_cdp_cmd("Network.enable", {})
-        driver.execute_cdp_cmd(
-            "Network.emulateNetworkConditions",
-            {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0},
-        )
-        driver.get(page.as_uri())
-        figures = driver.execute_script(
-            'return document.querySelectorAll("script[data-figure]").length'
-        )
-        assert figures >= 4  # saves, bytes, heat map, sizes
-        driver.set_script_timeout(30)
-        drawn = driver.execute_async_script(
-            """const want = arguments[0]; const done = arguments[arguments.length - 1];
-            const t0 = Date.now();
-            (function poll() {
-              const n = document.querySelectorAll('[data-drawn="1"] .main-svg').length;
-              if (n >= want || Date.now() - t0 > 20000) done(n); else setTimeout(poll, 100);
-            })();""",
-            figures,
-        )
-        assert drawn >= figures  # every figure drawn by plotly
-        ARTIFACTS.mkdir(exist_ok=True)
-        driver.save_screenshot(str(ARTIFACTS / "report.png"))
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert errors == []
-        # The hostile name is text in the task table, not markup anywhere in the page.
-        cells = driver.execute_script(
-            "return Array.from(document.querySelectorAll('#tasks td')).map(td => td.textContent)"
-        )
-        assert HOSTILE in cells
-        injected = driver.execute_script(
-            "return Array.from(document.querySelectorAll('b'))"
-            ".filter(b => b.textContent === 'x').length"
-        )
-        assert injected == 0
-        # Sorting works: click 'saves' twice -> descending order.
-        header = driver.find_elements("css selector", "#tasks thead th")[2]
-        header.click()
-        header.click()
-        saves = driver.execute_script(
-            "return Array.from(document.querySelectorAll('#tasks tbody tr'))"
-            ".map(r => parseFloat(r.cells[2].getAttribute('data-sort')))"
-        )
-        assert saves == sorted(saves, reverse=True)
-    finally:
-        driver.quit()
+    browser.get(page.as_uri())
+    figures, drawn = wait_for_figures(browser)
+    assert figures >= 4 and drawn == figures  # saves, bytes, heat map, sizes: all drawn
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "report.png"))
+    assert console_errors(browser) == []
+    # The hostile name is text in the task table, not markup anywhere in the page.
+    cells = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#tasks td')).map(td => td.textContent)"
+    )
+    assert HOSTILE in cells
+    injected = browser.execute_script(
+        "return Array.from(document.querySelectorAll('b'))"
+        ".filter(b => b.textContent === 'x').length"
+    )
+    assert injected == 0
+    # Sorting works: click 'saves' twice -> descending order.
+    header = browser.find_elements("css selector", "#tasks thead th")[2]
+    header.click()
+    header.click()
+    saves = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#tasks tbody tr'))"
+        ".map(r => parseFloat(r.cells[2].getAttribute('data-sort')))"
+    )
+    assert saves == sorted(saves, reverse=True)
 
 
 def test_bad_inputs_to_report(tmp_path, recorded):

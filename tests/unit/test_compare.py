@@ -1,0 +1,137 @@
+"""compare: what changed between setups, comparability, and the significance marks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from fptrace.analysis import compare
+from fptrace.errors import NotComparableError
+
+HOST = {
+    "kernel": {"release": "6.18.44-fc", "version": "#1 SMP PREEMPT_DYNAMIC"},
+    "boot_cmdline": "console=ttyS0 quiet -- --init-arg",
+    "kernel_config": {
+        "fpu_options": {"CONFIG_PREEMPT_NONE": "y", "CONFIG_PREEMPT": "n", "CONFIG_HZ": "250"}
+    },
+    "cpu": {"model_name": "Xeon", "vendor": "GenuineIntel", "fpu_flags": ["avx", "avx512f"]},
+    "xstate": {
+        "enabled_features": 0x600E7,
+        "format": "compacted",
+        "kernel_context_size": 10688,
+        "xsaves": True,
+        "components": [
+            {"index": 2, "name": "AVX", "size": 256, "offset": 576},
+            {"index": 5, "name": "AVX512_opmask", "size": 64, "offset": 1088},
+        ],
+    },
+}
+MANIFEST = {
+    "format_version": 1,
+    "fptrace_version": "0.1.0",
+    "target": {"mode": "command", "command": ["./work"]},
+    "probes": {"attached": [{"name": "x86_fpu:x86_fpu_regs_deactivated"}]},
+    "host": HOST,
+}
+
+
+def other_kernel() -> dict:
+    """The fixture of the issue: another kernel, boot line, PREEMPT/HZ and a standard layout."""
+    m = copy.deepcopy(MANIFEST)
+    h = m["host"]
+    h["kernel"]["release"] = "6.1.0-50-amd64"
+    h["boot_cmdline"] = "console=ttyS0 quiet noxsaves clearcpuid=avx512f -- --init-arg"
+    h["kernel_config"]["fpu_options"].update(
+        {"CONFIG_PREEMPT_NONE": "n", "CONFIG_PREEMPT": "y", "CONFIG_HZ": "1000"}
+    )
+    h["xstate"]["format"] = "standard"
+    h["xstate"]["xsaves"] = False
+    h["xstate"]["kernel_context_size"] = 2696
+    return m
+
+
+def test_what_changed_lists_exactly_the_differences() -> None:
+    changes = compare.what_changed(MANIFEST, other_kernel())
+    got = {(c.category, c.key, c.a, c.b) for c in changes}
+    assert got == {
+        ("kernel", "release", "6.18.44-fc", "6.1.0-50-amd64"),
+        ("boot", "clearcpuid", None, "avx512f"),
+        ("boot", "noxsaves", None, "(set)"),
+        ("config", "CONFIG_HZ", "250", "1000"),
+        ("config", "CONFIG_PREEMPT", "n", "y"),
+        ("config", "CONFIG_PREEMPT_NONE", "y", "n"),
+        ("xstate", "format", "compacted", "standard"),
+        ("xstate", "kernel_context_size", 10688, 2696),
+        ("xstate", "xsaves", True, False),
+    }
+    assert all(c.fpu_relevant for c in changes)
+    assert compare.what_changed(MANIFEST, copy.deepcopy(MANIFEST)) == []
+
+
+def test_full_config_diff_and_cpu_flags() -> None:
+    b = copy.deepcopy(MANIFEST)
+    b["host"]["cpu"]["fpu_flags"] = ["avx"]
+    changes = compare.what_changed(
+        MANIFEST,
+        b,
+        {"CONFIG_FOO": "y", "CONFIG_HZ": "250"},
+        {"CONFIG_FOO": "m", "CONFIG_HZ": "250"},
+    )
+    got = {(c.category, c.key) for c in changes}
+    assert got == {("cpu", "fpu_flags"), ("config", "CONFIG_FOO")}
+    flags = next(c for c in changes if c.key == "fpu_flags")
+    assert flags.a == ["avx512f"] and flags.b == []
+
+
+def test_comparability_rules() -> None:
+    assert compare.comparability(MANIFEST, other_kernel()) == []  # kernels may differ
+    b = copy.deepcopy(MANIFEST)
+    b["target"]["command"] = ["./other"]
+    assert "different workloads" in compare.comparability(MANIFEST, b)[0]
+    b = copy.deepcopy(MANIFEST)
+    b["format_version"] = 2
+    assert "format versions differ" in compare.comparability(MANIFEST, b)[0]
+    b = copy.deepcopy(MANIFEST)
+    b["probes"]["attached"] = []
+    assert "probes" in compare.comparability(MANIFEST, b)[0]
+    b = copy.deepcopy(MANIFEST)
+    b["kind"] = "bench"
+    assert "bench" in compare.comparability(MANIFEST, b)[0]
+
+
+def test_significance_marks() -> None:
+    same = compare.compare_samples("total", "m", [10, 11, 10.5, 10.2], [10.1, 10.9, 10.4, 10.3])
+    assert same.change == "~" and same.significant is False
+    up = compare.compare_samples("total", "m", [10, 11, 10.5, 10.2], [20, 21, 20.5, 20.2])
+    assert up.significant and up.change.startswith("+9") and up.ci_low > 1
+    single = compare.compare_samples("total", "m", [10], [12])
+    assert single.change == "+20.0% (no repeats)" and single.p_value is None
+
+
+def test_regression_gate() -> None:
+    comp = compare.Comparison(
+        ("a", "b"),
+        [],
+        [
+            compare.compare_samples(
+                "total", "bytes_per_save", [100, 101, 99, 100], [130, 131, 129, 130]
+            )
+        ],
+        [],
+        [],
+        [],
+    )
+    assert comp.regression("bytes_per_save", 5) is not None
+    assert comp.regression("bytes_per_save", 50) is None
+
+
+def test_incomparable_runs_are_refused_without_force() -> None:
+    class Rec:
+        def __init__(self, m):
+            self.manifest, self.path = m, "x"
+
+    b = copy.deepcopy(MANIFEST)
+    b["target"]["command"] = ["./other"]
+    with pytest.raises(NotComparableError, match="--force"):
+        compare.build(("a", "b"), [Rec(MANIFEST)], [Rec(b)], {}, None)
