@@ -155,9 +155,9 @@ class Layout:
             comps[idx] = Component(
                 idx,
                 int(item["size"]),  # type: ignore[call-overload]
-                int(item["offset"]),  # type: ignore[call-overload]
-                bool(item["supervisor"]),
-                bool(item["align64"]),
+                int(item.get("offset", 0)),  # type: ignore[call-overload]
+                bool(item.get("supervisor", False)),
+                bool(item.get("align64", False)),
                 bool(item.get("xfd", False)),
             )
         return cls(comps)

@@ -135,3 +135,41 @@ def test_incomparable_runs_are_refused_without_force() -> None:
     b["target"]["command"] = ["./other"]
     with pytest.raises(NotComparableError, match="--force"):
         compare.build(("a", "b"), [Rec(MANIFEST)], [Rec(b)], {}, None)
+
+
+def test_bench_results_compare_per_level(tmp_path) -> None:
+    from fptrace.analysis.cost import DEFAULT
+    from fptrace.recording.loader import load_recording
+    from fptrace.recording.writer import RecordingWriter
+    from tests.unit.recordings import manifest
+
+    def bench_run(name: str, ns_avx512: float):
+        w = RecordingWriter(tmp_path / name)
+        w.append(
+            "bench",
+            [
+                {
+                    "bench": "signal",
+                    "state": s,
+                    "metric": "op",
+                    "rep": i,
+                    "ns": ns + i,
+                    "ops": 100,
+                    "xinuse": 0xA2,
+                    "pid_a": 1,
+                    "pid_b": 0,
+                }
+                for s, ns in (("sse", 1000.0), ("avx512", ns_avx512))
+                for i in range(4)
+            ],
+        )
+        w.finalize(manifest(kind="bench", host=MANIFEST["host"]))
+        return load_recording(tmp_path / name)
+
+    a, b = bench_run("a", 1000.0), bench_run("b", 1500.0)
+    empty = {a.path: compare.pd.DataFrame(), b.path: compare.pd.DataFrame()}
+    comp = compare.build(("a", "b"), [a], [b], empty, lambda m: DEFAULT)
+    rows = {(r.scope, r.metric): r for r in comp.bench_rows}
+    assert rows[("signal", "avx512")].ratio == pytest.approx(1.5, rel=0.01)
+    assert rows[("signal", "sse")].ratio == pytest.approx(1.0)
+    assert comp.rows == []  # no traces: no trace metrics
