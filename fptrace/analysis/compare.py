@@ -339,6 +339,9 @@ def side_metrics(recs: list[Any], collapsed: dict[Any, pd.DataFrame], model_for:
     groups: dict[str, list[dict[str, Any]]] = {}
     for rec in recs:
         c = collapsed[rec.path]
+        if c.empty:  # a bench result without a trace: no trace metrics
+            totals.append(dict.fromkeys(METRICS))
+            continue
         model = model_for(rec.manifest)
         tasks = report.task_table(c, rec.tasks, rec.vso, rec.layout, model, rec.duration_s)
         h = report.headline(c, tasks, rec.vso, rec.manifest, rec.duration_s, model)
