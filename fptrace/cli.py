@@ -87,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--keep-root", action="store_true", help="run the command as root under sudo")
     r.add_argument(
+        "--events",
+        action="store_true",
+        help="also stream one record per event (time, CPU, task, VSO, XSTATE_BV) into "
+        "events.parquet",
+    )
+    r.add_argument(
+        "--ring-mb", type=int, default=64, help="--events ring buffer size in MiB (default 64)"
+    )
+    r.add_argument(
         "--load-fpu",
         action="store_true",
         help="also read load_fpu (TIF_NEED_FPU_LOAD) at every switch-path event: exact "
@@ -480,6 +489,8 @@ def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> 
         keep_root=args.keep_root,
         load_fpu=args.load_fpu,
         arch_prctl=args.arch_prctl,
+        events=args.events,
+        ring_mb=args.ring_mb,
         argv=["fptrace", *argv],
     )
     if args.ebpf:

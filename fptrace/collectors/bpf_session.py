@@ -9,12 +9,14 @@ twice or missed.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fptrace.collectors.ring import RingReader
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.plan import DROP_COUNTERS, TIF_CANDIDATE_BITS, ProbePlan
 
@@ -70,6 +72,10 @@ class BpfSession:
                 f"BCC could not compile or load the probes ({str(exc).splitlines()[0]}): "
                 "run `fptrace doctor` (BCC printed the compiler's messages above)"
             ) from exc
+        self.ring: RingReader | None = None
+        if "EVENTS" in plan.macros:
+            size = plan.macros["EVENT_PAGES"] * mmap.PAGESIZE
+            self.ring = RingReader(self.bpf["events"].map_fd, size)
         self._calibrating = "CALIBRATE_TIF" in plan.macros
         self.tif_bit_index: int | None = None
         for note in plan.notes:  # calibrated by an earlier run on this kernel build
@@ -84,6 +90,10 @@ class BpfSession:
         self.close()
 
     def close(self) -> None:
+        ring = getattr(self, "ring", None)
+        if ring is not None:
+            ring.close()
+            self.ring = None
         bpf = getattr(self, "bpf", None)
         if bpf is not None:
             bpf.cleanup()

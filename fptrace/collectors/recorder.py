@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import os
 import pwd
 import secrets
@@ -19,6 +20,7 @@ import shutil
 import signal
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +28,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from fptrace import __version__
 from fptrace.collectors.bpf_session import BpfSession, CountKey, CountVal, Snapshot
 from fptrace.collectors.host import collect_host
 from fptrace.collectors.procfs import TaskMeta, process_running, task_counters, task_meta
+from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
+from fptrace.collectors.ring import RingReader
 from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError
 from fptrace.probes.headers import cache_dir, choose_headers
 from fptrace.probes.kernel import LiveKernel, find_tracefs
@@ -61,6 +68,8 @@ class RecordOptions:
     keep_root: bool = False  # run CMD as root even under sudo
     load_fpu: bool = False  # read load_fpu on switch-path events too (costs ~2.5%)
     arch_prctl: bool | None = None  # None: on unless -a (a syscall tracepoint taxes all syscalls)
+    events: bool = False  # --events: also stream one record per event
+    ring_mb: int = 64  # --ring-mb: BPF ring buffer size
     argv: list[str] = field(default_factory=list)  # fptrace's own command line, for the manifest
 
     @property
@@ -124,7 +133,14 @@ def plan_options(opts: RecordOptions) -> PlanOptions:
         calibrated_tif_bit=load_tif_bit(),
         load_on_switch=opts.load_fpu,
         arch_prctl=opts.arch_prctl if opts.arch_prctl is not None else not opts.system,
+        events_pages=ring_pages(opts.ring_mb) if opts.events else 0,
     )
+
+
+def ring_pages(megabytes: int) -> int:
+    """Pages for a ring of about ``megabytes`` MiB: the kernel wants a power of two."""
+    pages = max(1, megabytes * 1024 * 1024 // mmap.PAGESIZE)
+    return 1 << (pages - 1).bit_length()
 
 
 def default_output() -> Path:
@@ -247,6 +263,39 @@ class BlockedChild:
         return 128 - code if code < 0 else code
 
 
+class EventStream:
+    """Empties the BPF ring in a thread (so it never fills), converts in bulk at each drain."""
+
+    def __init__(self, ring: RingReader) -> None:
+        self.ring = ring
+        self._chunks: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fptrace-ring", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            got = self.ring.read()
+            if len(got):
+                with self._lock:
+                    self._chunks.append(got)
+            else:
+                time.sleep(0.002)
+
+    def stop(self) -> None:
+        """Stop the thread and take whatever is still in the ring."""
+        self._stop.set()
+        self._thread.join()
+        while len(got := self.ring.read()):
+            self._chunks.append(got)
+
+    def take(self) -> np.ndarray:
+        with self._lock:
+            chunks, self._chunks = self._chunks, []
+        return np.concatenate(chunks) if chunks else np.empty(0, dtype=RING_DTYPE)
+
+
 class Recorder:
     """Turns snapshots into recording rows; owns the per-run state between drains."""
 
@@ -264,6 +313,8 @@ class Recorder:
         self.live_counters: dict[int, tuple[int, int]] = {}
         self.total_events = 0
         self.last: Snapshot | None = None
+        self.events = EventStream(session.ring) if session.ring is not None else None
+        self.events_written = 0
 
     def rel(self, ns: int) -> int:
         return max(ns - self.t0, 0) if ns else 0
@@ -307,9 +358,38 @@ class Recorder:
         self.writer.append("counts", rows)
         self.writer.append("vso", self._new_vsos(snap))
         self.writer.replace("tasks", self._tasks(snap))
+        if self.events is not None:
+            table = self.events_table(self.events.take(), bit)
+            self.writer.append_table("events", table)
+            self.events_written += table.num_rows
         self.interval += 1
         self.total_events += events
         return events
+
+    def events_table(self, recs: np.ndarray, bit: int | None) -> pa.Table:
+        """Ring records -> the events table, vectorised (ids and names per unique value)."""
+        n = len(recs)
+        keys = np.empty(n, dtype=[("vso", "<u8"), ("pid", "<u4")])
+        keys["vso"], keys["pid"] = recs["vso"], recs["pid"]
+        uniq, inv = np.unique(keys, return_inverse=True)
+        ids = np.array([self.name_vso(int(v), int(p)) for v, p in uniq.tolist()], dtype=object)
+        codes, cinv = np.unique(recs["event"], return_inverse=True)
+        names = np.array([EVENT_NAMES.get(int(c), f"event{c}") for c in codes], dtype=object)
+        load = recs["load_bits"].astype(np.int64)
+        unread = ((load & LOAD_NOT_READ) != 0) | (recs["event"] >= 32) | (bit is None)
+        load_fpu = pa.array(((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8())
+        return pa.table(
+            {
+                "ts_ns": np.maximum(recs["ts"].astype(np.int64) - self.t0, 0),
+                "cpu": recs["cpu"].astype(np.int16),
+                "pid": recs["pid"].astype(np.int32),
+                "tgid": recs["tgid"].astype(np.int32),
+                "vso": pa.array(ids[inv] if n else [], type=pa.string()),
+                "event": pa.array(names[cinv] if n else [], type=pa.string()),
+                "xfeatures": recs["xfeatures"].astype(np.uint64),
+                "load_fpu": load_fpu,
+            }
+        )
 
     def _new_vsos(self, snap: Snapshot) -> list[dict[str, Any]]:
         rows = []
@@ -470,6 +550,8 @@ def record(
                 child.release()
             exit_code = _loop(opts, recorder, child, stop, status)
             time.sleep(0.05)  # let the last switches of exiting tasks land
+            if recorder.events is not None:
+                recorder.events.stop()
             recorder.drain()  # calibrates too, if the run was too short to have done it
             if session.tif_bit is not None:
                 save_tif_bit(session.tif_bit)
@@ -491,6 +573,12 @@ def record(
                 },
             )
             manifest["target"]["exit_code"] = exit_code if child is not None else None
+            if recorder.events is not None:
+                manifest["events"] = {
+                    "recorded": recorder.events_written,
+                    "ring_bytes": plan.macros["EVENT_PAGES"] * mmap.PAGESIZE,
+                    "lost": snap.drops.get("ring_full", 0),
+                }
             writer.finalize(manifest)
     except BaseException:
         # A fatal error (disk full…) while the command runs: do not leave it running untraced

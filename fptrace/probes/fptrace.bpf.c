@@ -75,6 +75,22 @@ struct task_info {
     char comm[16];
 };
 
+#ifdef EVENTS
+// --events: one fixed-size record per event, decoded in bulk by user space (collectors/ring.py)
+struct fp_event {
+    u64 ts;         // bpf_ktime_get_ns
+    u64 vso;
+    u64 xfeatures;
+    u32 pid;
+    u32 tgid;
+    u16 event;
+    u16 load_bits;
+    u16 cpu;
+    u16 pad;
+};
+BPF_RINGBUF_OUTPUT(events, EVENT_PAGES);
+#endif
+
 BPF_HASH(counts, struct fp_key, struct fp_val, MAX_COUNTS);
 BPF_PERCPU_ARRAY(cache, struct slot, CACHE_SLOTS);
 BPF_PERCPU_ARRAY(seq, u64, 1);
@@ -105,6 +121,7 @@ BPF_PERCPU_ARRAY(tif_cal, u64, 4);  // 0: OR of ~flags with load=1, 1: OR of fla
 #define DROP_AUX_FULL 3
 #define DROP_TARGET_FULL 4
 #define DROP_LOST_EVENTS 5
+#define DROP_RING_FULL 6
 
 static __always_inline u64 now_ns(void)
 {
@@ -118,6 +135,28 @@ static __always_inline void count_drop(u32 which, u64 n)
     u64 *d = drops.lookup(&which);
     if (d)
         *d += n;
+}
+
+static __always_inline void emit(u32 pid, u32 tgid, u64 vso, u16 event, u64 xfeatures,
+                                 u16 load_bits)
+{
+#ifdef EVENTS
+    struct fp_event *e = events.ringbuf_reserve(sizeof(struct fp_event));
+    if (!e) {
+        count_drop(DROP_RING_FULL, 1);
+        return;
+    }
+    e->ts = bpf_ktime_get_ns();
+    e->vso = vso;
+    e->xfeatures = xfeatures;
+    e->pid = pid;
+    e->tgid = tgid;
+    e->event = event;
+    e->load_bits = load_bits;
+    e->cpu = bpf_get_smp_processor_id();
+    e->pad = 0;
+    events.ringbuf_submit(e, 0);
+#endif
 }
 
 static __always_inline u64 read_u64(const void *addr)
@@ -269,6 +308,7 @@ static __always_inline void bump_direct(u32 pid, u32 tgid, u64 vso, u16 event, u
     key.event = event;
     key.load_bits = load_bits;
     key.arg = arg;
+    emit(pid, tgid, vso, event, xfeatures, load_bits);
     struct fp_val *v = counts.lookup(&key);
     u64 now = now_ns();
     if (v) {
@@ -330,8 +370,10 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
         return 0;
     if (s->key.pid == pid && s->key.vso == vso && s->key.xfeatures == xfeatures &&
         s->key.event == event && s->key.load_bits == load_bits) {
-        if (s->traced)
+        if (s->traced) {
             s->val.count++;
+            emit(pid, tgid, vso, event, xfeatures, load_bits);
+        }
         return 0;
     }
 
@@ -362,6 +404,8 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
     s->val.first_ns = now;
     s->val.last_ns = now;
     s->traced = traced;
+    if (traced)
+        emit(pid, tgid, vso, event, xfeatures, load_bits);
     return 0;
 }
 

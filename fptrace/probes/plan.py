@@ -61,6 +61,7 @@ DROP_COUNTERS = (
     "aux_map_full",
     "target_map_full",
     "lost_events",
+    "ring_full",
 )
 
 
@@ -107,6 +108,7 @@ class PlanOptions:
     self_tgid: int = 0
     calibrated_tif_bit: int | None = None  # known from an earlier run on this kernel build
     load_on_switch: bool = False  # --load-fpu: read load_fpu on the switch-path events too
+    events_pages: int = 0  # --events: ring buffer size in pages (a power of 2), 0 = off
     arch_prctl: bool = True  # attach the (system-wide costly) syscall tracepoint
 
 
@@ -311,6 +313,9 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         plan.macros["FILTER_TARGETS"] = 1
     if opts.load_on_switch:
         plan.macros["LOAD_ON_SWITCH"] = 1
+    if opts.events_pages:
+        plan.macros["EVENTS"] = 1
+        plan.macros["EVENT_PAGES"] = opts.events_pages
     plan.macros["SELF_TGID"] = opts.self_tgid
     for i, bit in enumerate(TIF_CANDIDATE_BITS):
         plan.macros[f"TIF_BIT_{i}"] = bit

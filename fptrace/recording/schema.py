@@ -85,4 +85,17 @@ BENCH_SCHEMA = pa.schema(
         ("pid_b", pa.int32()),
     ]
 )
-OPTIONAL_TABLES: dict[str, pa.Schema] = {"bench": BENCH_SCHEMA}
+# Optional: one row per event (`fptrace record --events`).
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),  # ns since the probes were attached
+        ("cpu", pa.int16()),
+        ("pid", pa.int32()),
+        ("tgid", pa.int32()),
+        ("vso", pa.string()),
+        ("event", pa.string()),
+        ("xfeatures", pa.uint64()),  # XSTATE_BV; aux events: their argument
+        ("load_fpu", pa.int8()),  # null where not read (see counts)
+    ]
+)
+OPTIONAL_TABLES: dict[str, pa.Schema] = {"bench": BENCH_SCHEMA, "events": EVENTS_SCHEMA}

@@ -92,6 +92,20 @@ class RecordingWriter:
         self._seq += 1
         self._write(self.parts / f"{table}-{self._seq:06d}.parquet", table, rows)
 
+    def append_table(self, table: str, data: pa.Table) -> None:
+        """Append an Arrow table as one part (bulk data such as events)."""
+        if data.num_rows == 0:
+            return
+        self._seq += 1
+        dest = self.parts / f"{table}-{self._seq:06d}.parquet"
+        tmp = dest.with_name(dest.name + ".tmp")
+        try:
+            pq.write_table(data.cast(ALL_TABLES[table]), tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputWriteError(dest, exc) from exc
+
     def replace(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Replace the single 'latest' part of a table (tables that are snapshots: tasks)."""
         self._write(self.parts / f"{table}-latest.parquet", table, rows)
