@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "events.parquet",
     )
     r.add_argument(
-        "--ring-mb", type=int, default=64, help="--events ring buffer size in MiB (default 64)"
+        "--ring-mb", type=int, default=256, help="--events ring buffer size in MiB (default 256)"
     )
     r.add_argument(
         "--load-fpu",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shutil
@@ -60,6 +61,12 @@ def stop_tracer(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=60)
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bootstrap_ci(values: list[float], n: int = 2000) -> tuple[float, float]:
     rng = random.Random(1)
     meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(n))
@@ -73,11 +80,12 @@ def main() -> int:
     ap.add_argument("--cpu", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--interval", default="1", help="fptrace record --interval (drain period)")
+    ap.add_argument("--events", action="store_true", help="trace with record --events")
     args = ap.parse_args()
     if shutil.which("perf") is None:
         raise SystemExit("perf is missing: apt-get install linux-perf")
     tmp = Path(tempfile.mkdtemp(prefix="fptrace-bench-"))
-    ratios, base, traced, startups = [], [], [], []
+    ratios, base, traced, startups, events, cpu_s = [], [], [], [], [], []
     pipe_bench(args.loops // 4, args.cpu)  # warm-up
     for i in range(args.pairs):
         order = ["untraced", "traced"] if i % 2 == 0 else ["traced", "untraced"]
@@ -86,12 +94,17 @@ def main() -> int:
             if side == "untraced":
                 got[side] = pipe_bench(args.loops, args.cpu)
             else:
-                proc, startup = start_tracer(tmp / "rec", ["--interval", args.interval])
+                extra = ["--interval", args.interval] + (["--events"] if args.events else [])
+                proc, startup = start_tracer(tmp / "rec", extra)
                 startups.append(startup)
                 try:
                     got[side] = pipe_bench(args.loops, args.cpu)
+                    cpu_s.append(process_cpu_s(proc.pid))
                 finally:
                     stop_tracer(proc)
+                if args.events:
+                    m = json.loads((tmp / "rec" / "manifest.json").read_text())
+                    events.append(m.get("events", {}))
         base.append(got["untraced"])
         traced.append(got["traced"])
         ratios.append(got["traced"] / got["untraced"])
@@ -111,6 +124,11 @@ def main() -> int:
         "startup_median_s": statistics.median(startups),
         "startup_max_s": max(startups),
     }
+    if args.events:
+        result["events_recorded_median"] = statistics.median(e.get("recorded", 0) for e in events)
+        result["events_lost_total"] = sum(e.get("lost", 0) for e in events)
+        per_event = [c / e["recorded"] * 1e9 for c, e in zip(cpu_s, events, strict=True) if e]
+        result["tracer_cpu_ns_per_event_median"] = statistics.median(per_event)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

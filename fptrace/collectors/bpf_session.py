@@ -117,6 +117,20 @@ class BpfSession:
                 ) from exc
             self._attached_raw.append(tp)
 
+    def detach_fpu(self) -> None:
+        """Detach the raw tracepoints: nothing is counted after this (the final snapshot)."""
+        for tp in self._attached_raw:
+            self.bpf.detach_raw_tracepoint(tp=tp.encode())
+        self._attached_raw = []
+
+    def partial_events(self) -> Any:
+        """Events still in the per-CPU batches (call after detach_fpu)."""
+        from fptrace.collectors.ring import partial_batches
+
+        table = self.bpf["batches"]
+        leaves = table[table.Key(0)]
+        return partial_batches([bytes(leaf) for leaf in leaves])
+
     @property
     def calibrating(self) -> bool:
         return self._calibrating

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from fptrace import __version__
@@ -69,7 +70,7 @@ class RecordOptions:
     load_fpu: bool = False  # read load_fpu on switch-path events too (costs ~2.5%)
     arch_prctl: bool | None = None  # None: on unless -a (a syscall tracepoint taxes all syscalls)
     events: bool = False  # --events: also stream one record per event
-    ring_mb: int = 64  # --ring-mb: BPF ring buffer size
+    ring_mb: int = 256  # --ring-mb: BPF ring buffer size (64 MiB lost a few batches here)
     argv: list[str] = field(default_factory=list)  # fptrace's own command line, for the manifest
 
     @property
@@ -263,6 +264,13 @@ class BlockedChild:
         return 128 - code if code < 0 else code
 
 
+# Event code -> name, indexable by the code itself (codes are small integers).
+EVENT_NAME_TABLE = pa.array(
+    [EVENT_NAMES.get(code, f"event{code}") for code in range(max(EVENT_NAMES) + 1)],
+    type=pa.string(),
+)
+
+
 class EventStream:
     """Empties the BPF ring in a thread (so it never fills), converts in bulk at each drain."""
 
@@ -283,12 +291,22 @@ class EventStream:
             else:
                 time.sleep(0.002)
 
-    def stop(self) -> None:
-        """Stop the thread and take whatever is still in the ring."""
+    def stop(self, partial: np.ndarray) -> None:
+        """Stop the thread; take what is still in the ring, then the unfinished batches."""
         self._stop.set()
         self._thread.join()
         while len(got := self.ring.read()):
             self._chunks.append(got)
+        self._chunks.append(partial)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def abort(self) -> None:
+        """Stop the thread without reading (the session is going away)."""
+        self._stop.set()
+        self._thread.join()
 
     def take(self) -> np.ndarray:
         with self._lock:
@@ -367,27 +385,37 @@ class Recorder:
         return events
 
     def events_table(self, recs: np.ndarray, bit: int | None) -> pa.Table:
-        """Ring records -> the events table, vectorised (ids and names per unique value)."""
-        n = len(recs)
-        keys = np.empty(n, dtype=[("vso", "<u8"), ("pid", "<u4")])
-        keys["vso"], keys["pid"] = recs["vso"], recs["pid"]
-        uniq, inv = np.unique(keys, return_inverse=True)
-        ids = np.array([self.name_vso(int(v), int(p)) for v, p in uniq.tolist()], dtype=object)
-        codes, cinv = np.unique(recs["event"], return_inverse=True)
-        names = np.array([EVENT_NAMES.get(int(c), f"event{c}") for c in codes], dtype=object)
+        """Ring records -> the events table, vectorised: no sort, no Python object per row.
+
+        Event codes index a fixed name table directly; (buffer, owner) pairs are factorized
+        with a hash table, and each distinct pair is named once.
+        """
+        key = recs["vso"] ^ (recs["pid"].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        inv, uniq = pd.factorize(key)
+        first = np.zeros(len(uniq), dtype=np.int64)
+        first[inv[::-1]] = np.arange(len(inv) - 1, -1, -1)  # first row of each pair
+        ids = [self.name_vso(int(recs["vso"][i]), int(recs["pid"][i])) for i in first]
+        no_vso = np.array([i is None for i in ids], dtype=bool)
         load = recs["load_bits"].astype(np.int64)
         unread = ((load & LOAD_NOT_READ) != 0) | (recs["event"] >= 32) | (bit is None)
-        load_fpu = pa.array(((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8())
         return pa.table(
             {
                 "ts_ns": np.maximum(recs["ts"].astype(np.int64) - self.t0, 0),
                 "cpu": recs["cpu"].astype(np.int16),
                 "pid": recs["pid"].astype(np.int32),
                 "tgid": recs["tgid"].astype(np.int32),
-                "vso": pa.array(ids[inv] if n else [], type=pa.string()),
-                "event": pa.array(names[cinv] if n else [], type=pa.string()),
+                # Dictionary arrays: no Python object per row (the ring consumer needs the GIL).
+                "vso": pa.DictionaryArray.from_arrays(
+                    pa.array(inv.astype(np.int32), mask=no_vso[inv] if len(inv) else None),
+                    pa.array([i or "" for i in ids], type=pa.string()),
+                ),
+                "event": pa.DictionaryArray.from_arrays(
+                    pa.array(recs["event"].astype(np.int32)), EVENT_NAME_TABLE
+                ),
                 "xfeatures": recs["xfeatures"].astype(np.uint64),
-                "load_fpu": load_fpu,
+                "load_fpu": pa.array(
+                    ((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8()
+                ),
             }
         )
 
@@ -543,43 +571,13 @@ def record(
                 session.add_targets([child.pid] if child is not None else opts.pids)
             session.attach_fpu()
             recorder = Recorder(writer, session, layout)
-            manifest["attach_monotonic_ns"] = recorder.t0
-            manifest["startup_s"] = round(time.monotonic() - t_start, 3)
-            writer.write_manifest(manifest)
-            if child is not None:
-                child.release()
-            exit_code = _loop(opts, recorder, child, stop, status)
-            time.sleep(0.05)  # let the last switches of exiting tasks land
-            if recorder.events is not None:
-                recorder.events.stop()
-            recorder.drain()  # calibrates too, if the run was too short to have done it
-            if session.tif_bit is not None:
-                save_tif_bit(session.tif_bit)
-            snap = recorder.last or Snapshot()
-            manifest.update(
-                status="complete",
-                ended_at=datetime.now(UTC).isoformat(),
-                duration_s=round(
-                    (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - recorder.t0) / 1e9, 3
-                ),
-                intervals=recorder.interval,
-                events=recorder.total_events,
-                drops=snap.drops,
-                load_fpu={
-                    "tif_bit": session.tif_bit,
-                    "method": "calibrated against the regs_activated record's load_fpu"
-                    if session.tif_bit is not None
-                    else "unknown: load_fpu is null",
-                },
-            )
-            manifest["target"]["exit_code"] = exit_code if child is not None else None
-            if recorder.events is not None:
-                manifest["events"] = {
-                    "recorded": recorder.events_written,
-                    "ring_bytes": plan.macros["EVENT_PAGES"] * mmap.PAGESIZE,
-                    "lost": snap.drops.get("ring_full", 0),
-                }
-            writer.finalize(manifest)
+            try:
+                exit_code = _record_session(
+                    opts, session, recorder, writer, plan, manifest, child, stop, status, t_start
+                )
+            finally:
+                if recorder.events is not None and recorder.events.running:
+                    recorder.events.abort()  # before the session (and its ring) goes away
     except BaseException:
         # A fatal error (disk full…) while the command runs: do not leave it running untraced
         # behind the user's back; what was recorded so far stays in .parts/.
@@ -594,6 +592,58 @@ def record(
             signal.signal(s, h)
         chown_tree(writer.path)
     return RecordResult(writer.path, exit_code, manifest, notes)
+
+
+def _record_session(
+    opts: RecordOptions,
+    session: BpfSession,
+    recorder: Recorder,
+    writer: RecordingWriter,
+    plan: ProbePlan,
+    manifest: dict[str, Any],
+    child: BlockedChild | None,
+    stop: _Stop,
+    status: Status | None,
+    t_start: float,
+) -> int:
+    """From attached probes to a finished recording; returns the command's exit code."""
+    manifest["attach_monotonic_ns"] = recorder.t0
+    manifest["startup_s"] = round(time.monotonic() - t_start, 3)
+    writer.write_manifest(manifest)
+    if child is not None:
+        child.release()
+    exit_code = _loop(opts, recorder, child, stop, status)
+    time.sleep(0.05)  # let the last switches of exiting tasks land
+    session.detach_fpu()  # the final snapshot and the events then cover the same span
+    if recorder.events is not None:
+        recorder.events.stop(session.partial_events())
+    recorder.drain()  # calibrates too, if the run was too short to have done it
+    if session.tif_bit is not None:
+        save_tif_bit(session.tif_bit)
+    snap = recorder.last or Snapshot()
+    manifest.update(
+        status="complete",
+        ended_at=datetime.now(UTC).isoformat(),
+        duration_s=round((time.clock_gettime_ns(time.CLOCK_MONOTONIC) - recorder.t0) / 1e9, 3),
+        intervals=recorder.interval,
+        events=recorder.total_events,
+        drops=snap.drops,
+        load_fpu={
+            "tif_bit": session.tif_bit,
+            "method": "calibrated against the regs_activated record's load_fpu"
+            if session.tif_bit is not None
+            else "unknown: load_fpu is null",
+        },
+    )
+    manifest["target"]["exit_code"] = exit_code if child is not None else None
+    if recorder.events is not None:
+        manifest["events"] = {
+            "recorded": recorder.events_written,
+            "ring_bytes": plan.macros["EVENT_PAGES"] * mmap.PAGESIZE,
+            "lost": snap.drops.get("ring_full", 0),
+        }
+    writer.finalize(manifest)
+    return exit_code
 
 
 def _loop(

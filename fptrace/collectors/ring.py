@@ -19,11 +19,9 @@ BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER = 8
 
-# struct fp_event in fptrace.bpf.c (40 bytes), after the 8-byte record header.
+# struct fp_event in fptrace.bpf.c (40 bytes); the ring carries batches of BATCH of them.
 EVENT_DTYPE = np.dtype(
     [
-        ("len", "<u4"),
-        ("pg_off", "<u4"),
         ("ts", "<u8"),
         ("vso", "<u8"),
         ("xfeatures", "<u8"),
@@ -35,7 +33,11 @@ EVENT_DTYPE = np.dtype(
         ("pad", "<u2"),
     ]
 )
-RECORD = EVENT_DTYPE.itemsize  # 48: header + data, already 8-byte aligned
+BATCH = 32
+RECORD_DTYPE = np.dtype([("len", "<u4"), ("pg_off", "<u4"), ("e", EVENT_DTYPE, (BATCH,))])
+RECORD = RECORD_DTYPE.itemsize  # 8 + 32 x 40 = 1288, a multiple of 8 as the ring needs
+# A partial batch as it sits in the per-CPU array (struct fp_batch).
+BATCH_DTYPE = np.dtype([("n", "<u4"), ("pad", "<u4"), ("e", EVENT_DTYPE, (BATCH,))])
 
 
 class RingReader:
@@ -63,7 +65,7 @@ class RingReader:
         return cons, prod
 
     def read(self) -> np.ndarray:
-        """All records committed since the last call (possibly none)."""
+        """All events committed since the last call (possibly none)."""
         cons, prod = self._positions()
         avail = (prod - cons) // RECORD
         if avail <= 0:
@@ -71,10 +73,27 @@ class RingReader:
         start = self._page + (cons & (self.size - 1))
         # The data area is mapped twice: a run that wraps around is still contiguous.
         avail = min(avail, self.size // RECORD)
-        recs = np.frombuffer(self._data, dtype=EVENT_DTYPE, count=avail, offset=start)
-        busy = np.flatnonzero(recs["len"] & BUSY_BIT)
+        raw = np.frombuffer(self._data, dtype=np.uint8, count=avail * RECORD, offset=start)
+        raw = raw.reshape(avail, RECORD)
+        lens = np.ascontiguousarray(raw[:, :4]).view("<u4").ravel()
+        busy = np.flatnonzero(lens & BUSY_BIT)
         n = int(busy[0]) if busy.size else avail  # stop at the first record not yet committed
-        out = recs[:n][(recs["len"][:n] & DISCARD_BIT) == 0].copy()
+        keep = (lens[:n] & DISCARD_BIT) == 0
+        # Copy the payload bytes (a plain memory copy), then reinterpret them as events:
+        # slicing the structured field instead copies element by element, ~200 ns each.
+        payload = np.ascontiguousarray(
+            raw[:n][keep, HEADER:] if not keep.all() else raw[:n, HEADER:]
+        )
+        out = payload.view(EVENT_DTYPE).reshape(-1)
         struct.pack_into("<Q", self._cons, 0, cons + n * RECORD)
         self.consumed += len(out)
         return out
+
+
+def partial_batches(per_cpu: list[bytes]) -> np.ndarray:
+    """The events still waiting in each CPU's unfinished batch (read after detaching)."""
+    parts = []
+    for raw in per_cpu:
+        b = np.frombuffer(raw, dtype=BATCH_DTYPE, count=1)[0]
+        parts.append(b["e"][: int(b["n"]) % BATCH])
+    return np.concatenate(parts) if parts else np.empty(0, dtype=EVENT_DTYPE)

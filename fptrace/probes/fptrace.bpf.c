@@ -76,7 +76,10 @@ struct task_info {
 };
 
 #ifdef EVENTS
-// --events: one fixed-size record per event, decoded in bulk by user space (collectors/ring.py)
+// --events: fixed-size records, gathered per CPU in batches of EVENT_BATCH and copied into
+// the ring buffer a batch at a time (one ring operation per batch, not per event); user
+// space decodes them in bulk (collectors/ring.py) and reads the partial batches at the end.
+#define EVENT_BATCH 32
 struct fp_event {
     u64 ts;         // bpf_ktime_get_ns
     u64 vso;
@@ -88,6 +91,12 @@ struct fp_event {
     u16 cpu;
     u16 pad;
 };
+struct fp_batch {
+    u32 n;
+    u32 pad;
+    struct fp_event e[EVENT_BATCH];
+};
+BPF_PERCPU_ARRAY(batches, struct fp_batch, 1);
 BPF_RINGBUF_OUTPUT(events, EVENT_PAGES);
 #endif
 
@@ -141,11 +150,12 @@ static __always_inline void emit(u32 pid, u32 tgid, u64 vso, u16 event, u64 xfea
                                  u16 load_bits)
 {
 #ifdef EVENTS
-    struct fp_event *e = events.ringbuf_reserve(sizeof(struct fp_event));
-    if (!e) {
-        count_drop(DROP_RING_FULL, 1);
+    u32 zero = 0;
+    struct fp_batch *b = batches.lookup(&zero);
+    if (!b)
         return;
-    }
+    u32 i = b->n & (EVENT_BATCH - 1);
+    struct fp_event *e = &b->e[i];
     e->ts = bpf_ktime_get_ns();
     e->vso = vso;
     e->xfeatures = xfeatures;
@@ -155,7 +165,14 @@ static __always_inline void emit(u32 pid, u32 tgid, u64 vso, u16 event, u64 xfea
     e->load_bits = load_bits;
     e->cpu = bpf_get_smp_processor_id();
     e->pad = 0;
-    events.ringbuf_submit(e, 0);
+    if (i + 1 < EVENT_BATCH) {
+        b->n = i + 1;
+        return;
+    }
+    b->n = 0;
+    // User space polls the ring: no wake-up (an irq_work per commit once it has caught up).
+    if (events.ringbuf_output(&b->e, sizeof(b->e), BPF_RB_NO_WAKEUP) != 0)
+        count_drop(DROP_RING_FULL, EVENT_BATCH);
 #endif
 }
 

@@ -33,6 +33,17 @@ def _owner() -> tuple[int, int] | None:
     return None
 
 
+def _keep_dictionaries(found: pa.Schema, schema: pa.Schema) -> pa.Schema:
+    """The table's schema, but string columns may stay dictionary-encoded (as Parquet stores
+    them anyway): decoding millions of repeated ids would only cost time and memory."""
+    fields = []
+    for f in schema:
+        got = found.field(f.name).type
+        keep = pa.types.is_dictionary(got) and got.value_type == f.type
+        fields.append(pa.field(f.name, got) if keep else f)
+    return pa.schema(fields)
+
+
 def chown_tree(path: Path) -> None:
     owner = _owner()
     if owner is None:
@@ -100,7 +111,8 @@ class RecordingWriter:
         dest = self.parts / f"{table}-{self._seq:06d}.parquet"
         tmp = dest.with_name(dest.name + ".tmp")
         try:
-            pq.write_table(data.cast(ALL_TABLES[table]), tmp)
+            schema = _keep_dictionaries(data.schema, ALL_TABLES[table])
+            pq.write_table(data.cast(schema), tmp, compression="lz4")  # fast: merged later
             os.replace(tmp, dest)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -144,7 +156,8 @@ def merge_parts(parts: Path) -> dict[str, pa.Table]:
             files = [latest]
         else:
             files = sorted(p for p in parts.glob(f"{name}-[0-9]*.parquet"))
-        tables = [pq.read_table(f, schema=schema) for f in files]
+        tables = [pq.read_table(f) for f in files]
+        tables = [t.select(schema.names).cast(schema) for t in tables]
         if tables:
             out[name] = pa.concat_tables(tables)
         elif name in TABLES:
