@@ -143,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="cost table from `fptrace bench calibrate` (default: the recording's, else a "
         "documented estimate)",
     )
+    ep = sub.add_parser(
+        "export",
+        help="a recording's data as CSV, JSON lines or Chrome trace JSON",
+        description="Export the events (record --events) or, without them, the counts: "
+        "csv and jsonl for pandas and friends, chrome-json (Trace Event Format) for "
+        "chrome://tracing and Perfetto's importer.",
+    )
+    ep.add_argument("recording", type=Path)
+    ep.add_argument("-f", "--format", choices=("csv", "jsonl", "chrome-json"), required=True)
+    ep.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
+
     cp = sub.add_parser(
         "compare",
         help="set runs side by side: what changed, and which differences are significant",
@@ -367,6 +378,25 @@ def _bench_recorded(
             argparse.Namespace(recording=out, output=None, format="text", calibration=None), console
         )
     return 0 if check["ok"] else 1
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from fptrace.errors import OutputWriteError
+    from fptrace.recording.loader import load_recording
+    from fptrace.reports.export import WRITERS
+
+    rec = load_recording(args.recording)
+    write = WRITERS[args.format]
+    if args.output is None:
+        write(rec, sys.stdout)
+        return 0
+    try:
+        with open(args.output, "w", newline="") as f:
+            kind = write(rec, f)
+    except OSError as exc:
+        raise OutputWriteError(args.output, exc) from exc
+    print(f"{args.output} ({kind})", file=sys.stderr)
+    return 0
 
 
 def _compare_sides(args: argparse.Namespace) -> list[tuple[str, list, str, list]]:
@@ -613,6 +643,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_bench(args, console, argv)
         if args.command == "compare":
             return _cmd_compare(args, console)
+        if args.command == "export":
+            return _cmd_export(args)
         build_parser().print_help()
         return 2
     except FptraceError as exc:
@@ -623,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fptrace: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fptrace export … | head`: the reader is gone, quietly stop
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # a bug: one line for users, the traceback with --debug
         if debug:
             raise
