@@ -147,11 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="a recording's data as CSV, JSON lines or Chrome trace JSON",
         description="Export the events (record --events) or, without them, the counts: "
-        "csv and jsonl for pandas and friends, chrome-json (Trace Event Format) for "
-        "chrome://tracing and Perfetto's importer.",
+        "perfetto (protobuf trace for ui.perfetto.dev: a track per CPU and per task, "
+        "save/restore instants, saves/s and bytes/s counters), chrome-json (Trace Event "
+        "Format), csv and jsonl.",
     )
     ep.add_argument("recording", type=Path)
-    ep.add_argument("-f", "--format", choices=("csv", "jsonl", "chrome-json"), required=True)
+    ep.add_argument(
+        "-f", "--format", choices=("perfetto", "chrome-json", "csv", "jsonl"), required=True
+    )
     ep.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
 
     cp = sub.add_parser(
@@ -386,6 +389,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from fptrace.reports.export import WRITERS
 
     rec = load_recording(args.recording)
+    if args.format == "perfetto":
+        from fptrace.reports.perfetto import write_perfetto
+
+        if args.output is None:
+            write_perfetto(rec, sys.stdout.buffer)
+            return 0
+        try:
+            with open(args.output, "wb") as fb:
+                write_perfetto(rec, fb)
+        except OSError as exc:
+            raise OutputWriteError(args.output, exc) from exc
+        print(f"{args.output} (perfetto)", file=sys.stderr)
+        return 0
     write = WRITERS[args.format]
     if args.output is None:
         write(rec, sys.stdout)
