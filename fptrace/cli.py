@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--ring-mb", type=int, default=256, help="--events ring buffer size in MiB (default 256)"
     )
     r.add_argument(
+        "--backend",
+        choices=("auto", "bcc", "ftrace"),
+        default="auto",
+        help="bcc (eBPF, in-kernel aggregation), ftrace (no BCC, compiler or headers; slower at "
+        "high event rates), or auto: BCC when it works here (default)",
+    )
+    r.add_argument(
         "--load-fpu",
         action="store_true",
         help="also read load_fpu (TIF_NEED_FPU_LOAD) at every switch-path event: exact "
@@ -537,6 +544,7 @@ def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> 
         arch_prctl=args.arch_prctl,
         events=args.events,
         ring_mb=args.ring_mb,
+        backend=args.backend,
         argv=["fptrace", *argv],
     )
     if args.ebpf:

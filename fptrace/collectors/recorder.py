@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from fptrace import __version__
 from fptrace.collectors.bpf_session import BpfSession, CountKey, CountVal, Snapshot
+from fptrace.collectors.ftrace import FtraceSession
 from fptrace.collectors.host import collect_host
 from fptrace.collectors.procfs import TaskMeta, process_running, task_counters, task_meta
 from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
@@ -70,6 +71,7 @@ class RecordOptions:
     load_fpu: bool = False  # read load_fpu on switch-path events too (costs ~2.5%)
     arch_prctl: bool | None = None  # None: on unless -a (a syscall tracepoint taxes all syscalls)
     events: bool = False  # --events: also stream one record per event
+    backend: str = "auto"  # auto | bcc | ftrace
     ring_mb: int = 256  # --ring-mb: BPF ring buffer size (64 MiB lost a few batches here)
     argv: list[str] = field(default_factory=list)  # fptrace's own command line, for the manifest
 
@@ -124,6 +126,27 @@ def save_tif_bit(bit: int) -> None:
         _tif_cache().write_text(f"{bit}\n")
     except OSError:
         pass
+
+
+def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
+    """BCC when it can run here; ftrace (no BCC, compiler or headers) otherwise, said aloud."""
+    import importlib.util
+
+    if opts.backend == "ftrace":
+        if opts.events:
+            raise TargetError("--events needs the BCC backend: drop --backend ftrace")
+        return "ftrace"
+    problem = None
+    if importlib.util.find_spec("bcc") is None:
+        problem = "BCC (python3-bpfcc) is not installed"
+    elif not plan.ok:
+        problem = plan.fatal[0]
+    if problem is None:
+        return "bcc"
+    if opts.backend == "bcc" or opts.events:
+        raise EnvironmentProblem(f"cannot trace with BCC: {problem} (run `fptrace doctor`)")
+    say(f"{problem}: using the ftrace backend")
+    return "ftrace"
 
 
 def plan_options(opts: RecordOptions) -> PlanOptions:
@@ -536,11 +559,14 @@ def record(
     tracefs = find_tracefs(mount=True)
     env = LiveKernel(tracefs)
     host, layout = collect_host(writer.path)
+    if tracefs is None:
+        raise EnvironmentProblem(
+            "tracefs is not mounted and cannot be: mount -t tracefs nodev /sys/kernel/tracing"
+        )
     plan = plan_probes(env, plan_options(opts))
-    if not plan.ok:
-        raise EnvironmentProblem(f"cannot trace: {plan.fatal[0]} (run `fptrace doctor`)")
-    headers = choose_headers(env.release)
-    if headers.note:
+    backend = choose_backend(opts, plan, say)
+    headers = choose_headers(env.release) if backend == "bcc" else None
+    if headers is not None and headers.note:
         say(headers.note)
 
     child = BlockedChild(opts.command, opts.keep_root) if opts.command else None
@@ -566,10 +592,32 @@ def record(
     stop = _Stop(child)
     old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with BpfSession(plan, headers.path) as session:
+        session: Any
+        if backend == "bcc":
+            session = BpfSession(plan, headers.path if headers else None)
+        else:
+            session = FtraceSession(tracefs, layout, os.getpid())
+            for name in session.cleaned:
+                say(f"removed tracing instance {name} left by a killed fptrace")
+        manifest["backend"] = backend
+        with session:
             if not opts.system:
                 session.add_targets([child.pid] if child is not None else opts.pids)
             session.attach_fpu()
+            if backend == "ftrace":
+                manifest["probes"] = {
+                    "attached": [
+                        {
+                            "name": n,
+                            "kind": "ftrace",
+                            "required": n.startswith("x86_fpu"),
+                            "reason": "",
+                        }
+                        for n in session.enabled
+                    ],
+                    "skipped": [],
+                    "notes": ["ftrace backend: sizes computed from xcomp_bv and CPUID"],
+                }
             recorder = Recorder(writer, session, layout)
             try:
                 exit_code = _record_session(
@@ -630,9 +678,12 @@ def _record_session(
         drops=snap.drops,
         load_fpu={
             "tif_bit": session.tif_bit,
-            "method": "calibrated against the regs_activated record's load_fpu"
-            if session.tif_bit is not None
-            else "unknown: load_fpu is null",
+            "method": getattr(session, "load_method", None)
+            or (
+                "calibrated against the regs_activated record's load_fpu"
+                if session.tif_bit is not None
+                else "unknown: load_fpu is null"
+            ),
         },
     )
     manifest["target"]["exit_code"] = exit_code if child is not None else None

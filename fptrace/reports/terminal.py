@@ -59,7 +59,7 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
     )
     t = Table(title="Top tasks by saves", title_justify="left")
     t.add_column("pid", justify="right", no_wrap=True)
-    t.add_column("comm", overflow="fold", min_width=8)  # names give way first
+    t.add_column("comm", no_wrap=True, min_width=8, max_width=16)
     for col in ("saves", "restores", "skipped", "saves/s", "switches", "AVX-512", "est. CPU"):
         t.add_column(col, justify="right", no_wrap=True)
     for row in data.tasks.head(top).itertuples():

@@ -1,0 +1,65 @@
+"""The ftrace backend (no BCC) against the BCC backend and the workload's own count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fptrace.analysis import summary
+from fptrace.probes.kernel import find_tracefs
+from tests.integration.conftest import fptrace
+
+N = 5000
+TOL = 10  # start-up and exit, as in the known-answer test
+
+
+def per_task(rec, pids):
+    t = summary.per_task(rec.counts, rec.tasks).set_index("pid")
+    return {pid: (int(t.loc[pid, "saves"]), int(t.loc[pid, "restores"])) for pid in pids}
+
+
+def test_both_backends_agree_with_each_other_and_the_workload(record, pingpong):
+    results = {}
+    for backend in ("bcc", "ftrace"):
+        run = record(
+            "--backend",
+            backend,
+            "--",
+            str(pingpong),
+            "--mode",
+            "avx512",
+            "--rounds",
+            str(N),
+            name=backend,
+        )
+        assert run.proc.returncode == 0, run.proc.stderr
+        work = run.workload_json()
+        pids = (work["parent_pid"], work["child_pid"])
+        rec = run.rec
+        assert rec.manifest["backend"] == backend
+        assert set(rec.counts["tgid"]) <= set(pids) | {p for p in rec.tasks["pid"]}
+        results[backend] = list(per_task(rec, pids).values())
+        for saves, restores in results[backend]:
+            assert abs(saves - N) <= TOL and abs(restores - N) <= TOL, (backend, saves, restores)
+    for (s1, r1), (s2, r2) in zip(results["bcc"], results["ftrace"], strict=True):
+        assert abs(s1 - s2) <= TOL and abs(r1 - r2) <= TOL
+
+
+def test_ftrace_removes_an_instance_left_by_a_killed_run(record):
+    tracefs = find_tracefs(mount=True)
+    stale = tracefs / "instances" / "fptrace-999999999"
+    stale.mkdir()
+    try:
+        run = record("--backend", "ftrace", "--", "true")
+        assert run.proc.returncode == 0, run.proc.stderr
+        assert not stale.exists()
+        assert not [p for p in (tracefs / "instances").glob("fptrace-*")]  # ours is gone too
+    finally:
+        if stale.exists():
+            stale.rmdir()
+
+
+def test_events_need_bcc(tmp_path: Path):
+    proc = fptrace(
+        "record", "--backend", "ftrace", "--events", "-o", str(tmp_path / "x"), "--", "true"
+    )
+    assert proc.returncode == 66 and "--events needs the BCC backend" in proc.stderr
