@@ -81,11 +81,12 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--interval", default="1", help="fptrace record --interval (drain period)")
     ap.add_argument("--events", action="store_true", help="trace with record --events")
+    ap.add_argument("--backend", default="auto", help="record --backend (auto, bcc, ftrace)")
     args = ap.parse_args()
     if shutil.which("perf") is None:
         raise SystemExit("perf is missing: apt-get install linux-perf")
     tmp = Path(tempfile.mkdtemp(prefix="fptrace-bench-"))
-    ratios, base, traced, startups, events, cpu_s = [], [], [], [], [], []
+    ratios, base, traced, startups, events, cpu_s, drops = [], [], [], [], [], [], []
     pipe_bench(args.loops // 4, args.cpu)  # warm-up
     for i in range(args.pairs):
         order = ["untraced", "traced"] if i % 2 == 0 else ["traced", "untraced"]
@@ -94,7 +95,8 @@ def main() -> int:
             if side == "untraced":
                 got[side] = pipe_bench(args.loops, args.cpu)
             else:
-                extra = ["--interval", args.interval] + (["--events"] if args.events else [])
+                extra = ["--interval", args.interval, "--backend", args.backend]
+                extra += ["--events"] if args.events else []
                 proc, startup = start_tracer(tmp / "rec", extra)
                 startups.append(startup)
                 try:
@@ -102,8 +104,9 @@ def main() -> int:
                     cpu_s.append(process_cpu_s(proc.pid))
                 finally:
                     stop_tracer(proc)
+                m = json.loads((tmp / "rec" / "manifest.json").read_text())
+                drops.append(sum((m.get("drops") or {}).values()))
                 if args.events:
-                    m = json.loads((tmp / "rec" / "manifest.json").read_text())
                     events.append(m.get("events", {}))
         base.append(got["untraced"])
         traced.append(got["traced"])
@@ -123,6 +126,8 @@ def main() -> int:
         "ratio_ci95": [lo, hi],
         "startup_median_s": statistics.median(startups),
         "startup_max_s": max(startups),
+        "backend": args.backend,
+        "drops_total": sum(drops),
     }
     if args.events:
         result["events_recorded_median"] = statistics.median(e.get("recorded", 0) for e in events)

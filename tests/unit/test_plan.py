@@ -137,3 +137,29 @@ def test_load_fpu_on_the_switch_path_is_opt_in() -> None:
     assert "LOAD_ON_SWITCH" not in plan_probes(kernel_6_18(), ALL).macros
     plan = plan_probes(kernel_6_18(), PlanOptions(False, 1, load_on_switch=True))
     assert plan.macros["LOAD_ON_SWITCH"] == 1
+
+
+def test_backend_choice_falls_back_to_ftrace_and_says_so(monkeypatch) -> None:
+    import importlib.util
+
+    from fptrace.collectors import recorder
+    from fptrace.errors import EnvironmentProblem, TargetError
+
+    said: list[str] = []
+    ok_plan = plan_probes(kernel_6_18(), ALL)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    opts = recorder.RecordOptions(system=True)
+    assert recorder.choose_backend(opts, ok_plan, said.append) == "ftrace"
+    assert said and "python3-bpfcc" in said[0] and "ftrace backend" in said[0]
+    with pytest.raises(EnvironmentProblem, match="cannot trace with BCC"):
+        recorder.choose_backend(
+            recorder.RecordOptions(system=True, backend="bcc"), ok_plan, said.append
+        )
+    with pytest.raises(TargetError, match="--events needs the BCC backend"):
+        recorder.choose_backend(
+            recorder.RecordOptions(system=True, backend="ftrace", events=True), ok_plan, said.append
+        )
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert recorder.choose_backend(opts, ok_plan, said.append) == "bcc"
+    no_btf = plan_probes(FakeKernel("x", kernel_6_18().groups, None, "no BTF"), ALL)
+    assert recorder.choose_backend(opts, no_btf, said.append) == "ftrace"  # BTF is BCC's need
