@@ -23,12 +23,17 @@ KERNEL_MIN = 0xFFFF_8000_0000_0000
 
 
 def test_no_raw_kernel_pointer_in_any_file(record, pingpong):
-    run = record("--", "sh", "-c", f"{pingpong} --rounds 500 --mode avx512 || {pingpong}")
+    script = f"{pingpong} --rounds 500 --mode avx512 || {pingpong}"
+    run = record("--events", "--", "sh", "-c", script)
     assert run.proc.returncode == 0, run.proc.stderr
     files = [p for p in run.path.rglob("*") if p.is_file()]
-    assert {"manifest.json", "counts.parquet", "tasks.parquet", "vso.parquet"} <= {
-        p.name for p in files
-    }
+    assert {
+        "manifest.json",
+        "counts.parquet",
+        "tasks.parquet",
+        "vso.parquet",
+        "events.parquet",
+    } <= {p.name for p in files}
     for f in files:
         data = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
         assert not KERNEL_HEX.search(data), f
