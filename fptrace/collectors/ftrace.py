@@ -22,8 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fptrace.collectors.bpf_session import CountKey, CountVal, Snapshot
 from fptrace.collectors.procfs import process_running, task_counters
+from fptrace.collectors.ring import EVENT_DTYPE
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.plan import AUX_EVENT_IDS, FPU_EVENT_IDS
 from fptrace.xstate import COMPACTED_BIT, Layout
@@ -65,12 +68,14 @@ def remove_instance(inst: Path) -> None:
 class FtraceSession:
     """A private tracefs instance with the FPU, scheduler and signal events enabled."""
 
-    ring = None  # no event stream (record --events needs BCC)
+    ring = None  # no BPF ring: with --events the parser keeps the rows itself (take_events)
     calibrating = False
     tif_bit_index = 0  # load_bits carry the record's own load_fpu in bit 0
     load_method = "the tracepoint record's own load_fpu field (ftrace)"
 
-    def __init__(self, tracefs: Path, layout: Layout | None, self_pid: int) -> None:
+    def __init__(
+        self, tracefs: Path, layout: Layout | None, self_pid: int, events: bool = False
+    ) -> None:
         self.tracefs = tracefs
         self.layout = layout
         self.cleaned: list[str] = []
@@ -93,6 +98,8 @@ class FtraceSession:
         self._pending_copy: dict[int, tuple[int, int, int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.keep_events = events
+        self._events: list[tuple[int, int, int, int, int, int, int, int]] = []
         self.enabled: list[str] = []
         self._write("trace_clock", "mono")
         self._write("options/record-tgid", "1")
@@ -145,6 +152,21 @@ class FtraceSession:
 
     def calibrate(self) -> int | None:
         return 0
+
+    def take_events(self) -> np.ndarray:
+        """The events parsed since the last call, as ring-format records (ns are monotonic)."""
+        with self._lock:
+            rows, self._events = self._events, []
+        out = np.zeros(len(rows), dtype=EVENT_DTYPE)
+        if rows:
+            cols = list(zip(*rows, strict=True))
+            for name, col in zip(
+                ("ts", "cpu", "pid", "tgid", "vso", "event", "xfeatures", "load_bits"),
+                cols,
+                strict=True,
+            ):
+                out[name] = np.array(col, dtype=EVENT_DTYPE[name])
+        return out
 
     @property
     def tif_bit(self) -> int | None:
@@ -293,6 +315,8 @@ class FtraceSession:
             self._task(pid, tgid, m["comm"], ns)
             self._vso(fpu, pid, tgid, xc, ns)
             self._bump((pid, tgid, fpu, xf, code, load, 0), ns)
+            if self.keep_events:
+                self._events.append((ns, int(m["cpu"]), pid, tgid, fpu, code, xf, load))
             return
         kv = dict(KV.findall(rest))
         if event == "sched_process_fork":
@@ -308,7 +332,10 @@ class FtraceSession:
                 ctgid = tgid if child_is_thread(child, tgid) else child
                 t["tgid"] = ctgid
                 self._vso(fpu, child, ctgid, xc, ns)
-                self._bump((child, ctgid, fpu, xf, FPU_EVENT_IDS["copy_dst"], 0, 0), ns)
+                code = FPU_EVENT_IDS["copy_dst"]
+                self._bump((child, ctgid, fpu, xf, code, 0, 0), ns)
+                if self.keep_events:
+                    self._events.append((ns, int(m["cpu"]), child, ctgid, fpu, code, xf, 0))
         elif event == "sched_process_exec":
             t = self._task(pid, tgid, m["comm"], ns)
             t["execs"] += 1
@@ -321,7 +348,10 @@ class FtraceSession:
             handler = int(kv.get("sa_handler", "0"), 16)
             if handler > 1:
                 sig = int(kv.get("sig", 0))
-                self._bump((pid, tgid, 0, sig, AUX_EVENT_IDS["signal_deliver"], 0x8000, 0), ns)
+                code = AUX_EVENT_IDS["signal_deliver"]
+                self._bump((pid, tgid, 0, sig, code, 0x8000, 0), ns)
+                if self.keep_events:
+                    self._events.append((ns, int(m["cpu"]), pid, tgid, 0, code, sig, 0x8000))
 
 
 def child_is_thread(child: int, parent_tgid: int) -> bool:

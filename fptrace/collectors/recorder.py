@@ -133,8 +133,6 @@ def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
     import importlib.util
 
     if opts.backend == "ftrace":
-        if opts.events:
-            raise TargetError("--events needs the BCC backend: drop --backend ftrace")
         return "ftrace"
     problem = None
     if importlib.util.find_spec("bcc") is None:
@@ -143,7 +141,7 @@ def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
         problem = plan.fatal[0]
     if problem is None:
         return "bcc"
-    if opts.backend == "bcc" or opts.events:
+    if opts.backend == "bcc":
         raise EnvironmentProblem(f"cannot trace with BCC: {problem} (run `fptrace doctor`)")
     say(f"{problem}: using the ftrace backend")
     return "ftrace"
@@ -337,6 +335,24 @@ class EventStream:
         return np.concatenate(chunks) if chunks else np.empty(0, dtype=RING_DTYPE)
 
 
+class ParsedEvents:
+    """The ftrace backend's events: its parser keeps them; the same interface as EventStream."""
+
+    running = False
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self._tail: list[np.ndarray] = []
+
+    def stop(self, partial: np.ndarray) -> None:
+        self._tail.append(partial)
+
+    def take(self) -> np.ndarray:
+        parts = [self.session.take_events(), *self._tail]
+        self._tail = []
+        return np.concatenate(parts)
+
+
 class Recorder:
     """Turns snapshots into recording rows; owns the per-run state between drains."""
 
@@ -354,7 +370,12 @@ class Recorder:
         self.live_counters: dict[int, tuple[int, int]] = {}
         self.total_events = 0
         self.last: Snapshot | None = None
-        self.events = EventStream(session.ring) if session.ring is not None else None
+        # Events come from the BPF ring (a consumer thread), or straight from the ftrace parser.
+        self.events: Any = None
+        if session.ring is not None:
+            self.events = EventStream(session.ring)
+        elif getattr(session, "keep_events", False):
+            self.events = ParsedEvents(session)
         self.events_written = 0
 
     def rel(self, ns: int) -> int:
@@ -548,7 +569,6 @@ def record(
     check_options(opts)
     t_start = time.monotonic()
     out = opts.output or default_output()
-    writer = RecordingWriter(out, force=opts.force)
     notes: list[str] = []
 
     def say(msg: str) -> None:
@@ -556,15 +576,17 @@ def record(
         if note is not None:
             note(msg)
 
+    # Everything that can refuse the run comes before the output directory exists.
     tracefs = find_tracefs(mount=True)
-    env = LiveKernel(tracefs)
-    host, layout = collect_host(writer.path)
     if tracefs is None:
         raise EnvironmentProblem(
             "tracefs is not mounted and cannot be: mount -t tracefs nodev /sys/kernel/tracing"
         )
+    env = LiveKernel(tracefs)
     plan = plan_probes(env, plan_options(opts))
     backend = choose_backend(opts, plan, say)
+    writer = RecordingWriter(out, force=opts.force)
+    host, layout = collect_host(writer.path)
     headers = choose_headers(env.release) if backend == "bcc" else None
     if headers is not None and headers.note:
         say(headers.note)
@@ -596,7 +618,7 @@ def record(
         if backend == "bcc":
             session = BpfSession(plan, headers.path if headers else None)
         else:
-            session = FtraceSession(tracefs, layout, os.getpid())
+            session = FtraceSession(tracefs, layout, os.getpid(), events=opts.events)
             for name in session.cleaned:
                 say(f"removed tracing instance {name} left by a killed fptrace")
         manifest["backend"] = backend
@@ -664,7 +686,8 @@ def _record_session(
     time.sleep(0.05)  # let the last switches of exiting tasks land
     session.detach_fpu()  # the final snapshot and the events then cover the same span
     if recorder.events is not None:
-        recorder.events.stop(session.partial_events())
+        partial = session.partial_events() if session.ring is not None else np.empty(0, RING_DTYPE)
+        recorder.events.stop(partial)
     recorder.drain()  # calibrates too, if the run was too short to have done it
     if session.tif_bit is not None:
         save_tif_bit(session.tif_bit)
@@ -690,8 +713,8 @@ def _record_session(
     if recorder.events is not None:
         manifest["events"] = {
             "recorded": recorder.events_written,
-            "ring_bytes": plan.macros["EVENT_PAGES"] * mmap.PAGESIZE,
-            "lost": snap.drops.get("ring_full", 0),
+            "ring_bytes": plan.macros.get("EVENT_PAGES", 0) * mmap.PAGESIZE,
+            "lost": snap.drops.get("ring_full", 0) + snap.drops.get("ftrace_overrun", 0),
         }
     writer.finalize(manifest)
     return exit_code

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fptrace.analysis import summary
 from fptrace.probes.kernel import find_tracefs
-from tests.integration.conftest import fptrace
 
 N = 5000
 TOL = 10  # start-up and exit, as in the known-answer test
@@ -58,8 +55,15 @@ def test_ftrace_removes_an_instance_left_by_a_killed_run(record):
             stale.rmdir()
 
 
-def test_events_need_bcc(tmp_path: Path):
-    proc = fptrace(
-        "record", "--backend", "ftrace", "--events", "-o", str(tmp_path / "x"), "--", "true"
-    )
-    assert proc.returncode == 66 and "--events needs the BCC backend" in proc.stderr
+def test_ftrace_events_equal_its_counts(record, pingpong):
+    import pyarrow.parquet as pq
+
+    run = record("--backend", "ftrace", "--events", "--", str(pingpong), "--rounds", "2000")
+    assert run.proc.returncode == 0, run.proc.stderr
+    rec = run.rec
+    events = pq.read_table(run.path / "events.parquet").to_pandas()
+    assert rec.manifest["events"]["lost"] == 0
+    counts = rec.counts.groupby(["pid", "vso", "event"], dropna=False)["count"].sum().astype(int)
+    got = events.groupby(["pid", "vso", "event"], dropna=False).size()
+    assert got.sort_index().to_dict() == counts.sort_index().to_dict()
+    assert all(g["ts_ns"].is_monotonic_increasing for _, g in events.groupby("cpu"))

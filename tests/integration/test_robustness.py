@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from fptrace.recording.loader import load_recording
 from tests.integration.conftest import fptrace, require_tool
@@ -157,7 +158,8 @@ def test_sigkill_loses_at_most_one_interval(tmp_path, pingpong):
     assert saves >= 2 * 3000 - 20
 
 
-def test_disk_full_is_one_line_and_keeps_what_was_recorded(tmp_path, pingpong):
+@pytest.mark.parametrize("events", [False, True], ids=["counts", "streaming-events"])
+def test_disk_full_is_one_line_and_keeps_what_was_recorded(tmp_path, pingpong, events):
     mnt = tmp_path / "small"
     mnt.mkdir()
     subprocess.run(
@@ -165,7 +167,7 @@ def test_disk_full_is_one_line_and_keeps_what_was_recorded(tmp_path, pingpong):
     )
     try:
         out = mnt / "r"
-        proc = _start(out, "-a", "--interval", "0.1")
+        proc = _start(out, "-a", "--interval", "0.1", *(["--events"] if events else []))
         for _ in range(40):  # keep writing parts until the disk is full
             if proc.poll() is not None:
                 break

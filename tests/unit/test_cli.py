@@ -93,3 +93,12 @@ def test_missing_bcc_names_the_package(monkeypatch) -> None:
     monkeypatch.setattr(builtins, "__import__", no_bcc)
     with pytest.raises(EnvironmentProblem, match="python3-bpfcc"):
         bpf_session.import_bcc()
+
+
+def test_unmountable_tracefs_is_one_line_and_writes_nothing(capsys, monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(recorder.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(recorder, "find_tracefs", lambda mount=False: None)
+    out = tmp_path / "rec"
+    code, _, err = run(capsys, "record", "-o", str(out), "--", "true")
+    assert code == 69 and "mount -t tracefs" in one_line_error(err)
+    assert not out.exists()
