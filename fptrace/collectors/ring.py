@@ -10,6 +10,7 @@ has the same size, so all committed records are decoded in one numpy view.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import struct
 
@@ -56,8 +57,10 @@ class RingReader:
         self.consumed = 0
 
     def close(self) -> None:
-        self._cons.close()
-        self._data.close()
+        for m in (self._cons, self._data):
+            # A view may still exist on an error path: the mapping goes when it is freed.
+            with contextlib.suppress(BufferError):
+                m.close()
 
     def _positions(self) -> tuple[int, int]:
         cons = struct.unpack_from("<Q", self._cons, 0)[0]
@@ -75,15 +78,16 @@ class RingReader:
         avail = min(avail, self.size // RECORD)
         raw = np.frombuffer(self._data, dtype=np.uint8, count=avail * RECORD, offset=start)
         raw = raw.reshape(avail, RECORD)
-        lens = np.ascontiguousarray(raw[:, :4]).view("<u4").ravel()
+        lens = np.array(raw[:, :4]).view("<u4").ravel()
         busy = np.flatnonzero(lens & BUSY_BIT)
         n = int(busy[0]) if busy.size else avail  # stop at the first record not yet committed
         keep = (lens[:n] & DISCARD_BIT) == 0
         # Copy the payload bytes (a plain memory copy), then reinterpret them as events:
         # slicing the structured field instead copies element by element, ~200 ns each.
-        payload = np.ascontiguousarray(
-            raw[:n][keep, HEADER:] if not keep.all() else raw[:n, HEADER:]
-        )
+        # np.array (a copy), not ascontiguousarray: a single batch is already contiguous, and
+        # a view would keep the mapping exported, so that it could not be closed.
+        payload = np.array(raw[:n][keep, HEADER:] if not keep.all() else raw[:n, HEADER:])
+        del raw
         out = payload.view(EVENT_DTYPE).reshape(-1)
         struct.pack_into("<Q", self._cons, 0, cons + n * RECORD)
         self.consumed += len(out)
