@@ -34,9 +34,9 @@ EVENT_DTYPE = np.dtype(
         ("pad", "<u2"),
     ]
 )
-BATCH = 32
+BATCH = 32  # events per ring record (also EVENT_BATCH in the BPF C); 64 measured no better
 RECORD_DTYPE = np.dtype([("len", "<u4"), ("pg_off", "<u4"), ("e", EVENT_DTYPE, (BATCH,))])
-RECORD = RECORD_DTYPE.itemsize  # 8 + 32 x 40 = 1288, a multiple of 8 as the ring needs
+RECORD = RECORD_DTYPE.itemsize  # 8 + BATCH x 40, a multiple of 8 as the ring needs
 # A partial batch as it sits in the per-CPU array (struct fp_batch).
 BATCH_DTYPE = np.dtype([("n", "<u4"), ("pad", "<u4"), ("e", EVENT_DTYPE, (BATCH,))])
 

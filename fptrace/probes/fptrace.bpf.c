@@ -79,7 +79,7 @@ struct task_info {
 // --events: fixed-size records, gathered per CPU in batches of EVENT_BATCH and copied into
 // the ring buffer a batch at a time (one ring operation per batch, not per event); user
 // space decodes them in bulk (collectors/ring.py) and reads the partial batches at the end.
-#define EVENT_BATCH 32
+// EVENT_BATCH (a power of two) comes from collectors/ring.py, which decodes the batches.
 struct fp_event {
     u64 ts;         // bpf_ktime_get_ns
     u64 vso;

@@ -314,8 +314,11 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
     if opts.load_on_switch:
         plan.macros["LOAD_ON_SWITCH"] = 1
     if opts.events_pages:
+        from fptrace.collectors.ring import BATCH  # one source for the batch size
+
         plan.macros["EVENTS"] = 1
         plan.macros["EVENT_PAGES"] = opts.events_pages
+        plan.macros["EVENT_BATCH"] = BATCH
     plan.macros["SELF_TGID"] = opts.self_tgid
     for i, bit in enumerate(TIF_CANDIDATE_BITS):
         plan.macros[f"TIF_BIT_{i}"] = bit
