@@ -12,21 +12,9 @@ Classification follows ../shared/docs/kernel-fpu.md §1, by pairing rather than 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
 
-from fptrace.xstate import Layout, bits, component_name
-
-
-@dataclass(frozen=True)
-class Totals:
-    events: int
-    saves: int
-    restores: int
-    tasks: int
-    vsos: int
-    drops: int
+from fptrace.xstate import bits, component_name
 
 
 def _event_counts(counts: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -113,28 +101,4 @@ def vso_sizes(vso: pd.DataFrame) -> pd.DataFrame:
         .rename("vsos")
         .reset_index()
         .sort_values("vsos", ascending=False)
-    )
-
-
-def bytes_per_save(counts: pd.DataFrame, layout: Layout | None) -> float | None:
-    """Average estimated bytes written per switch save (kernel-fpu.md §6.4)."""
-    saves = counts[counts["event"] == "regs_deactivated"]
-    if layout is None or saves.empty:
-        return None
-    by_bv = saves.groupby("xfeatures")["count"].sum()
-    total = int(by_bv.sum())
-    if total == 0:
-        return None
-    return sum(layout.bytes_saved(int(bv)) * int(n) for bv, n in by_bv.items()) / total
-
-
-def totals(counts: pd.DataFrame, tasks_table: pd.DataFrame, drops: dict[str, int]) -> Totals:
-    t = per_task(counts, tasks_table) if not counts.empty else None
-    return Totals(
-        events=int(counts["count"].sum()) if not counts.empty else 0,
-        saves=int(t["saves"].sum()) if t is not None else 0,
-        restores=int(t["restores"].sum()) if t is not None else 0,
-        tasks=int(counts["pid"].nunique()) if not counts.empty else 0,
-        vsos=int(counts["vso"].dropna().nunique()) if not counts.empty else 0,
-        drops=sum(int(v) for v in drops.values()),
     )
