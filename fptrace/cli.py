@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "AMX) costs: per task and per state buffer (VSO).",
     )
     p.add_argument("--version", action="version", version=f"fptrace {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks and compiler output")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks of errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     r = sub.add_parser(
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ep = sub.add_parser(
         "export",
-        help="a recording's data as CSV, JSON lines or Chrome trace JSON",
+        help="a recording's data for Perfetto, chrome://tracing, CSV or JSON lines",
         description="Export the events (record --events) or, without them, the counts: "
         "perfetto (protobuf trace for ui.perfetto.dev: a track per CPU and per task, "
         "save/restore instants, saves/s and bytes/s counters), chrome-json (Trace Event "
