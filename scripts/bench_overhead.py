@@ -100,8 +100,9 @@ def main() -> int:
                 proc, startup = start_tracer(tmp / "rec", extra)
                 startups.append(startup)
                 try:
+                    cpu0 = process_cpu_s(proc.pid)  # only the window: not start-up/compile
                     got[side] = pipe_bench(args.loops, args.cpu)
-                    cpu_s.append(process_cpu_s(proc.pid))
+                    cpu_s.append(process_cpu_s(proc.pid) - cpu0)
                 finally:
                     stop_tracer(proc)
                 m = json.loads((tmp / "rec" / "manifest.json").read_text())
