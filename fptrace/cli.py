@@ -455,7 +455,6 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from fptrace.analysis import compare
     from fptrace.analysis.cost import choose_model
     from fptrace.collectors.host import parse_config
-    from fptrace.errors import OutputWriteError
     from fptrace.recording.fleet import collapse_many
     from fptrace.reports import compare as render
 
@@ -503,11 +502,7 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
         if out is None:
             sys.stdout.write(text)
         else:
-            try:
-                out.write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise OutputWriteError(out, exc) from exc
-            print(out)
+            write_text(out, text)
     if args.fail_on_increase is not None:
         for comp in comparisons:
             row = comp.regression(args.metric, args.fail_on_increase)
@@ -614,10 +609,20 @@ def _cmd_doctor(console: Console) -> int:
     return 0 if bad == 0 else 1
 
 
+def write_text(out: Path, text: str) -> None:
+    """Write a report file and print its path; a failure is one line, not a traceback."""
+    from fptrace.errors import OutputWriteError
+
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputWriteError(out, exc) from exc
+    print(out)
+
+
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from fptrace.analysis.cost import choose_model
     from fptrace.analysis.report import build
-    from fptrace.errors import OutputWriteError
     from fptrace.recording.loader import load_recording
 
     rec = load_recording(args.recording)
@@ -642,12 +647,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     if args.output is None and args.format == "json":
         sys.stdout.write(text)
         return 0
-    out = args.output or args.recording / "report.html"
-    try:
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise OutputWriteError(out, exc) from exc
-    print(out)
+    write_text(args.output or args.recording / "report.html", text)
     return 0
 
 

@@ -21,6 +21,7 @@ from fptrace.recording.schema import (
     OPTIONAL_TABLES,
     PARTS_DIR,
     TABLES,
+    accept_dictionaries,
 )
 from fptrace.recording.writer import merge_parts
 from fptrace.xstate import Layout
@@ -30,16 +31,6 @@ ALL_TABLES = TABLES | OPTIONAL_TABLES
 # Repeated strings (VSO ids, event names) stay dictionary-encoded in memory.
 DICTIONARY_COLUMNS = {"counts": ["vso", "event"]}
 BATCH_ROWS = 1 << 20
-
-
-def _target_schema(found: pa.Schema, name: str) -> pa.Schema:
-    """The table's schema, accepting dictionary-encoded variants of string columns."""
-    fields = []
-    for f in ALL_TABLES[name]:
-        got = found.field(f.name).type
-        dict_ok = pa.types.is_dictionary(got) and got.value_type == f.type
-        fields.append(pa.field(f.name, got) if dict_ok else f)
-    return pa.schema(fields)
 
 
 def _check_columns(path: Path, found: pa.Schema, name: str) -> None:
@@ -63,7 +54,7 @@ def _read_table(path: Path, name: str) -> pa.Table:
     _check_columns(path, table.schema, name)
     table = table.select(ALL_TABLES[name].names)
     try:
-        return table.cast(_target_schema(table.schema, name))
+        return table.cast(accept_dictionaries(table.schema, ALL_TABLES[name]))
     except (pa.ArrowException, ValueError) as exc:
         raise RecordingError(f"{path} has columns of the wrong type: {exc}") from exc
 

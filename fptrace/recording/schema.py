@@ -65,6 +65,18 @@ VSO_SCHEMA = pa.schema(
     ]
 )
 
+
+def accept_dictionaries(found: pa.Schema, schema: pa.Schema) -> pa.Schema:
+    """``schema``, except that string columns may stay dictionary-encoded where ``found`` has
+    them so (as Parquet stores them anyway): decoding millions of repeated ids only costs."""
+    fields = []
+    for f in schema:
+        got = found.field(f.name).type
+        keep = pa.types.is_dictionary(got) and got.value_type == f.type
+        fields.append(pa.field(f.name, got) if keep else f)
+    return pa.schema(fields)
+
+
 TABLES: dict[str, pa.Schema] = {
     "counts": COUNTS_SCHEMA,
     "tasks": TASKS_SCHEMA,

@@ -20,7 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fptrace.errors import OutputExistsError, OutputWriteError
-from fptrace.recording.schema import MANIFEST, OPTIONAL_TABLES, PARTS_DIR, TABLES
+from fptrace.recording.schema import (
+    MANIFEST,
+    OPTIONAL_TABLES,
+    PARTS_DIR,
+    TABLES,
+    accept_dictionaries,
+)
 
 ALL_TABLES = TABLES | OPTIONAL_TABLES
 
@@ -31,17 +37,6 @@ def _owner() -> tuple[int, int] | None:
     if os.geteuid() == 0 and uid and gid and uid.isdigit() and gid.isdigit():
         return int(uid), int(gid)
     return None
-
-
-def _keep_dictionaries(found: pa.Schema, schema: pa.Schema) -> pa.Schema:
-    """The table's schema, but string columns may stay dictionary-encoded (as Parquet stores
-    them anyway): decoding millions of repeated ids would only cost time and memory."""
-    fields = []
-    for f in schema:
-        got = found.field(f.name).type
-        keep = pa.types.is_dictionary(got) and got.value_type == f.type
-        fields.append(pa.field(f.name, got) if keep else f)
-    return pa.schema(fields)
 
 
 def chown_tree(path: Path) -> None:
@@ -108,25 +103,23 @@ class RecordingWriter:
         if data.num_rows == 0:
             return
         self._seq += 1
-        dest = self.parts / f"{table}-{self._seq:06d}.parquet"
-        tmp = dest.with_name(dest.name + ".tmp")
-        try:
-            schema = _keep_dictionaries(data.schema, ALL_TABLES[table])
-            pq.write_table(data.cast(schema), tmp, compression="lz4")  # fast: merged later
-            os.replace(tmp, dest)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise OutputWriteError(dest, exc) from exc
+        schema = accept_dictionaries(data.schema, ALL_TABLES[table])
+        # lz4: fast, and the parts are rewritten when merged.
+        self._write_table(self.parts / f"{table}-{self._seq:06d}.parquet", data.cast(schema), "lz4")
 
     def replace(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Replace the single 'latest' part of a table (tables that are snapshots: tasks)."""
         self._write(self.parts / f"{table}-latest.parquet", table, rows)
 
     def _write(self, dest: Path, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        tbl = pa.Table.from_pylist(list(rows), schema=ALL_TABLES[table])
+        self._write_table(dest, pa.Table.from_pylist(list(rows), schema=ALL_TABLES[table]))
+
+    @staticmethod
+    def _write_table(dest: Path, tbl: pa.Table, compression: str = "snappy") -> None:
+        """Write whole or not at all: a temporary file renamed into place."""
         tmp = dest.with_name(dest.name + ".tmp")
         try:
-            pq.write_table(tbl, tmp)
+            pq.write_table(tbl, tmp, compression=compression)
             os.replace(tmp, dest)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

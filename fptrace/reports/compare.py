@@ -14,7 +14,7 @@ from rich.text import Text
 
 from fptrace import __version__
 from fptrace.analysis.compare import METRICS, Comparison, Row
-from fptrace.reports.html import _env, _fig_json, _static, safe_json
+from fptrace.reports.html import fig_json, safe_json, static_text, template_env
 
 
 def _num(v: float | None) -> str:
@@ -158,13 +158,13 @@ def _ratio_figure(comp: Comparison, idx: int) -> dict[str, Any] | None:
         height=80 + 32 * len(rows),
         yaxis={"autorange": "reversed"},
     )
-    return {"id": f"fig-ratio-{idx}", "json": safe_json(_fig_json(fig))}
+    return {"id": f"fig-ratio-{idx}", "json": safe_json(fig_json(fig))}
 
 
 def render_html(comparisons: list[Comparison]) -> str:
     figures = [f for i, c in enumerate(comparisons) if (f := _ratio_figure(c, i))]
     return (
-        _env()
+        template_env()
         .get_template("compare.html.j2")
         .render(
             comparisons=comparisons,
@@ -173,8 +173,8 @@ def render_html(comparisons: list[Comparison]) -> str:
             num=_num,
             ci=_ci,
             plotly_js=get_plotlyjs(),
-            report_js=_static("report.js"),
-            report_css=_static("report.css"),
+            report_js=static_text("report.js"),
+            report_css=static_text("report.css"),
             version=__version__,
         )
     )

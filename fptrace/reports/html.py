@@ -58,7 +58,7 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
-def _fig_json(fig: go.Figure) -> dict[str, Any]:
+def fig_json(fig: go.Figure) -> dict[str, Any]:
     fig.update_layout(
         template="plotly_white",
         margin={"l": 60, "r": 20, "t": 40, "b": 50},
@@ -92,7 +92,7 @@ def timeline_figures(data: ReportData) -> list[dict[str, Any]]:
         fig.update_layout(
             barmode="stack", title=title, xaxis_title="time (s)", yaxis_title=axis, bargap=0
         )
-        figs.append({"id": f"fig-{value}", "spec": _fig_json(fig)})
+        figs.append({"id": f"fig-{value}", "spec": fig_json(fig)})
     return figs
 
 
@@ -116,7 +116,7 @@ def heatmap_figure(data: ReportData) -> dict[str, Any] | None:
         height=max(320, 22 * len(hm) + 140),
         yaxis={"autorange": "reversed"},
     )
-    return {"id": "fig-heatmap", "spec": _fig_json(fig)}
+    return {"id": "fig-heatmap", "spec": fig_json(fig)}
 
 
 def size_figure(data: ReportData) -> dict[str, Any] | None:
@@ -130,7 +130,7 @@ def size_figure(data: ReportData) -> dict[str, Any] | None:
         xaxis_title="buffer size",
         yaxis_title="VSOs",
     )
-    return {"id": "fig-sizes", "spec": _fig_json(fig)}
+    return {"id": "fig-sizes", "spec": fig_json(fig)}
 
 
 def _fmt(value: Any, kind: str = "int") -> str:
@@ -143,15 +143,15 @@ def _fmt(value: Any, kind: str = "int") -> str:
     if kind == "float":
         return f"{float(value):,.1f}"
     if kind == "bytes":
-        return _bytes(float(value))
+        return fmt_bytes(float(value))
     if kind == "ns":
-        return _ns(float(value))
+        return fmt_ns(float(value))
     if kind == "id":
         return str(int(value))
     return f"{int(value):,}"
 
 
-def _bytes(n: float) -> str:
+def fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
@@ -159,7 +159,7 @@ def _bytes(n: float) -> str:
     return f"{n:,.1f} TiB"
 
 
-def _ns(n: float) -> str:
+def fmt_ns(n: float) -> str:
     for unit, div in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
         if abs(n) >= div:
             return f"{n / div:,.2f} {unit}"
@@ -222,7 +222,7 @@ def table_rows(df: pd.DataFrame, columns: list[tuple[str, str, str]]) -> list[li
     return rows
 
 
-def _env() -> jinja2.Environment:
+def template_env() -> jinja2.Environment:
     loader = jinja2.FunctionLoader(
         lambda name: resources.files("fptrace.reports").joinpath("templates", name).read_text()
     )
@@ -233,7 +233,7 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def _static(name: str) -> str:
+def static_text(name: str) -> str:
     return resources.files("fptrace.reports").joinpath("static", name).read_text()
 
 
@@ -270,7 +270,7 @@ def render_html(data: ReportData, max_rows: int = 2000) -> str:
     figures = [f for f in [*timeline_figures(data), heatmap_figure(data), size_figure(data)] if f]
     host = m.get("host", {})
     return (
-        _env()
+        template_env()
         .get_template("report.html.j2")
         .render(
             data=data,
@@ -287,8 +287,8 @@ def render_html(data: ReportData, max_rows: int = 2000) -> str:
             vsos_total=len(data.vsos),
             max_rows=max_rows,
             plotly_js=get_plotlyjs(),
-            report_js=_static("report.js"),
-            report_css=_static("report.css"),
+            report_js=static_text("report.js"),
+            report_css=static_text("report.css"),
             bench_columns=BENCH_COLUMNS,
             bench_rows=bench_rows(data),
             bench_slopes=[] if data.bench_slopes is None else data.bench_slopes.to_dict("records"),

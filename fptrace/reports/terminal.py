@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fptrace.analysis.report import ReportData
-from fptrace.reports.html import _bytes, _ns
+from fptrace.reports.html import fmt_bytes, fmt_ns
 
 WIDTH = 100
 
@@ -52,9 +52,9 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
     console.print(
         Text(
             f"{h['saves_per_s']:,.0f} saves/s, {h['restores_skipped']:,} restores skipped, "
-            f"~{_bytes(h['bytes_per_save'])} per save, AVX-512 live in "
+            f"~{fmt_bytes(h['bytes_per_save'])} per save, AVX-512 live in "
             f"{h['avx512_save_share']:.0%} and AMX in {h['amx_save_share']:.0%} of saves; "
-            f"CPU time ~{_ns(h['est_cpu_ns'])} ({h['est_oncpu_share']:.1%} of on-CPU, {est})"
+            f"CPU time ~{fmt_ns(h['est_cpu_ns'])} ({h['est_oncpu_share']:.1%} of on-CPU, {est})"
         )
     )
     t = Table(title="Top tasks by saves", title_justify="left")
@@ -72,7 +72,7 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
             f"{row.saves_per_s:,.0f}",
             f"{int(row.switches or 0):,}",
             f"{row.avx512_share:.0%}",
-            _ns(row.est_ns),
+            fmt_ns(row.est_ns),
         )
     console.print(t)
     comps = data.components
@@ -88,7 +88,7 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
 
 
 def _dur(ns: float) -> str:
-    return _ns(ns).replace(" ", "\u00a0")
+    return fmt_ns(ns).replace(" ", "\u00a0")
 
 
 def render_bench(
