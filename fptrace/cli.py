@@ -6,14 +6,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from fptrace import __version__
-from fptrace.collectors.recorder import RecordOptions
 from fptrace.errors import FptraceError, UsageError
+
+if TYPE_CHECKING:
+    from fptrace.collectors.recorder import RecordOptions
 
 EPILOG_RECORD = """\
 examples:
@@ -316,7 +319,7 @@ def _bench_recorded(
     import shutil
 
     from fptrace.analysis.bench import record_check
-    from fptrace.collectors.recorder import record
+    from fptrace.collectors.recorder import RecordOptions, record
     from fptrace.recording.loader import load_recording
     from fptrace.recording.writer import RecordingWriter, chown_tree, write_json_atomic
 
@@ -519,7 +522,7 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
 def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
     from fptrace.analysis.cost import DEFAULT
     from fptrace.analysis.report import build
-    from fptrace.collectors.recorder import record
+    from fptrace.collectors.recorder import RecordOptions, record
     from fptrace.recording.loader import load_recording
     from fptrace.reports.terminal import WIDTH, render_report
 

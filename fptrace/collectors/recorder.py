@@ -11,6 +11,7 @@ Order matters for correctness:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import mmap
 import os
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from fptrace import __version__
@@ -285,11 +285,15 @@ class BlockedChild:
         return 128 - code if code < 0 else code
 
 
-# Event code -> name, indexable by the code itself (codes are small integers).
-EVENT_NAME_TABLE = pa.array(
-    [EVENT_NAMES.get(code, f"event{code}") for code in range(max(EVENT_NAMES) + 1)],
-    type=pa.string(),
-)
+@functools.cache
+def event_name_table() -> pa.Array:
+    """Event code -> name, indexable by the code itself (codes are small integers).
+
+    Built on first use: pa.array() probes for pandas, which would otherwise be imported on
+    every `record`'s way to attached probes.
+    """
+    names = [EVENT_NAMES.get(code, f"event{code}") for code in range(max(EVENT_NAMES) + 1)]
+    return pa.array(names, type=pa.string())
 
 
 POLL_S = 0.005  # ring consumer period
@@ -439,6 +443,8 @@ class Recorder:
         Event codes index a fixed name table directly; (buffer, owner) pairs are factorized
         with a hash table, and each distinct pair is named once.
         """
+        import pandas as pd  # only --events needs it: kept off every record's start-up
+
         key = recs["vso"] ^ (recs["pid"].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
         inv, uniq = pd.factorize(key)
         first = np.zeros(len(uniq), dtype=np.int64)
@@ -459,7 +465,7 @@ class Recorder:
                     pa.array([i or "" for i in ids], type=pa.string()),
                 ),
                 "event": pa.DictionaryArray.from_arrays(
-                    pa.array(recs["event"].astype(np.int32)), EVENT_NAME_TABLE
+                    pa.array(recs["event"].astype(np.int32)), event_name_table()
                 ),
                 "xfeatures": recs["xfeatures"].astype(np.uint64),
                 "load_fpu": pa.array(
