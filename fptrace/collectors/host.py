@@ -68,7 +68,8 @@ def kernel_config() -> tuple[str | None, str | None]:
             return f.read(), "/proc/config.gz"
     except OSError:
         pass
-    path = f"/boot/config-{os.uname().release}"
+    # FPTRACE_KERNEL_CONFIG: set by `fptrace lab`, whose guests' configs are on the host disk.
+    path = os.environ.get("FPTRACE_KERNEL_CONFIG") or f"/boot/config-{os.uname().release}"
     text = read_text(path)
     return (text, path) if text is not None else (None, None)
 

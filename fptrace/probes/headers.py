@@ -82,7 +82,14 @@ def merge_tree(arch: Path, common: Path, dest: Path) -> None:
 
 
 def choose_headers(release: str, src_root: Path = SRC_ROOT) -> HeaderChoice:
-    """Headers for BCC: the running kernel's own, else a merged Debian tree (built once)."""
+    """Headers for BCC: the running kernel's own, else a merged Debian tree (built once).
+
+    ``FPTRACE_KERNEL_HEADERS`` names a tree to use instead (`fptrace lab` points it at the
+    guest kernel's own Debian headers, which live on the host's disk).
+    """
+    forced = os.environ.get("FPTRACE_KERNEL_HEADERS")
+    if forced and (Path(forced) / "include").is_dir():
+        return HeaderChoice(Path(forced), "")
     own = own_headers(release)
     if own is not None:
         return HeaderChoice(own, "")

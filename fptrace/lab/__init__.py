@@ -1,0 +1,1 @@
+"""`fptrace lab`: run a workload under `fptrace record` inside other kernels in qemu."""

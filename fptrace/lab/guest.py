@@ -1,0 +1,66 @@
+"""Inside a lab guest: run `fptrace record` on the job's command and leave the result behind.
+
+Started by the combination's run script (PID 1 in the guest) with the path of ``job.json``
+on the writable lab share; writes ``result.json`` next to it.  Everything printed here goes
+to the serial console, which the host keeps as ``console.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _dmesg() -> str:
+    try:
+        return subprocess.run(["dmesg"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def main(job_path: str) -> int:
+    job_file = Path(job_path)
+    job = json.loads(job_file.read_text())
+    env = dict(os.environ)
+    env.update(job.get("env", {}))
+    argv = [
+        sys.executable,
+        "-m",
+        "fptrace.cli",
+        "record",
+        "-q",
+        "-o",
+        job["recording"],
+        *job["record_args"],
+        "--",
+        *job["cmd"],
+    ]
+    cwd = job.get("cwd") if os.path.isdir(job.get("cwd") or "") else "/"
+    print(f"fptrace-lab: {os.uname().release}: {shlex.join(argv)}", flush=True)
+    started = time.monotonic()
+    try:
+        rc = subprocess.call(argv, env=env, cwd=cwd)
+        error = None
+    except OSError as exc:
+        rc, error = 127, str(exc)
+    elapsed = time.monotonic() - started
+    (job_file.parent / "dmesg.txt").write_text(_dmesg())
+    result = {
+        "returncode": rc,
+        "error": error,
+        "record_s": round(elapsed, 2),
+        "release": os.uname().release,
+        "cmdline": Path("/proc/cmdline").read_text().strip(),
+    }
+    (job_file.parent / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"fptrace-lab: record exited {rc} after {elapsed:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
