@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bp.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     bp.add_argument("-q", "--quiet", action="store_true", help="no progress or table")
+    from fptrace.cli_lab import add_lab_parser
+
+    add_lab_parser(sub)
     return p
 
 
@@ -672,6 +675,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_compare(args, console)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "lab":
+            from fptrace.cli_lab import cmd_lab
+
+            return cmd_lab(args, console)
         build_parser().print_help()
         return 2
     except FptraceError as exc:

@@ -177,3 +177,30 @@ class Layout:
                 continue
             comps[i] = Component(i, eax, ebx, bool(ecx & 1), bool(ecx & 2), bool(ecx & 4))
         return cls(comps)
+
+
+def unsized_vso_size(
+    facts: dict, layout: Layout | None, xcomp_bv: int, xfeatures: int = 0
+) -> int | None:
+    """Size of a buffer the kernel reports no size for (before 5.16, and the ftrace backend).
+
+    Compacted (bit 63 of ``xcomp_bv``): the components in XCOMP_BV.  Standard format
+    (``xcomp_bv`` 0): every feature the kernel enabled has its slot, so the size is the
+    kernel's context size (CPUID(0xD,0).EBX for XCR0) — not the live ``xfeatures``.  FXSAVE
+    (``noxsave``, no XSAVE): 512 bytes.  ``facts`` is the manifest's ``host.xstate``.
+    """
+    if facts.get("format") == "fxsave":
+        return LEGACY_SIZE
+    if xcomp_bv & COMPACTED_BIT:
+        if layout is None:
+            return None
+        try:
+            return layout.buffer_size(xcomp_bv)
+        except KeyError:
+            return None
+    for key in ("kernel_context_size", "standard_size_enabled"):
+        if facts.get("format") == "standard" and facts.get(key):
+            return int(facts[key])
+    if layout is not None and xfeatures:
+        return layout.standard_size(xfeatures)
+    return None

@@ -29,7 +29,7 @@ from fptrace.collectors.procfs import process_running, task_counters
 from fptrace.collectors.ring import EVENT_DTYPE
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.plan import AUX_EVENT_IDS, FPU_EVENT_IDS
-from fptrace.xstate import COMPACTED_BIT, Layout
+from fptrace.xstate import COMPACTED_BIT, Layout, unsized_vso_size
 
 INSTANCE_PREFIX = "fptrace-"
 LINE = re.compile(
@@ -74,10 +74,16 @@ class FtraceSession:
     load_method = "the tracepoint record's own load_fpu field (ftrace)"
 
     def __init__(
-        self, tracefs: Path, layout: Layout | None, self_pid: int, events: bool = False
+        self,
+        tracefs: Path,
+        layout: Layout | None,
+        self_pid: int,
+        events: bool = False,
+        xstate: dict[str, Any] | None = None,
     ) -> None:
         self.tracefs = tracefs
         self.layout = layout
+        self.xstate = xstate or {}  # the manifest's host.xstate: format and context size
         self.cleaned: list[str] = []
         for old in leftover_instances(tracefs):
             remove_instance(old)
@@ -266,12 +272,7 @@ class FtraceSession:
     def _vso(self, fpu: int, pid: int, tgid: int, xc: int, ns: int) -> None:
         if (fpu, pid) in self.vsos:
             return
-        size = 0
-        if self.layout is not None:
-            try:
-                size = self.layout.buffer_size(xc, xc & ~COMPACTED_BIT)
-            except KeyError:
-                size = 0
+        size = unsized_vso_size(self.xstate, self.layout, xc) or 0
         prev = self._last_vso.get(pid, 0)
         self._last_vso[pid] = fpu
         self.vsos[(fpu, pid)] = {

@@ -175,6 +175,8 @@ def xstate_facts(dmesg: list[str] | None) -> tuple[dict[str, Any], Layout | None
             xfd=bool(eax1 & 16),
         )
     for line in dmesg or []:
+        if "x87 FPU will use FXSAVE" in line:  # noxsave, or a CPU without XSAVE
+            facts.update(format="fxsave", enabled_features=0x3, kernel_context_size=512)
         m = _DMESG_ENABLED.search(line)
         if m:
             facts["enabled_features"] = int(m.group(1), 16)

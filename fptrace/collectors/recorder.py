@@ -51,7 +51,7 @@ from fptrace.probes.plan import (
 )
 from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION
 from fptrace.recording.writer import RecordingWriter, chown_tree
-from fptrace.xstate import Layout
+from fptrace.xstate import Layout, unsized_vso_size
 
 Status = Callable[[str], None]
 
@@ -365,10 +365,17 @@ class ParsedEvents:
 class Recorder:
     """Turns snapshots into recording rows; owns the per-run state between drains."""
 
-    def __init__(self, writer: RecordingWriter, session: BpfSession, layout: Layout | None):
+    def __init__(
+        self,
+        writer: RecordingWriter,
+        session: BpfSession,
+        layout: Layout | None,
+        xstate: dict[str, Any] | None = None,
+    ):
         self.writer = writer
         self.session = session
         self.layout = layout
+        self.xstate = xstate or {}
         self.name_vso = VsoNamer()
         self.t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self.interval = 0
@@ -480,18 +487,14 @@ class Recorder:
             if (addr, pid) in self.seen_vsos:
                 continue
             self.seen_vsos.add((addr, pid))
-            layout_size = None
-            if self.layout is not None and (v["xcomp_bv"] or v["xfeatures"]):
-                try:
-                    layout_size = self.layout.buffer_size(v["xcomp_bv"], v["xfeatures"])
-                except KeyError:
-                    layout_size = None
+            layout_size = unsized_vso_size(self.xstate, self.layout, v["xcomp_bv"], v["xfeatures"])
             rows.append(
                 {
                     "vso": self.name_vso(addr, pid),
                     "pid": pid,
                     "tgid": v["tgid"],
-                    "size": v["size"],
+                    # Before 5.16 the kernel keeps no size: the layout's is the size.
+                    "size": v["size"] or layout_size or 0,
                     "user_size": v["user_size"],
                     "xfeatures": v["xfeatures"],
                     "user_xfeatures": v["user_xfeatures"],
@@ -629,7 +632,9 @@ def record(
         if backend == "bcc":
             session = BpfSession(plan, headers.path if headers else None)
         else:
-            session = FtraceSession(tracefs, layout, os.getpid(), events=opts.events)
+            session = FtraceSession(
+                tracefs, layout, os.getpid(), events=opts.events, xstate=host["xstate"]
+            )
             for name in session.cleaned:
                 say(f"removed tracing instance {name} left by a killed fptrace")
         manifest["backend"] = backend
@@ -651,7 +656,7 @@ def record(
                     "skipped": [],
                     "notes": ["ftrace backend: sizes computed from xcomp_bv and CPUID"],
                 }
-            recorder = Recorder(writer, session, layout)
+            recorder = Recorder(writer, session, layout, host["xstate"])
             try:
                 exit_code = _record_session(
                     opts, session, recorder, writer, plan, manifest, child, stop, status, t_start
