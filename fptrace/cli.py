@@ -248,6 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bp.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     bp.add_argument("-q", "--quiet", action="store_true", help="no progress or table")
+    wp = sub.add_parser(
+        "workload",
+        help="run one of fptrace's C workloads (pingpong, fpbench), built on first use",
+        description="Build (once, with gcc, cached) and exec one of the package's C workloads, "
+        "so a command line can name them on any machine, a lab guest included. "
+        "pingpong: two processes on one CPU exchange --rounds messages over pipes with a "
+        "chosen xstate live (--mode none|init|sse|avx|avx512|amx).",
+        epilog="example:\n  sudo fptrace record -- fptrace workload pingpong --mode avx "
+        "--rounds 5000\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    wp.add_argument("name", choices=WORKLOADS, help="workload")
+    wp.add_argument("--path", action="store_true", help="print the binary's path, do not run")
+    wp.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     from fptrace.cli_lab import add_lab_parser
 
     add_lab_parser(sub)
@@ -590,6 +604,23 @@ def _print_ebpf(opts: RecordOptions) -> int:
     return 0
 
 
+WORKLOADS = ("pingpong", "fpbench")
+
+
+def _cmd_workload(args: argparse.Namespace) -> int:
+    """Exec the workload: it keeps its own name as comm and its own exit code."""
+    from fptrace.workloads.build import workload_binary
+
+    binary = workload_binary(args.name)
+    if args.path:
+        print(binary)
+        return 0
+    argv = args.args[1:] if args.args[:1] == ["--"] else args.args
+    sys.stdout.flush()
+    os.execv(binary, [str(binary), *argv])
+    return 0  # not reached
+
+
 def _cmd_doctor(console: Console) -> int:
     from fptrace.probes.kernel import LiveKernel, find_tracefs
     from fptrace.probes.requirements import run_checks
@@ -675,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_compare(args, console)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "workload":
+            return _cmd_workload(args)
         if args.command == "lab":
             from fptrace.cli_lab import cmd_lab
 

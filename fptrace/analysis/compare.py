@@ -68,6 +68,8 @@ def _boot_params(cmdline: str | None) -> dict[str, str]:
         if token == "--":
             break  # what follows goes to init, not the kernel
         key, _, value = token.partition("=")
+        if key.startswith("fptrace."):
+            continue  # `fptrace lab` plumbing (where its job is), not a kernel setting
         out[key] = value
     return out
 

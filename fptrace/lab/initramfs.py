@@ -20,8 +20,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-#: What the guest needs as modules when the kernel does not have them built in.
-WANTED = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
+#: What the guest needs as modules when the kernel does not have them built in: 9p and
+#: overlayfs for the root, cpuid so that `fptrace record` reads the guest's CPUID leaf 0xD.
+WANTED = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "cpuid")
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
 MOUNT_9P = "trans=virtio,version=9p2000.L,msize=262144"
 

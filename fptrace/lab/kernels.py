@@ -24,7 +24,7 @@ from typing import Any
 
 from fptrace.errors import EnvironmentProblem, UsageError
 from fptrace.lab.apt import DebianKernel, PrivateApt
-from fptrace.lab.initramfs import initramfs_for, resolve_modules, save_modules
+from fptrace.lab.initramfs import WANTED, initramfs_for, resolve_modules, save_modules
 from fptrace.lab.specs import KernelSpec
 from fptrace.probes.headers import cache_dir, merge_tree
 
@@ -104,8 +104,8 @@ def load_cached(path: Path) -> CachedKernel | None:
         info = json.loads((path / "kernel.json").read_text())
     except (OSError, ValueError):
         return None
-    if not (path / "vmlinuz").is_file():
-        return None
+    if not (path / "vmlinuz").is_file() or info.get("wanted") != list(WANTED):
+        return None  # incomplete, or prepared for another module set: prepare again
     return CachedKernel(info["release"], path, info)
 
 
@@ -189,6 +189,7 @@ def prepare_debian(apt: PrivateApt, k: DebianKernel, progress: Progress) -> Cach
             "suite": k.suite,
             "source": "debian",
             "modules": [n for n, _ in modules],
+            "wanted": list(WANTED),
             "sort": list(_sort_key(k.version)),
             "prepared_s": round(time.monotonic() - started, 1),
         }
@@ -232,6 +233,7 @@ def prepare_path(spec: KernelSpec, progress: Progress) -> CachedKernel:
             "suite": None,
             "source": str(spec.vmlinuz),
             "modules": [n for n, _ in modules],
+            "wanted": list(WANTED),
             "sort": [],
         }
         return _finish(tmp, final, info)

@@ -24,6 +24,7 @@ from fptrace.lab.apt import PrivateApt
 from fptrace.lab.kernels import CachedKernel, lab_dir, prepare_debian, prepare_path
 from fptrace.lab.qemu import Machine, kvm_usable, qemu_argv, qemu_binary, qemu_version, run_guest
 from fptrace.lab.specs import KernelSpec, combination_name, parse_spec
+from fptrace.probes.headers import cache_dir
 
 Progress = Callable[[str], None]
 #: Kernel command line every guest gets before the user's boot options.
@@ -83,7 +84,8 @@ echo "fptrace-lab: guest up: $(uname -r)"
 echo "fptrace-lab: powering off"
 sync
 echo o > /proc/sysrq-trigger
-sleep 60
+# Power-off is asynchronous; PID 1 must not exit (a panic) nor exec from the going shares.
+while :; do :; done
 """
 
 
@@ -101,13 +103,17 @@ def write_job(out: Path, name: str, kernel: CachedKernel, opts: LabOptions) -> P
     jobdir = out / JOBS / name
     shutil.rmtree(jobdir, ignore_errors=True)
     jobdir.mkdir(parents=True)
-    env = {"FPTRACE_KERNEL_CONFIG": str(kernel.path / "config")}
+    # The guest shares the host's fptrace cache (built workloads; writes land in the overlay).
+    env = {"FPTRACE_KERNEL_CONFIG": str(kernel.path / "config"), "FPTRACE_CACHE": str(cache_dir())}
     if kernel.headers is not None:
         env["FPTRACE_KERNEL_HEADERS"] = str(kernel.headers)
+    cmd = opts.cmd
+    if cmd and cmd[0] == "fptrace":  # the guest runs this fptrace, like its recorder
+        cmd = [sys.executable, "-m", "fptrace", *cmd[1:]]
     job = {
         "recording": str(out / name),
         "record_args": opts.record_args,
-        "cmd": opts.cmd,
+        "cmd": cmd,
         "cwd": os.getcwd(),
         "env": env,
     }
@@ -198,6 +204,7 @@ def lab_record(opts: LabOptions, progress: Progress) -> list[ComboResult]:
     _check_output(out, opts.force)
     qemu_binary()
     out.mkdir(parents=True, exist_ok=True)
+    _prebuild_workload(opts.cmd)
     resolved = _resolve(specs, opts.refresh, progress)
     ready = [k for _, k, _ in resolved if k is not None]
     accel = opts.accel
@@ -250,6 +257,16 @@ def lab_record(opts: LabOptions, progress: Progress) -> list[ComboResult]:
     (out / "lab.json").write_text(json.dumps(summary, indent=2) + "\n")
     _give_to_invoking_user(out)
     return results
+
+
+def _prebuild_workload(cmd: list[str]) -> None:
+    """`fptrace workload NAME …` builds on the host once; every guest under TCG would not."""
+    if len(cmd) >= 3 and Path(cmd[0]).name == "fptrace" and cmd[1] == "workload":
+        from fptrace.workloads.build import workload_binary
+
+        name = next((a for a in cmd[2:] if not a.startswith("-")), None)
+        if name in ("pingpong", "fpbench"):
+            workload_binary(name)
 
 
 def _give_to_invoking_user(out: Path) -> None:
