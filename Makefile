@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # In CI an integration test that skips is a failure (tests/conftest.py reads this).
 export FPTRACE_NO_SKIP ?= $(if $(CI),1,)
 
-.PHONY: setup demo test unit integration lint format bench bench-report clean
+.PHONY: setup demo test unit integration kernels lint format bench bench-report clean
 
 setup:
 	bash scripts/setup.sh
@@ -15,12 +15,17 @@ demo: setup
 test: setup lint
 	$(PY) -m pytest -rs tests/unit
 	$(PY) -m pytest -rs tests/integration
+	$(PY) -m pytest -rs tests/kernels
 
 unit: setup
 	$(PY) -m pytest -rs tests/unit
 
 integration: setup
 	$(PY) -m pytest -rs tests/integration
+
+# The kernel matrix: Debian 5.10, 6.1, 6.12, 7.x booted in qemu (fptrace lab).
+kernels: setup
+	$(PY) -m pytest -rs tests/kernels
 
 lint: setup
 	$(VENV)/bin/ruff check fptrace tests scripts

@@ -62,23 +62,33 @@ def find_debian_pair(src_root: Path = SRC_ROOT) -> tuple[Path, Path] | None:
 
 
 def merge_tree(arch: Path, common: Path, dest: Path) -> None:
-    """Symlink every file of ``common``, then of ``arch`` over it, under ``dest``."""
+    """A tree at ``dest`` where ``arch``'s entries shadow ``common``'s, built of symlinks.
+
+    Directories that only one side has are linked whole (one symlink instead of thousands:
+    65 MB of 4 KiB symlink blocks less for Debian's 6.1 headers).
+    """
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    for src in (common, arch):
-        for root, dirs, files in os.walk(src, followlinks=False):
-            rel = Path(root).relative_to(src)
-            (tmp / rel).mkdir(parents=True, exist_ok=True)
-            entries = files + [d for d in dirs if os.path.islink(os.path.join(root, d))]
-            for name in entries:
-                link = tmp / rel / name
-                if link.is_symlink() or link.exists():
-                    if link.is_dir() and not link.is_symlink():
-                        continue
-                    link.unlink()
-                link.symlink_to(os.path.realpath(os.path.join(root, name)))
+    _overlay(common, arch, tmp)
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
+
+
+def _real_dir(p: Path) -> bool:
+    return p.is_dir() and not p.is_symlink()
+
+
+def _overlay(common: Path, arch: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    names = set(os.listdir(common)) if _real_dir(common) else set()
+    names |= set(os.listdir(arch)) if _real_dir(arch) else set()
+    for name in sorted(names):
+        a, c = arch / name, common / name
+        if _real_dir(a) and _real_dir(c):
+            _overlay(c, a, out / name)
+        else:
+            src = a if os.path.lexists(a) else c
+            (out / name).symlink_to(os.path.realpath(src))
 
 
 def choose_headers(release: str, src_root: Path = SRC_ROOT) -> HeaderChoice:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fptrace.xstate import Component, Layout, bits, decode
+from fptrace.collectors.host import xstate_facts
+from fptrace.xstate import Component, Layout, bits, decode, unsized_vso_size
 
 # AMD EPYC reference machine (kernel-fpu.md §6.2).
 AMD = Layout(
@@ -64,3 +65,28 @@ def test_bits_and_names() -> None:
     assert bits(0x8000_0000_0000_00E6) == [1, 2, 5, 6, 7]
     assert decode(0x40002) == ["SSE", "AMX_TILEDATA"]
     assert Layout.from_json(AMD.to_json()) == AMD
+
+
+def test_unsized_buffers_pre_516_and_ftrace() -> None:
+    """Without fpstate->size: the kernel's whole standard buffer, not the live features."""
+    std = {"format": "standard", "kernel_context_size": 2696}
+    assert unsized_vso_size(std, TCG, 0, xfeatures=0x3) == 2696  # live x87|SSE only
+    assert unsized_vso_size({"format": "standard", "standard_size_enabled": 2696}, None, 0) == 2696
+    assert unsized_vso_size({"format": "fxsave"}, TCG, 0) == 512  # noxsave
+    assert unsized_vso_size({"format": "compacted"}, AMD, 0x80000000000008E7) == 2448
+    assert unsized_vso_size({}, None, 0) is None
+
+
+def test_noxsave_boot_lines_mean_fxsave(monkeypatch) -> None:
+    import fptrace.collectors.host as host
+
+    monkeypatch.setattr(host, "read_cpuid_leaf_d", lambda cpu=0: None)
+    facts, _ = xstate_facts(["x86/fpu: x87 FPU will use FXSAVE"])
+    assert facts["format"] == "fxsave" and facts["kernel_context_size"] == 512
+    facts, _ = xstate_facts(
+        [
+            "x86/fpu: Enabled xstate features 0x21f, context size is 2696 bytes, "
+            "using 'standard' format."
+        ]
+    )
+    assert facts["format"] == "standard" and facts["enabled_features"] == 0x21F

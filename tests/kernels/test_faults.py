@@ -1,0 +1,57 @@
+"""What goes wrong in a lab run is reported per combination, and the rest is kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.kernels.conftest import KERNELS, lab
+
+
+def _qemu_running_for(out: Path) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    return [ln for ln in ps.stdout.splitlines() if "qemu-system" in ln and str(out) in ln]
+
+
+def test_bad_spec_panic_and_failing_workload_keep_the_rest(tmp_path: Path) -> None:
+    """A version the mirror lacks, a guest that panics, a workload exiting 3: one run."""
+    out = tmp_path / "faults"
+    proc = lab(
+        "record", "-o", str(out), "--kernel", "debian:4.19", "--kernel", KERNELS["6.1"],
+        "--append", "fptrace.run=/nonexistent", "--timeout", "300",
+        "--", "sh", "-c", "exit 3",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    combos = {c["name"]: c for c in json.loads((out / "lab.json").read_text())["combinations"]}
+    bad = next(c for n, c in combos.items() if n.startswith("debian-4.19"))
+    assert bad["status"] == "kernel-error" and "no Debian kernel 4.19" in bad["message"]
+    ok = next(c for c in combos.values() if c["kernel"] == KERNELS["6.1"] and not c["append"])
+    assert ok["status"] == "workload-failed", ok
+    manifest = json.loads((Path(ok["recording"]) / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["target"]["exit_code"] == 3
+    panic = next(c for c in combos.values() if c["append"])
+    assert panic["status"] == "no-result" and panic["recording"] is None, panic
+    assert "Kernel panic" in panic["message"] and panic["console"] in panic["message"]
+    assert "debian:4.19" in proc.stderr and "FAILED" in proc.stderr
+
+
+def test_a_guest_that_does_not_finish_is_stopped(tmp_path: Path) -> None:
+    out = tmp_path / "hang"
+    proc = lab("record", "-o", str(out), "--kernel", KERNELS["6.1"], "--timeout", "4", "--", "true")
+    assert proc.returncode == 1
+    (c,) = json.loads((out / "lab.json").read_text())["combinations"]
+    assert c["status"] == "timeout" and "console" in c["message"], c
+    assert Path(c["console"]).exists()
+    assert _qemu_running_for(out) == []
+
+
+def test_no_qemu_and_unknown_spec_are_one_line_errors(tmp_path: Path) -> None:
+    env = dict(os.environ, PATH="/nonexistent")
+    proc = lab("record", "-o", str(tmp_path / "x"), "-k", "debian:6.1", "--", "true", env=env)
+    assert proc.returncode == 69 and "apt install qemu-system-x86" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    proc = lab("record", "-o", str(tmp_path / "y"), "-k", "debian:woody", "--", "true")
+    assert proc.returncode == 2 and "unknown kernel spec 'debian:woody'" in proc.stderr
+    assert not (tmp_path / "y").exists()

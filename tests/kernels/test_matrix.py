@@ -1,0 +1,90 @@
+"""Known answer inside real kernels: the host's invariants hold on 5.10, 6.1, 6.12 and 7.x.
+
+Each guest ran `fptrace record -- pingpong --mode avx --rounds N --cpu 0` (two processes, one
+CPU, a pipe round trip per round: deterministic on CFS and EEVDF alike, unlike sched_yield).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fptrace.analysis import summary
+from tests.kernels.conftest import KERNELS, ROUNDS, LabRun
+
+TOL = 10
+AVX = 1 << 2
+#: x86_fpu events per kernel (kernel-lab.md): 11 up to 6.x, 7 from 6.18/7.x.
+EVENTS = {"5.10": 11, "6.1": 11, "6.12": 11, "7": 7}
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_guest_booted_the_kernel_asked_for(matrix: LabRun, kernel: str) -> None:
+    c = matrix.combo(kernel)
+    assert c["status"] == "ok", c
+    m = matrix.recording(kernel).manifest
+    assert m["host"]["kernel"]["release"] == c["release"]
+    assert m["host"]["kernel"]["release"].startswith(kernel + ".")
+    assert m["lab"]["kernel_spec"] == KERNELS[kernel] and m["lab"]["combination"] == c["name"]
+    assert m["host"]["kernel_config"]["source"].endswith("/config")  # the guest's own config
+    assert m["backend"] == "bcc" and sum(m["drops"].values()) == 0
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_pingpong_known_answer(matrix: LabRun, kernel: str) -> None:
+    rec = matrix.recording(kernel)
+    work = matrix.workload(kernel)
+    assert work["live"] and work["rounds"] == ROUNDS, work
+    tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
+    for pid in (work["parent_pid"], work["child_pid"]):
+        t = tasks.loc[pid]
+        assert abs(int(t.saves) - ROUNDS) <= TOL, (kernel, pid, t)
+        assert abs(int(t.restores) - ROUNDS) <= TOL, (kernel, pid, t)
+        s = rec.counts[(rec.counts["pid"] == pid) & (rec.counts["event"] == "regs_deactivated")]
+        total = int(s["count"].sum())
+        with_avx = int(s[s["xfeatures"].astype("int64") & AVX != 0]["count"].sum())
+        assert with_avx >= total - 3, (kernel, pid, with_avx, total)  # XSTATE_BV has AVX
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_vso_size_is_the_guests_cpuid_size(matrix: LabRun, kernel: str) -> None:
+    """TCG's CPU: standard format, so every buffer is CPUID(0xD,0).EBX bytes (2696 for 0x21f)."""
+    rec = matrix.recording(kernel)
+    xs = rec.manifest["host"]["xstate"]
+    assert xs["source"] == "cpuid" and xs["format"] == "standard", xs
+    work = matrix.workload(kernel)
+    for pid in (work["parent_pid"], work["child_pid"]):
+        v = rec.vso[rec.vso["pid"] == pid].iloc[0]
+        assert int(v["size"]) == xs["standard_size_enabled"] == xs["kernel_context_size"], v
+        assert int(v["xcomp_bv"]) == 0  # no XSAVEC under TCG
+        if xs["enabled_features"] == 0x21F:
+            assert int(v["size"]) == 2696
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_probes_and_layout_branch(matrix: LabRun, kernel: str) -> None:
+    probes = matrix.recording(kernel).manifest["probes"]
+    fpu = {p["name"] for p in probes["attached"] if p["name"].startswith("x86_fpu:")}
+    assert len(fpu) == EVENTS[kernel], sorted(fpu)
+    assert "x86_fpu:x86_fpu_regs_deactivated" in fpu
+    for p in probes["skipped"]:  # skipped only where the kernel lacks the probe, with why
+        assert p["reason"] and not p["required"], p
+    notes = " ".join(probes["notes"])
+    assert ("VSO is fpu->state" in notes) == (kernel == "5.10"), notes
+    assert ("struct fpu follows task_struct" in notes) == (kernel == "7"), notes
+
+
+def test_lane_time_and_summary(matrix: LabRun) -> None:
+    assert matrix.proc.returncode == 0, matrix.proc.stdout + matrix.proc.stderr
+    combos = matrix.summary["combinations"]
+    assert [c["status"] for c in combos] == ["ok"] * len(KERNELS)
+    assert matrix.summary["machine"]["accel"] in ("tcg", "kvm")
+
+
+def test_lab_list_shows_the_cache_and_the_suites(matrix: LabRun) -> None:
+    from tests.kernels.conftest import lab
+
+    proc = lab("list", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for c in matrix.summary["combinations"]:
+        assert c["release"] in proc.stdout
+    assert "debian:bookworm" in proc.stdout and "debian:sid" in proc.stdout
