@@ -35,6 +35,13 @@ class BootResult:
     def timed_out(self) -> bool:
         return self.returncode is None
 
+    def console_summary(self, lines: int = 6) -> list[str]:
+        """What a user needs first: a panic or fptrace-lab failure line, then the last lines."""
+        tail = self.console_tail(400)
+        key = [ln for ln in tail if re.search(r"Kernel panic|fptrace-lab: FAILED|BUG:|Oops", ln)]
+        last = tail[-lines:]
+        return [ln for ln in key[:1] if ln not in last] + last
+
     def console_tail(self, lines: int = 15) -> list[str]:
         try:
             text = self.console.read_text(errors="replace")

@@ -158,7 +158,7 @@ def _interpret(name: str, spec: KernelSpec, append: str, out: Path, boot: Any) -
     res = ComboResult(
         name, spec.text, append, "ok", boot_s=round(boot.elapsed_s, 1), console=str(boot.console)
     )
-    tail = " | ".join(boot.console_tail(6))
+    tail = " | ".join(boot.console_summary())
     try:
         result = json.loads((jobdir / "result.json").read_text())
     except (OSError, ValueError):
@@ -227,9 +227,12 @@ def lab_record(opts: LabOptions, progress: Progress) -> list[ComboResult]:
     seen: set[str] = set()
     for i, (spec, kernel, err, append) in enumerate(combos, 1):
         label = f"[{i}/{len(combos)}]"
-        if kernel is None:
-            name = combination_name(spec.text.replace(":", "-").replace("/", "_"), append)
-            results.append(ComboResult(name, spec.text, append, "kernel-error", err))
+        if kernel is None:  # one entry per spec, not one per boot option
+            name = spec.text.replace(":", "-").replace("/", "_")
+            if name in seen:
+                continue
+            seen.add(name)
+            results.append(ComboResult(name, spec.text, "", "kernel-error", err))
             progress(f"{label} {name}: FAILED: {err}")
             continue
         name = combination_name(kernel.release, append)

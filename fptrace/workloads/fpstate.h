@@ -73,9 +73,19 @@ static inline uint64_t xgetbv(unsigned ecx)
     return ((uint64_t)hi << 32) | lo;
 }
 
+// XGETBV faults (#UD) unless the kernel set CR4.OSXSAVE: not under `noxsave`.
+static int has_osxsave(void)
+{
+    unsigned a, b, c, d;
+    cpuid2(1, 0, &a, &b, &c, &d);
+    return (c >> 27) & 1;
+}
+
 static int has_xgetbv1(void)
 {
     unsigned a, b, c, d;
+    if (!has_osxsave())
+        return 0;
     cpuid2(0xd, 1, &a, &b, &c, &d);
     return (a >> 2) & 1;
 }
@@ -140,6 +150,8 @@ static int cpu_has(int s)
         return __builtin_cpu_supports("avx512f");
     case STATE_AMX:
         return (d >> 24) & 1;
+    case STATE_INIT:  // XRSTOR needs XSAVE enabled by the kernel
+        return has_osxsave();
     default:
         return 1;
     }

@@ -107,3 +107,13 @@ def noxsave(tmp_path_factory: pytest.TempPathFactory) -> LabRun:
     out = tmp_path_factory.mktemp("lab") / "noxsave"
     cmd = ["fptrace", "workload", "pingpong", "--mode", "sse", "--rounds", str(ROUNDS)]
     return _run_lab(out, "--kernel", KERNELS["6.1"], "--append", "noxsave", "--", *cmd)
+
+
+@pytest.fixture(scope="session")
+def ftrace_guest(tmp_path_factory: pytest.TempPathFactory) -> LabRun:
+    """The known answer on 5.10 with the ftrace backend: no BCC, sizes from the boot facts."""
+    out = tmp_path_factory.mktemp("lab") / "ftrace"
+    cmd = [str(workload_binary("pingpong")), "--mode", "avx", "--rounds", str(ROUNDS)]
+    return _run_lab(
+        out, "--kernel", KERNELS["5.10"], "--record", "--backend ftrace", "--", *cmd, "--cpu", "0"
+    )

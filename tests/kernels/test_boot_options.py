@@ -19,7 +19,8 @@ def test_both_boots_recorded_with_the_workload_command(noxsave: LabRun) -> None:
     for append in ("", "noxsave"):
         rec = noxsave.recording("6.1", append)
         work = noxsave.workload("6.1", append)
-        assert work["live"], work
+        # XINUSE confirms the live state by default; under noxsave XGETBV faults: unknown.
+        assert work["live"] is (None if append else True), work
         tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
         child = tasks.loc[work["child_pid"]]  # the parent also ran `fptrace workload`'s Python
         assert abs(int(child.saves) - ROUNDS) <= TOL, (append, child)

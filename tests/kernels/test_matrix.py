@@ -12,6 +12,7 @@ from fptrace.analysis import summary
 from tests.kernels.conftest import KERNELS, ROUNDS, LabRun
 
 TOL = 10
+PARENT_SLACK = ROUNDS // 50  # 2 %
 AVX = 1 << 2
 #: x86_fpu events per kernel (kernel-lab.md): 11 up to 6.x, 7 from 6.18/7.x.
 EVENTS = {"5.10": 11, "6.1": 11, "6.12": 11, "7": 7}
@@ -37,7 +38,11 @@ def test_pingpong_known_answer(matrix: LabRun, kernel: str) -> None:
     tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
     for pid in (work["parent_pid"], work["child_pid"]):
         t = tasks.loc[pid]
-        assert abs(int(t.saves) - ROUNDS) <= TOL, (kernel, pid, t)
+        # The parent exec'd under the tracer: in a guest its binary and libraries come over
+        # 9p under TCG, and each blocking page-in is one more switch, so one more save
+        # (+14..+20 seen; the forked child, which starts warm, is within +3 like the host).
+        slack = PARENT_SLACK if pid == work["parent_pid"] else TOL
+        assert -TOL <= int(t.saves) - ROUNDS <= slack, (kernel, pid, t)
         assert abs(int(t.restores) - ROUNDS) <= TOL, (kernel, pid, t)
         s = rec.counts[(rec.counts["pid"] == pid) & (rec.counts["event"] == "regs_deactivated")]
         total = int(s["count"].sum())
@@ -88,3 +93,16 @@ def test_lab_list_shows_the_cache_and_the_suites(matrix: LabRun) -> None:
     for c in matrix.summary["combinations"]:
         assert c["release"] in proc.stdout
     assert "debian:bookworm" in proc.stdout and "debian:sid" in proc.stdout
+
+
+def test_ftrace_backend_in_a_guest_agrees(ftrace_guest: LabRun, matrix: LabRun) -> None:
+    rec = ftrace_guest.recording("5.10")
+    assert rec.manifest["backend"] == "ftrace"
+    work = ftrace_guest.workload("5.10")
+    tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
+    bcc_vso = matrix.recording("5.10").vso
+    for pid in (work["parent_pid"], work["child_pid"]):
+        assert abs(int(tasks.loc[pid].saves) - ROUNDS) <= TOL, tasks.loc[pid]
+        size = int(rec.vso[rec.vso["pid"] == pid].iloc[0]["size"])
+        expect = rec.manifest["host"]["xstate"]["standard_size_enabled"]  # guest CPUID
+        assert size == int(bcc_vso.iloc[0]["size"]) == expect  # both backends, standard format

@@ -291,3 +291,12 @@ def test_clean_frees_kernels_and_keeps_lists_unless_all(
     assert kernels.clean() == 2000
     assert not (tmp_path / "kernels").exists() and (tmp_path / "apt/state/lists/f").exists()
     assert kernels.clean(everything=True) == 1000 and not tmp_path.exists()
+
+
+def test_console_summary_leads_with_the_panic(tmp_path: Path) -> None:
+    lines = ["boot"] * 5 + ["[ 2.4] Kernel panic - not syncing: Attempted to kill init!"]
+    lines += [f"[ 2.5] R{i}: 0000" for i in range(20)]
+    boot = _boot(tmp_path, 0, "\n".join(lines) + "\n")
+    got = boot.console_summary()
+    assert got[0].endswith("Attempted to kill init!") and got[-1] == "[ 2.5] R19: 0000"
+    assert len(got) == 7
