@@ -102,7 +102,8 @@ def test_ftrace_backend_in_a_guest_agrees(ftrace_guest: LabRun, matrix: LabRun) 
     tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
     bcc_vso = matrix.recording("5.10").vso
     for pid in (work["parent_pid"], work["child_pid"]):
-        assert abs(int(tasks.loc[pid].saves) - ROUNDS) <= TOL, tasks.loc[pid]
+        slack = PARENT_SLACK if pid == work["parent_pid"] else TOL  # see the known answer
+        assert -TOL <= int(tasks.loc[pid].saves) - ROUNDS <= slack, tasks.loc[pid]
         size = int(rec.vso[rec.vso["pid"] == pid].iloc[0]["size"])
         expect = rec.manifest["host"]["xstate"]["standard_size_enabled"]  # guest CPUID
         assert size == int(bcc_vso.iloc[0]["size"]) == expect  # both backends, standard format
