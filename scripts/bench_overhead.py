@@ -41,11 +41,14 @@ def pipe_bench(loops: int, cpu: int) -> float:
     return float(m.group(1))
 
 
-def start_tracer(out: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], float]:
+def start_tracer(
+    out: Path, extra: list[str], tracer_cpu: int | None = None
+) -> tuple[subprocess.Popen[bytes], float]:
     shutil.rmtree(out, ignore_errors=True)
+    pin = ["taskset", "-c", str(tracer_cpu)] if tracer_cpu is not None else []
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fptrace", "record", "-a", "-q", "-f", "-o", str(out), *extra],
+        [*pin, sys.executable, "-m", "fptrace", "record", "-a", "-q", "-f", "-o", str(out), *extra],
         stdout=subprocess.DEVNULL,
     )
     manifest = out / "manifest.json"
@@ -82,6 +85,11 @@ def main() -> int:
     ap.add_argument("--interval", default="1", help="fptrace record --interval (drain period)")
     ap.add_argument("--events", action="store_true", help="trace with record --events")
     ap.add_argument("--backend", default="auto", help="record --backend (auto, bcc, ftrace)")
+    ap.add_argument(
+        "--tracer-cpu",
+        type=int,
+        help="pin fptrace record (its ring consumer) to this CPU, away from --cpu",
+    )
     args = ap.parse_args()
     if shutil.which("perf") is None:
         raise SystemExit("perf is missing: apt-get install linux-perf")
@@ -97,7 +105,7 @@ def main() -> int:
             else:
                 extra = ["--interval", args.interval, "--backend", args.backend]
                 extra += ["--events"] if args.events else []
-                proc, startup = start_tracer(tmp / "rec", extra)
+                proc, startup = start_tracer(tmp / "rec", extra, args.tracer_cpu)
                 startups.append(startup)
                 try:
                     cpu0 = process_cpu_s(proc.pid)  # only the window: not start-up/compile
@@ -121,6 +129,7 @@ def main() -> int:
     result = {
         "benchmark": f"taskset -c {args.cpu} perf bench sched pipe -l {args.loops}",
         "pairs": args.pairs,
+        "tracer_cpu": args.tracer_cpu,
         "untraced_median_ops": statistics.median(base),
         "traced_median_ops": statistics.median(traced),
         "ratio_median": statistics.median(ratios),
