@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,7 +145,9 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def kvm_usable(probe: tuple[Path, Path], cache: Path) -> bool:
+def kvm_usable(
+    probe: tuple[Path, Path], cache: Path, progress: Callable[[str], None] = print
+) -> bool:
     """Whether ``-accel kvm`` boots a guest here: tried once per host kernel and qemu, cached.
 
     /dev/kvm can exist and still fail (a paravirtual host's KVM aborts with "failed to set
@@ -161,6 +164,7 @@ def kvm_usable(probe: tuple[Path, Path], cache: Path) -> bool:
             return bool(seen["usable"])
     except (OSError, ValueError, KeyError):
         pass
+    progress("checking once whether KVM boots a guest here (up to 30 s)")
     machine = Machine(accel="kvm", memory="256M", smp=1)
     argv = qemu_argv(machine, probe[0], probe[1], "console=ttyS0 panic=-1 rdinit=/bin/false", cache)
     console = cache / "kvm-probe.log"

@@ -208,12 +208,10 @@ def lab_record(opts: LabOptions, progress: Progress) -> list[ComboResult]:
     resolved = _resolve(specs, opts.refresh, progress)
     ready = [k for _, k, _ in resolved if k is not None]
     accel = opts.accel
-    if accel == "auto" and ready and not (lab_dir() / "kvm.json").exists():
-        progress("checking once whether KVM boots a guest here (up to 30 s)")
     if accel == "auto":
         accel = (
             "kvm"
-            if ready and kvm_usable((ready[0].vmlinuz, ready[0].initrd()), lab_dir())
+            if ready and kvm_usable((ready[0].vmlinuz, ready[0].initrd()), lab_dir(), progress)
             else "tcg"
         )
     machine = Machine(accel=accel, smp=opts.smp, memory=opts.memory)

@@ -39,12 +39,20 @@ def test_bad_spec_panic_and_failing_workload_keep_the_rest(tmp_path: Path) -> No
 
 def test_a_guest_that_does_not_finish_is_stopped(tmp_path: Path) -> None:
     out = tmp_path / "hang"
-    proc = lab("record", "-o", str(out), "--kernel", KERNELS["6.1"], "--timeout", "4", "--", "true")
+    # As under `sudo`: what the lab wrote belongs to the invoking user at the end.
+    env = dict(os.environ, SUDO_UID="65534", SUDO_GID="65534") if os.geteuid() == 0 else None
+    proc = lab(
+        "record", "-o", str(out), "--kernel", KERNELS["6.1"], "--timeout", "4", "--", "true",
+        env=env,
+    )  # fmt: skip
     assert proc.returncode == 1
     (c,) = json.loads((out / "lab.json").read_text())["combinations"]
     assert c["status"] == "timeout" and "console" in c["message"], c
     assert Path(c["console"]).exists()
     assert _qemu_running_for(out) == []
+    if env is not None:
+        owners = {p.stat().st_uid for p in [out, *out.rglob("*")]}
+        assert owners == {65534}, owners
 
 
 def test_no_qemu_and_unknown_spec_are_one_line_errors(tmp_path: Path) -> None:
