@@ -17,7 +17,7 @@ EPILOG = """\
 examples:
   fptrace lab record --kernel debian:bookworm --kernel debian:6.12 -o k -- ./my-app
   fptrace lab record --kernel debian:6.1 --append noxsave -o boot -- \\
-      fptrace-workload pingpong --mode avx --rounds 2000
+      fptrace workload pingpong --mode sse --rounds 2000
   fptrace compare k/6.1.0-*-amd64 k/6.12.*-amd64          then compare what came back
   fptrace lab list                                       cached kernels, what can be fetched
   fptrace lab clean                                      free the cache

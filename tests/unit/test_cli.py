@@ -102,3 +102,34 @@ def test_unmountable_tracefs_is_one_line_and_writes_nothing(capsys, monkeypatch,
     code, _, err = run(capsys, "record", "-o", str(out), "--", "true")
     assert code == 69 and "mount -t tracefs" in one_line_error(err)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "text"),
+    [
+        (["lab"], 2, "name an action: record, list or clean"),
+        (["lab", "record", "-o", "x", "--", "true"], 2, "--kernel"),
+        (["lab", "record", "-k", "debian:woody", "--", "true"], 2, "unknown kernel spec"),
+        (["lab", "record", "-k", "debian:6.1"], 2, "no command"),
+        (["lab", "record", "-k", "debian:6.1", "--no-default-boot", "--", "true"], 2, "--append"),
+        (["lab", "record", "-k", "debian:6.1", "--record", "'x", "--", "true"], 2, "--record"),
+        (["workload", "nope"], 2, "invalid choice"),
+    ],
+)
+def test_lab_bad_input(capsys, tmp_path, monkeypatch, argv, code, text) -> None:
+    monkeypatch.chdir(tmp_path)
+    got, _, err = run(capsys, *argv)
+    assert got == code and text in one_line_error(err)
+    assert not any(tmp_path.iterdir())  # nothing created for a refused command
+
+
+def test_workload_path_prints_the_built_binary(capsys, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from tests.conftest import skip_or_fail
+
+    if shutil.which("gcc") is None:
+        skip_or_fail("gcc is not installed (the workloads are built with it)")
+    monkeypatch.setenv("FPTRACE_CACHE", str(tmp_path))
+    code, out, _ = run(capsys, "workload", "--path", "pingpong")
+    assert code == 0 and Path(out.strip()).name == "pingpong" and Path(out.strip()).exists()
