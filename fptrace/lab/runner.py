@@ -221,6 +221,31 @@ def lab_record(opts: LabOptions, progress: Progress) -> list[ComboResult]:
         "qemu": qemu_version(),
     }
     results: list[ComboResult] = []
+    try:
+        _run_combinations(opts, resolved, out, machine, meta, results, progress)
+    finally:  # also after Ctrl-C: the combinations done so far are listed and kept
+        summary = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": opts.cmd,
+            "machine": asdict(machine) | meta,
+            "combinations": [asdict(r) for r in results],
+        }
+        (out / "lab.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _give_to_invoking_user(out)
+    return results
+
+
+def _run_combinations(
+    opts: LabOptions,
+    resolved: list[tuple[KernelSpec, CachedKernel | None, str]],
+    out: Path,
+    machine: Machine,
+    meta: dict[str, Any],
+    results: list[ComboResult],
+    progress: Progress,
+) -> None:
+    """Boot each combination in turn, appending to ``results`` as each one ends."""
+    accel = machine.accel
     combos = [(s, k, err, a) for s, k, err in resolved for a in opts.appends]
     seen: set[str] = set()
     for i, (spec, kernel, err, append) in enumerate(combos, 1):
@@ -251,14 +276,6 @@ def lab_record(opts: LabOptions, progress: Progress) -> list[ComboResult]:
         results.append(res)
         word = "ok" if res.ok else f"FAILED ({res.status}): {res.message}"
         progress(f"{label} {name}: {word} in {res.boot_s} s")
-    summary = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": opts.cmd,
-        "machine": asdict(machine) | meta,
-        "combinations": [asdict(r) for r in results],
-    }
-    (out / "lab.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _give_to_invoking_user(out)
     return results
 
 
