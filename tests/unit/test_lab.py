@@ -300,3 +300,43 @@ def test_console_summary_leads_with_the_panic(tmp_path: Path) -> None:
     got = boot.console_summary()
     assert got[0].endswith("Attempted to kill init!") and got[-1] == "[ 2.5] R19: 0000"
     assert len(got) == 7
+
+
+def test_interrupted_lab_keeps_what_was_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the second guest: lab.json still lists the first, whose recording stays."""
+    import json
+
+    class Kernel(kernels.CachedKernel):
+        def initrd(self) -> Path:
+            return tmp_path / "initrd"
+
+    ks = [Kernel(r, tmp_path / r, {}) for r in ("6.1.0-56-amd64", "6.12.118+deb13-amd64")]
+    monkeypatch.setattr(runner, "qemu_binary", lambda: "/bin/true")
+    monkeypatch.setattr(runner, "qemu_version", lambda: "7.2")
+    monkeypatch.setattr(runner, "qemu_argv", lambda *a: ["qemu"])
+
+    def resolve(specs, refresh, progress):  # noqa: ANN001, ANN202
+        return [(s, k, "") for s, k in zip(specs, ks, strict=True)]
+
+    monkeypatch.setattr(runner, "_resolve", resolve)
+    out = tmp_path / "lab"
+
+    def fake_guest(argv: list[str], console: Path, timeout: float) -> BootResult:
+        if "6.12" in str(console):
+            raise KeyboardInterrupt
+        name = console.parent.name
+        (console.parent / "result.json").write_text(json.dumps({"returncode": 0}))
+        (out / name).mkdir()
+        (out / name / "manifest.json").write_text("{}")
+        return _boot(tmp_path, 0)
+
+    monkeypatch.setattr(runner, "run_guest", fake_guest)
+    opts = runner.LabOptions(["debian:6.1", "debian:6.12"], out, ["true"], accel="tcg")
+    with pytest.raises(KeyboardInterrupt):
+        runner.lab_record(opts, lambda line: None)
+    (first,) = json.loads((out / "lab.json").read_text())["combinations"]
+    assert first["name"] == "6.1.0-56-amd64" and first["status"] == "ok"
+    lab_meta = json.loads((out / "6.1.0-56-amd64" / "manifest.json").read_text())["lab"]
+    assert lab_meta["kernel_spec"] == "debian:6.1" and lab_meta["accel"] == "tcg"
