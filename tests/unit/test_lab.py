@@ -317,7 +317,7 @@ def test_interrupted_lab_keeps_what_was_recorded(
     monkeypatch.setattr(runner, "qemu_version", lambda: "7.2")
     monkeypatch.setattr(runner, "qemu_argv", lambda *a: ["qemu"])
 
-    def resolve(specs, refresh, progress):  # noqa: ANN001, ANN202
+    def resolve(specs: list, refresh: bool, progress: object) -> list:
         return [(s, k, "") for s, k in zip(specs, ks, strict=True)]
 
     monkeypatch.setattr(runner, "_resolve", resolve)
