@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -149,6 +150,11 @@ def _record(args: argparse.Namespace, console: Console) -> int:
         refresh=args.refresh,
     )
     err = Console(stderr=True, highlight=False)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C: the running guest is killed, lab.json written
+
+    signal.signal(signal.SIGTERM, stop)
     results = lab_record(opts, lambda line: err.print(Text(f"fptrace lab: {line}")))
     table = Table(title=f"fptrace lab: {opts.output}", title_justify="left")
     for col in ("combination", "kernel", "status", "boot s", "recording / reason"):

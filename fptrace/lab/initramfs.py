@@ -55,8 +55,9 @@ mount -t tmpfs -o mode=0755 tmpfs /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot \\
     || fail "cannot overlay the host root"
-# Fresh /tmp and /run first: the lab share may live under either.
-mount -t tmpfs tmpfs /newroot/tmp
+# A fresh /run (the host's pid files and sockets mean nothing here), mounted before the lab
+# share, which may live under it. /tmp stays the host's (through the overlay): a cache, a
+# venv or the command may live there.
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run
 mkdir -p "/newroot$OUT"
 mount -t 9p -o {MOUNT_9P} labout "/newroot$OUT" || fail "cannot mount the lab share at $OUT"

@@ -145,6 +145,14 @@ def _merge_headers(kdir: Path, release: str) -> None:
         merge_tree(arch, commons[0], kdir / "headers")
 
 
+def _sweep_stale(base: Path) -> None:
+    """Remove ``.tmp-*-PID`` directories of preparations whose process is gone (killed)."""
+    for d in base.glob(".tmp-*"):
+        pid = d.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def prepare_debian(apt: PrivateApt, k: DebianKernel, progress: Progress) -> CachedKernel:
     """Fetch, extract and trim one Debian kernel into the cache (once)."""
     base = lab_dir() / "kernels"
@@ -153,6 +161,7 @@ def prepare_debian(apt: PrivateApt, k: DebianKernel, progress: Progress) -> Cach
     if cached is not None and cached.info.get("version") == k.version:
         return cached
     _need_space(base, f"kernel {k.release}")
+    _sweep_stale(base)
     started = time.monotonic()
     tmp = base / f".tmp-{k.release}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

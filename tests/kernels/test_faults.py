@@ -63,3 +63,26 @@ def test_no_qemu_and_unknown_spec_are_one_line_errors(tmp_path: Path) -> None:
     proc = lab("record", "-o", str(tmp_path / "y"), "-k", "debian:woody", "--", "true")
     assert proc.returncode == 2 and "unknown kernel spec 'debian:woody'" in proc.stderr
     assert not (tmp_path / "y").exists()
+
+
+def test_sigterm_stops_the_guest_and_keeps_the_summary(tmp_path: Path) -> None:
+    import sys
+    import time
+
+    out = tmp_path / "term"
+    argv = ["lab", "record", "-o", str(out), "-k", KERNELS["6.1"], "--", "sleep", "600"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fptrace", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".lab/*/console.log")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # the guest is booting
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert _qemu_running_for(out) == []
+    assert json.loads((out / "lab.json").read_text())["combinations"] == []

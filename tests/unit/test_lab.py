@@ -340,3 +340,12 @@ def test_interrupted_lab_keeps_what_was_recorded(
     assert first["name"] == "6.1.0-56-amd64" and first["status"] == "ok"
     lab_meta = json.loads((out / "6.1.0-56-amd64" / "manifest.json").read_text())["lab"]
     assert lab_meta["kernel_spec"] == "debian:6.1" and lab_meta["accel"] == "tcg"
+
+
+def test_stale_preparations_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / ".tmp-6.1.0-56-amd64-999999999").mkdir()  # no such pid: a killed run
+    (tmp_path / f".tmp-6.12.118+deb13-amd64-{os.getpid()}").mkdir()  # alive: in progress
+    kernels._sweep_stale(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [f".tmp-6.12.118+deb13-amd64-{os.getpid()}"]
