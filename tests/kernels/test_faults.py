@@ -86,3 +86,23 @@ def test_sigterm_stops_the_guest_and_keeps_the_summary(tmp_path: Path) -> None:
     assert proc.returncode == 130 and "interrupted" in err
     assert _qemu_running_for(out) == []
     assert json.loads((out / "lab.json").read_text())["combinations"] == []
+
+
+def test_a_users_own_vmlinuz_and_modules(tmp_path: Path, matrix: object) -> None:
+    """PATH/vmlinuz:MODULES: the 6.12 image and modules as a user would hand them over."""
+    from fptrace.lab.kernels import list_cached
+
+    k = next(k for k in list_cached() if k.release.startswith("6.12."))
+    own = tmp_path / "mykernel"
+    (own / "modules").mkdir(parents=True)
+    (own / "vmlinuz").write_bytes(k.vmlinuz.read_bytes())
+    for ko in (k.path / "modules").glob("*.ko"):
+        (own / "modules" / ko.name).write_bytes(ko.read_bytes())
+    out = tmp_path / "own"
+    spec = f"{own}/vmlinuz:{own}/modules"
+    proc = lab("record", "-o", str(out), "--kernel", spec, "--", "true")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (c,) = json.loads((out / "lab.json").read_text())["combinations"]
+    assert c["status"] == "ok" and c["release"] == k.release and c["kernel"] == spec
+    manifest = json.loads((Path(c["recording"]) / "manifest.json").read_text())
+    assert manifest["host"]["kernel"]["release"] == k.release
