@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fptrace.errors import EnvironmentProblem, UsageError
-from fptrace.lab.apt import DebianKernel, PrivateApt
+from fptrace.lab.apt import DebianKernel, PrivateApt, version_key
 from fptrace.lab.initramfs import WANTED, initramfs_for, resolve_modules, save_modules
 from fptrace.lab.specs import KernelSpec
 from fptrace.probes.headers import cache_dir, merge_tree
@@ -186,7 +186,7 @@ def prepare_debian(apt: PrivateApt, k: DebianKernel, progress: Progress) -> Cach
         if not (tmp / "vmlinuz").is_file():
             raise EnvironmentProblem(f"{k.release}: the packages hold no vmlinuz")
         modules = resolve_modules(moddir) if moddir else []
-        progress(f"{k.release}: initramfs with {', '.join(n for n, _ in modules) or 'no modules'}")
+        progress(f"{k.release}: guest modules {', '.join(n for n, _ in modules) or '(none)'}")
         save_modules(tmp / "modules", modules)
         if (root / "usr/src").is_dir():
             shutil.move(root / "usr/src", tmp / "usr/src")
@@ -199,19 +199,13 @@ def prepare_debian(apt: PrivateApt, k: DebianKernel, progress: Progress) -> Cach
             "source": "debian",
             "modules": [n for n, _ in modules],
             "wanted": list(WANTED),
-            "sort": list(_sort_key(k.version)),
+            "sort": list(version_key(k.version)),
             "prepared_s": round(time.monotonic() - started, 1),
         }
         return _finish(tmp, final, info)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _sort_key(version: str) -> tuple[int, ...]:
-    from fptrace.lab.apt import version_key
-
-    return version_key(version)
 
 
 def prepare_path(spec: KernelSpec, progress: Progress) -> CachedKernel:
@@ -234,7 +228,7 @@ def prepare_path(spec: KernelSpec, progress: Progress) -> CachedKernel:
         if config.is_file():
             shutil.copy(config, tmp / "config")
         modules = resolve_modules(spec.modules) if spec.modules else []
-        progress(f"{release}: initramfs with {', '.join(n for n, _ in modules) or 'no modules'}")
+        progress(f"{release}: guest modules {', '.join(n for n, _ in modules) or '(none)'}")
         save_modules(tmp / "modules", modules)
         info = {
             "release": release,
