@@ -97,6 +97,13 @@ def add_lab_parser(sub: Any) -> None:
         default="auto",
         help="kvm, tcg (emulation: slower, a different CPU), or auto: KVM when it boots here",
     )
+    rec.add_argument(
+        "--root",
+        choices=("host", "debootstrap"),
+        default="host",
+        help="guest root: the host's / read-only with an overlay (default), or a Debian "
+        "bookworm built once with debootstrap (root), with only the job's paths from the host",
+    )
     rec.add_argument("--memory", default="2G", help="guest memory (default 2G)")
     rec.add_argument("--smp", type=int, default=2, help="guest CPUs (default 2)")
     rec.add_argument("--refresh", action="store_true", help="refresh the package lists first")
@@ -148,6 +155,7 @@ def _record(args: argparse.Namespace, console: Console) -> int:
         smp=args.smp,
         force=args.force,
         refresh=args.refresh,
+        root=args.root,
     )
     err = Console(stderr=True, highlight=False)
 

@@ -56,6 +56,8 @@ def main(job_path: str) -> int:
         "record_s": round(elapsed, 2),
         "release": os.uname().release,
         "cmdline": Path("/proc/cmdline").read_text().strip(),
+        # Set only in a debootstrapped root (fptrace/lab/rootfs.py marks it complete).
+        "debootstrap_root": Path("/.fptrace-root-complete").exists(),
     }
     (job_file.parent / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"fptrace-lab: record exited {rc} after {elapsed:.1f} s", flush=True)

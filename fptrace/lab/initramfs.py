@@ -46,21 +46,40 @@ for arg in $(cat /proc/cmdline); do
     case "$arg" in
         fptrace.out=*) OUT="${{arg#fptrace.out=}}" ;;
         fptrace.run=*) RUN="${{arg#fptrace.run=}}" ;;
+        fptrace.root=*) ROOT="${{arg#fptrace.root=}}" ;;
     esac
 done
+ROOT="${{ROOT:-hostroot}}"
 [ -n "$OUT" ] && [ -n "$RUN" ] || fail "no fptrace.out= or fptrace.run= on the kernel command line"
 mkdir -p /lower /rw /newroot
-mount -t 9p -o {MOUNT_9P},ro hostroot /lower || fail "cannot mount the host root over 9p"
+mount -t 9p -o {MOUNT_9P},ro "$ROOT" /lower || fail "cannot mount the $ROOT root over 9p"
 mount -t tmpfs -o mode=0755 tmpfs /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot \\
     || fail "cannot overlay the host root"
+# The lab share first at /out: a debootstrapped root reads its list of host paths from it.
+mkdir -p /out
+mount -t 9p -o {MOUNT_9P} labout /out || fail "cannot mount the lab share"
+if [ "$ROOT" != hostroot ]; then
+    # A debootstrapped root: the host paths the job needs (listed next to the run script),
+    # each read-only from the host under its own tmpfs-backed overlay, at its host path.
+    mkdir -p /host
+    mount -t 9p -o {MOUNT_9P},ro hostroot /host || fail "cannot mount the host root over 9p"
+    JOB="${{RUN#"$OUT"}}"
+    n=0
+    while read -r p; do
+        n=$((n + 1))
+        mkdir -p "/rw/b$n/u" "/rw/b$n/w" "/newroot$p"
+        mount -t overlay -o "lowerdir=/host$p,upperdir=/rw/b$n/u,workdir=/rw/b$n/w" overlay \
+            "/newroot$p" || fail "cannot bind $p"
+    done < "/out${{JOB%/*}}/binds"
+fi
 # A fresh /run (the host's pid files and sockets mean nothing here), mounted before the lab
 # share, which may live under it. /tmp stays the host's (through the overlay): a cache, a
 # venv or the command may live there.
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run
 mkdir -p "/newroot$OUT"
-mount -t 9p -o {MOUNT_9P} labout "/newroot$OUT" || fail "cannot mount the lab share at $OUT"
+mount --move /out "/newroot$OUT" || fail "cannot mount the lab share at $OUT"
 for d in dev proc sys; do mount --move "/$d" "/newroot/$d"; done
 exec switch_root /newroot /bin/sh "$RUN"
 """
@@ -181,7 +200,7 @@ def build_initramfs(dest: Path, modules: list[tuple[str, bytes]], busybox_path: 
     """Write a gzip'd newc archive to ``dest``; return its size in bytes."""
     out = io.BytesIO()
     ino = 1
-    for d in ("bin", "dev", "proc", "sys", "modules", "lower", "rw", "newroot"):
+    for d in ("bin", "dev", "proc", "sys", "modules", "lower", "rw", "newroot", "out"):
         _cpio_entry(out, d, 0o040755, ino=ino)
         ino += 1
     # The kernel opens /dev/console for init before /init can mount devtmpfs.

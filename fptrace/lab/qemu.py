@@ -81,6 +81,7 @@ def qemu_argv(
     initrd: Path,
     cmdline: str,
     share: Path,
+    labroot: Path | None = None,
 ) -> list[str]:
     accel = ["-accel", "kvm", "-cpu", "host"] if machine.accel == "kvm" else ["-accel", "tcg"]
     if machine.accel != "kvm":
@@ -112,6 +113,16 @@ def qemu_argv(
         f"local,id=labout,path={share},{fs}",
         "-device",
         "virtio-9p-pci,fsdev=labout,mount_tag=labout",
+        *(
+            [
+                "-fsdev",
+                f"local,id=labroot,path={labroot},readonly=on,{fs}",
+                "-device",
+                "virtio-9p-pci,fsdev=labroot,mount_tag=labroot",
+            ]
+            if labroot is not None
+            else []
+        ),
         *machine.extra,
     ]
 

@@ -23,6 +23,7 @@ from fptrace.errors import FptraceError, OutputExistsError, UsageError
 from fptrace.lab.apt import PrivateApt
 from fptrace.lab.kernels import CachedKernel, lab_dir, prepare_debian, prepare_path
 from fptrace.lab.qemu import Machine, kvm_usable, qemu_argv, qemu_binary, qemu_version, run_guest
+from fptrace.lab.rootfs import bind_paths, debootstrap_root
 from fptrace.lab.specs import KernelSpec, combination_name, parse_spec
 from fptrace.probes.headers import cache_dir
 
@@ -45,6 +46,7 @@ class LabOptions:
     smp: int = 2
     force: bool = False
     refresh: bool = False
+    root: str = "host"  # host | debootstrap (docs/lab.md)
 
 
 @dataclass
@@ -127,6 +129,9 @@ def write_job(out: Path, name: str, kernel: CachedKernel, opts: LabOptions) -> P
         )
     )
     script.chmod(0o755)
+    if opts.root == "debootstrap":
+        extra = [cache_dir(), lab_dir(), opts.output.resolve()]
+        (jobdir / "binds").write_text("".join(f"{p}\n" for p in bind_paths(opts.cmd, extra)))
     return script
 
 
@@ -215,14 +220,16 @@ def lab_record(opts: LabOptions, progress: Progress) -> list[ComboResult]:
             else "tcg"
         )
     machine = Machine(accel=accel, smp=opts.smp, memory=opts.memory)
+    labroot = debootstrap_root(lab_dir(), progress) if opts.root == "debootstrap" else None
     meta = {
+        "root": opts.root,
         "accel": accel,
         "cpu": "host" if accel == "kvm" else machine.cpu,
         "qemu": qemu_version(),
     }
     results: list[ComboResult] = []
     try:
-        _run_combinations(opts, resolved, out, machine, meta, results, progress)
+        _run_combinations(opts, resolved, out, machine, meta, results, progress, labroot)
     finally:  # also after Ctrl-C: the combinations done so far are listed and kept
         summary = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -243,6 +250,7 @@ def _run_combinations(
     meta: dict[str, Any],
     results: list[ComboResult],
     progress: Progress,
+    labroot: Path | None = None,
 ) -> None:
     """Boot each combination in turn, appending to ``results`` as each one ends."""
     accel = machine.accel
@@ -264,10 +272,10 @@ def _run_combinations(
         seen.add(name)
         shutil.rmtree(out / name, ignore_errors=True)
         script = write_job(out, name, kernel, opts)
-        cmdline = " ".join(
-            [BASE_CMDLINE, f"fptrace.out={out}", f"fptrace.run={script}", append.strip()]
-        ).strip()
-        argv = qemu_argv(machine, kernel.vmlinuz, kernel.initrd(), cmdline, out)
+        root = "labroot" if labroot is not None else "hostroot"
+        plumbing = f"fptrace.out={out} fptrace.run={script} fptrace.root={root}"
+        cmdline = f"{BASE_CMDLINE} {plumbing} {append.strip()}".strip()
+        argv = qemu_argv(machine, kernel.vmlinuz, kernel.initrd(), cmdline, out, labroot)
         progress(f"{label} {name}: booting ({accel}, -append '{append.strip()}')")
         boot = run_guest(argv, out / JOBS / name / "console.log", opts.timeout)
         res = _interpret(name, spec, append, out, boot)

@@ -117,3 +117,11 @@ def ftrace_guest(tmp_path_factory: pytest.TempPathFactory) -> LabRun:
     return _run_lab(
         out, "--kernel", KERNELS["5.10"], "--record", "--backend ftrace", "--", *cmd, "--cpu", "0"
     )
+
+
+@pytest.fixture(scope="session")
+def debootstrap_guest(tmp_path_factory: pytest.TempPathFactory) -> LabRun:
+    """The fallback root: Debian bookworm from debootstrap, host paths bound in for the job."""
+    out = tmp_path_factory.mktemp("lab") / "debootstrap"
+    cmd = [str(workload_binary("pingpong")), "--mode", "avx", "--rounds", str(ROUNDS)]
+    return _run_lab(out, "--kernel", KERNELS["6.1"], "--root", "debootstrap", "--", *cmd)

@@ -6,6 +6,8 @@ CPU, a pipe round trip per round: deterministic on CFS and EEVDF alike, unlike s
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fptrace.analysis import summary
@@ -28,6 +30,8 @@ def test_guest_booted_the_kernel_asked_for(matrix: LabRun, kernel: str) -> None:
     assert m["lab"]["kernel_spec"] == KERNELS[kernel] and m["lab"]["combination"] == c["name"]
     assert m["host"]["kernel_config"]["source"].endswith("/config")  # the guest's own config
     assert m["backend"] == "bcc" and sum(m["drops"].values()) == 0
+    jobdir = matrix.out / ".lab" / c["name"]
+    assert json.loads((jobdir / "result.json").read_text())["debootstrap_root"] is False
 
 
 @pytest.mark.parametrize("kernel", list(KERNELS))
@@ -107,3 +111,18 @@ def test_ftrace_backend_in_a_guest_agrees(ftrace_guest: LabRun, matrix: LabRun) 
         size = int(rec.vso[rec.vso["pid"] == pid].iloc[0]["size"])
         expect = rec.manifest["host"]["xstate"]["standard_size_enabled"]  # guest CPUID
         assert size == int(bcc_vso.iloc[0]["size"]) == expect  # both backends, standard format
+
+
+def test_debootstrap_root_fallback(debootstrap_guest: LabRun) -> None:
+    """Only the job's paths come from the host; the rest of / is the debootstrapped Debian."""
+    c = debootstrap_guest.combo("6.1")
+    assert c["status"] == "ok", c
+    rec = debootstrap_guest.recording("6.1")
+    assert rec.manifest["lab"]["root"] == "debootstrap"
+    work = debootstrap_guest.workload("6.1")
+    tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
+    assert abs(int(tasks.loc[work["child_pid"]].saves) - ROUNDS) <= TOL
+    jobdir = debootstrap_guest.out / ".lab" / c["name"]
+    assert json.loads((jobdir / "result.json").read_text())["debootstrap_root"] is True
+    binds = (jobdir / "binds").read_text().split()
+    assert binds and "/" not in binds and all(b.startswith("/") for b in binds)
