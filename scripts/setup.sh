@@ -16,7 +16,7 @@ fi
 
 apt_pkgs=(bpfcc-tools python3-bpfcc bpftool linux-perf linux-headers-amd64 python3-venv gcc make
           chromium chromium-driver
-          qemu-system-x86 busybox-static zstd xz-utils)  # the last line: fptrace lab
+          qemu-system-x86 busybox-static zstd xz-utils debootstrap)  # the last line: fptrace lab
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
