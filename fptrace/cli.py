@@ -31,6 +31,11 @@ recording belongs to that user.
 """
 
 
+def after_dashes(rest: list[str]) -> list[str]:
+    """A REMAINDER argument without the ``--`` that separates it from our options."""
+    return rest[1:] if rest[:1] == ["--"] else list(rest)
+
+
 def _pids(text: str) -> list[int]:
     try:
         pids = [int(p) for p in text.split(",") if p.strip()]
@@ -543,9 +548,7 @@ def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> 
     from fptrace.recording.loader import load_recording
     from fptrace.reports.terminal import WIDTH, render_report
 
-    cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
+    cmd = after_dashes(args.cmd)
     opts = RecordOptions(
         output=args.output,
         force=args.force,
@@ -615,7 +618,7 @@ def _cmd_workload(args: argparse.Namespace) -> int:
     if args.path:
         print(binary)
         return 0
-    argv = args.args[1:] if args.args[:1] == ["--"] else args.args
+    argv = after_dashes(args.args)
     sys.stdout.flush()
     os.execv(binary, [str(binary), *argv])
     return 0  # not reached

@@ -132,10 +132,11 @@ def cmd_lab(args: argparse.Namespace, console: Console) -> int:
 
 
 def _record(args: argparse.Namespace, console: Console) -> int:
+    from fptrace.cli import after_dashes
     from fptrace.errors import UsageError
     from fptrace.lab.runner import LabOptions, lab_record
 
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    cmd = after_dashes(args.cmd)
     try:
         record_args = shlex.split(args.record)
     except ValueError as exc:

@@ -26,6 +26,7 @@ from fptrace.lab.qemu import Machine, kvm_usable, qemu_argv, qemu_binary, qemu_v
 from fptrace.lab.rootfs import bind_paths, debootstrap_root
 from fptrace.lab.specs import KernelSpec, combination_name, parse_spec
 from fptrace.probes.headers import cache_dir
+from fptrace.recording.writer import chown_tree, write_json_atomic
 
 Progress = Callable[[str], None]
 #: Kernel command line every guest gets before the user's boot options.
@@ -193,9 +194,7 @@ def _annotate(recording: Path, name: str, spec: KernelSpec, append: str, meta: d
     path = recording / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["lab"] = {"combination": name, "kernel_spec": spec.text, "append": append, **meta}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, manifest)
 
 
 def lab_record(opts: LabOptions, progress: Progress) -> list[ComboResult]:
@@ -238,7 +237,7 @@ def lab_record(opts: LabOptions, progress: Progress) -> list[ComboResult]:
             "combinations": [asdict(r) for r in results],
         }
         (out / "lab.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _give_to_invoking_user(out)
+        chown_tree(out)  # under sudo, the lab directory belongs to the invoking user
     return results
 
 
@@ -295,14 +294,3 @@ def _prebuild_workload(cmd: list[str]) -> None:
         name = next((a for a in cmd[2:] if not a.startswith("-")), None)
         if name in ("pingpong", "fpbench"):
             workload_binary(name)
-
-
-def _give_to_invoking_user(out: Path) -> None:
-    """Under sudo, the lab directory belongs to the user who ran it (as `record` does)."""
-    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-    if os.geteuid() != 0 or not uid:
-        return
-    for root, dirs, files in os.walk(out):
-        for name in [*dirs, *files]:
-            os.lchown(os.path.join(root, name), int(uid), int(gid or uid))
-    os.lchown(out, int(uid), int(gid or uid))

@@ -15,18 +15,16 @@ import pyarrow.parquet as pq
 
 from fptrace.errors import RecordingError
 from fptrace.recording.schema import (
+    ALL_TABLES,
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST,
-    OPTIONAL_TABLES,
     PARTS_DIR,
     TABLES,
     accept_dictionaries,
 )
 from fptrace.recording.writer import merge_parts
 from fptrace.xstate import Layout
-
-ALL_TABLES = TABLES | OPTIONAL_TABLES
 
 # Repeated strings (VSO ids, event names) stay dictionary-encoded in memory.
 DICTIONARY_COLUMNS = {"counts": ["vso", "event"]}

@@ -111,3 +111,6 @@ EVENTS_SCHEMA = pa.schema(
     ]
 )
 OPTIONAL_TABLES: dict[str, pa.Schema] = {"bench": BENCH_SCHEMA, "events": EVENTS_SCHEMA}
+
+#: Every table a recording may hold, by name.
+ALL_TABLES = TABLES | OPTIONAL_TABLES

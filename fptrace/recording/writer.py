@@ -21,14 +21,12 @@ import pyarrow.parquet as pq
 
 from fptrace.errors import OutputExistsError, OutputWriteError
 from fptrace.recording.schema import (
+    ALL_TABLES,
     MANIFEST,
-    OPTIONAL_TABLES,
     PARTS_DIR,
     TABLES,
     accept_dictionaries,
 )
-
-ALL_TABLES = TABLES | OPTIONAL_TABLES
 
 
 def _owner() -> tuple[int, int] | None:
