@@ -1,22 +1,25 @@
 """The ftrace backend (`record --backend ftrace`): no BCC, no compiler, no headers.
 
 In the spirit of perf-tools: a private tracing instance under tracefs, the same tracepoints
-enabled there, ``trace_pipe`` read with the ``mono`` clock (so times match the BPF backend),
-and the same cumulative snapshots as :class:`~fptrace.collectors.bpf_session.BpfSession`,
-so the recorder and the recording are unchanged.  Pointers in ftrace's text are already
-hashed by the kernel (``%p``); fptrace hashes them again with its per-run key.
+enabled there, each CPU's ``trace_pipe_raw`` read as binary pages with the ``mono`` clock
+(so times match the BPF backend) and decoded in bulk (:mod:`fptrace.collectors.ftrace_raw`,
+using the instance's own ``format`` files), and the same cumulative snapshots as
+:class:`~fptrace.collectors.bpf_session.BpfSession`, so the recorder and the recording are
+unchanged.  The raw records carry the real ``struct fpu`` address: like the BPF backend's
+keys it stays in memory and is keyed-hashed before anything is written.
 
 What it cannot see, and says so: ``fpstate->size``/``user_size`` (sizes come from
 ``xcomp_bv`` and CPUID), ``is_valloc``/``is_guest``, and exact end-of-life switch counters.
-Parsing is in Python, so at very high event rates the kernel buffer overruns; overruns are
-read from the instance's per-CPU stats and reported as drops.
+Records hold the thread id only: the process (tgid) and name come from procfs at first
+sight, or from ftrace's ``saved_tgids``/``saved_cmdlines`` for a task already gone.  When
+the reader falls behind, the kernel buffer overruns; overruns are read from the instance's
+per-CPU stats and reported as drops.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -25,6 +28,14 @@ from typing import Any
 import numpy as np
 
 from fptrace.collectors.bpf_session import CountKey, CountVal, Snapshot
+from fptrace.collectors.ftrace_raw import (
+    EventFormat,
+    Field,
+    PageLayout,
+    gather,
+    record_string,
+    walk_pages,
+)
 from fptrace.collectors.procfs import process_running, task_counters
 from fptrace.collectors.ring import EVENT_DTYPE
 from fptrace.errors import EnvironmentProblem
@@ -32,15 +43,26 @@ from fptrace.probes.plan import AUX_EVENT_IDS, FPU_EVENT_IDS
 from fptrace.xstate import COMPACTED_BIT, Layout, unsized_vso_size
 
 INSTANCE_PREFIX = "fptrace-"
-LINE = re.compile(
-    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+\(\s*(?P<tgid>[\d-]+)\)\s+\[(?P<cpu>\d+)\]\s+\S+\s+"
-    r"(?P<ts>\d+\.\d+):\s+(?P<event>\w+):\s+(?P<rest>.*)$"
+FLAGS = os.O_RDONLY | os.O_NONBLOCK
+POLL_S = 0.005  # an idle round's pause
+MAX_PAGES_PER_ROUND = 4096  # per CPU: 16 MiB, a bound on one round's memory
+COMMON_TYPE = Field(0, 2, False, False)  # struct trace_entry: the same on every kernel
+COMMON_PID = Field(4, 4, True, False)
+COPY_DST = FPU_EVENT_IDS["copy_dst"]
+# A decoded switch-path record, before its process is known.
+FPU_ROW = np.dtype(
+    [
+        ("ts", "<u8"),
+        ("vso", "<u8"),
+        ("xfeatures", "<u8"),
+        ("xcomp_bv", "<u8"),
+        ("pid", "<u4"),
+        ("tgid", "<u4"),
+        ("cpu", "<u2"),
+        ("event", "<u2"),
+        ("load", "<u2"),
+    ]
 )
-FPU = re.compile(
-    r"x86/fpu: (?P<fpu>[0-9a-f]+) (?:load|initialized): (?P<load>\d+) "
-    r"xfeatures: (?P<xf>[0-9a-f]+) xcomp_bv: (?P<xc>[0-9a-f]+)"
-)
-KV = re.compile(r"(\w+)=(\S+)")
 SCHED_EVENTS = ("sched_process_fork", "sched_process_exec", "sched_process_exit")
 
 
@@ -105,7 +127,10 @@ class FtraceSession:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.keep_events = events
-        self._events: list[tuple[int, int, int, int, int, int, int, int]] = []
+        self._events: list[np.ndarray] = []
+        self._carry_fpu = np.zeros(0, FPU_ROW)  # decoded, stamped after the last round's mark
+        self._carry_rare: list[tuple[int, int, int, str, dict[str, Any]]] = []
+        self._tgids: dict[int, int] = {}
         self.enabled: list[str] = []
         self._write("trace_clock", "mono")
         self._write("options/record-tgid", "1")
@@ -145,6 +170,12 @@ class FtraceSession:
                 self.enabled.append(ev.replace("/", ":"))
         if not any(e.startswith("x86_fpu:") for e in self.enabled):
             raise EnvironmentProblem("this kernel has no x86_fpu tracepoints")
+        try:
+            self._formats()
+        except (OSError, ValueError) as exc:
+            raise EnvironmentProblem(
+                f"cannot read the event formats in {self.inst}: {exc}"
+            ) from exc
         self._thread = threading.Thread(target=self._read, name="fptrace-ftrace", daemon=True)
         self._thread.start()
 
@@ -160,19 +191,10 @@ class FtraceSession:
         return 0
 
     def take_events(self) -> np.ndarray:
-        """The events parsed since the last call, as ring-format records (ns are monotonic)."""
+        """The events decoded since the last call, as ring-format records (ns are monotonic)."""
         with self._lock:
-            rows, self._events = self._events, []
-        out = np.zeros(len(rows), dtype=EVENT_DTYPE)
-        if rows:
-            cols = list(zip(*rows, strict=True))
-            for name, col in zip(
-                ("ts", "cpu", "pid", "tgid", "vso", "event", "xfeatures", "load_bits"),
-                cols,
-                strict=True,
-            ):
-                out[name] = np.array(col, dtype=EVENT_DTYPE[name])
-        return out
+            parts, self._events = self._events, []
+        return np.concatenate(parts) if parts else np.zeros(0, EVENT_DTYPE)
 
     @property
     def tif_bit(self) -> int | None:
@@ -216,32 +238,13 @@ class FtraceSession:
 
     # ---- reading and aggregating ----
 
-    def _read(self) -> None:
-        fd = os.open(self.inst / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
-        buf = b""
-        try:
-            while True:
-                try:
-                    chunk = os.read(fd, 1 << 16)
-                except BlockingIOError:
-                    chunk = b""
-                if chunk:
-                    buf += chunk
-                    lines = buf.split(b"\n")
-                    buf = lines.pop()
-                    with self._lock:
-                        for raw in lines:
-                            self._line(raw.decode("utf-8", "replace"))
-                elif self._stop.is_set():
-                    break
-                else:
-                    time.sleep(0.005)
-        finally:
-            os.close(fd)
-
-    def _task(self, pid: int, tgid: int, comm: str, ns: int) -> dict[str, Any]:
+    def _task(self, pid: int, tgid: int, comm: str | None, ns: int) -> dict[str, Any]:
         t = self.tasks.get(pid)
         if t is None:
+            if comm is None:
+                comm = proc_comm(tgid, pid)
+            if comm is None:
+                comm = saved_map(self.tracefs / "saved_cmdlines", str).get(pid, "")
             base = task_counters(tgid, pid) or (0, 0)
             t = self.tasks[pid] = {
                 "tgid": tgid,
@@ -288,73 +291,286 @@ class FtraceSession:
             "flags": 0,
         }
 
-    def _line(self, text: str) -> None:
-        m = LINE.match(text)
-        if m is None:
+    def _formats(self) -> None:
+        """Record layouts of the enabled events, by the ID in each record's common_type."""
+        self.page = PageLayout.parse((self.inst / "events" / "header_page").read_text())
+        self.formats: dict[int, EventFormat] = {}
+        for ev in self.enabled:
+            group, name = ev.split(":", 1)
+            fmt = EventFormat.read(self.inst / "events" / group / name)
+            self.formats[fmt.id] = fmt
+        self._fpu_code = {
+            i: FPU_EVENT_IDS.get(f.name.removeprefix("x86_fpu_"), 0)
+            for i, f in self.formats.items()
+            if f.name.startswith("x86_fpu_")
+        }
+
+    def _read(self) -> None:
+        """Poll every CPU's ``trace_pipe_raw``; decode and aggregate what each round read.
+
+        A round first notes the clock, then reads every CPU: an event stamped before that
+        moment is in this round or an earlier one on every CPU, so those are processed in
+        time order now (a fork before its child's events) and later ones wait a round.
+        """
+        cpus = sorted(
+            int(d.name[3:]) for d in (self.inst / "per_cpu").glob("cpu*") if d.name[3:].isdigit()
+        )
+        fds = {
+            c: os.open(self.inst / "per_cpu" / f"cpu{c}" / "trace_pipe_raw", FLAGS) for c in cpus
+        }
+        size = self.page.page_size
+        try:
+            while True:
+                mark = time.monotonic_ns()
+                chunks: list[bytes] = []
+                page_cpu: list[int] = []
+                for cpu, fd in fds.items():
+                    for _ in range(MAX_PAGES_PER_ROUND):
+                        try:
+                            chunk = os.read(fd, size)
+                        except BlockingIOError:
+                            break
+                        if len(chunk) != size:  # 0: nothing ready; never a partial page here
+                            break
+                        chunks.append(chunk)
+                        page_cpu.append(cpu)
+                stopping = self._stop.is_set()
+                self._ingest(b"".join(chunks), page_cpu, None if stopping else mark)
+                if stopping and not chunks:
+                    break
+                if len(chunks) < len(fds):
+                    time.sleep(POLL_S)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _ingest(self, raw: bytes, page_cpu: list[int], mark: int | None) -> None:
+        """Decode pages; process events stamped before ``mark`` (all if None), keep the rest."""
+        buf = np.frombuffer(raw, np.uint8)
+        recs = walk_pages(buf, self.page)
+        common_type = gather(buf, recs.offset, COMMON_TYPE)
+        pid = gather(buf, recs.offset, COMMON_PID)
+        cpu = np.asarray(page_cpu, np.int64)[recs.page] if len(recs) else recs.page
+        code = np.zeros(len(recs), np.int64)
+        for type_id, c in self._fpu_code.items():
+            code[common_type == type_id] = c
+        fpu_rows = np.flatnonzero((code > 0) & (code != COPY_DST))
+        new = np.zeros(len(fpu_rows), FPU_ROW)
+        if len(fpu_rows):
+            off = recs.offset[fpu_rows]
+            new["ts"], new["cpu"], new["pid"] = recs.ts[fpu_rows], cpu[fpu_rows], pid[fpu_rows]
+            new["event"] = code[fpu_rows]
+            types = common_type[fpu_rows]
+            for type_id in np.unique(types):
+                sel = types == type_id
+                f = self.formats[int(type_id)].fields
+                load = f.get("load_fpu") or f.get("initialized")
+                new["vso"][sel] = gather(buf, off[sel], f["fpu"])
+                new["xfeatures"][sel] = gather(buf, off[sel], f["xfeatures"])
+                new["xcomp_bv"][sel] = gather(buf, off[sel], f["xcomp_bv"])
+                if load is not None:
+                    new["load"][sel] = gather(buf, off[sel], load) & 1
+        rare_rows = np.flatnonzero((code == 0) | (code == COPY_DST))  # a few per second
+        rare = [
+            self._rare(
+                buf,
+                int(recs.offset[i]),
+                int(recs.ts[i]),
+                int(cpu[i]),
+                int(pid[i]),
+                int(common_type[i]),
+            )
+            for i in rare_rows
+        ]
+        fpu = np.concatenate([self._carry_fpu, new])
+        rare = [r for r in self._carry_rare + rare if r is not None]
+        if mark is None:
+            ready_fpu, self._carry_fpu = fpu, fpu[:0]
+            ready_rare, self._carry_rare = rare, []
+        else:
+            early = fpu["ts"] < mark
+            ready_fpu, self._carry_fpu = fpu[early], fpu[~early]
+            ready_rare = [r for r in rare if r[0] < mark]
+            self._carry_rare = [r for r in rare if r[0] >= mark]
+        if len(ready_fpu) or ready_rare:
+            with self._lock:
+                self._process(ready_fpu, sorted(ready_rare, key=lambda r: r[0]))
+
+    def _rare(
+        self, buf: np.ndarray, off: int, ts: int, cpu: int, pid: int, type_id: int
+    ) -> tuple[int, int, int, str, dict[str, Any]] | None:
+        """One of the few non-switch events, decoded into Python: (ts, cpu, pid, name, fields)."""
+        fmt = self.formats.get(type_id)
+        if fmt is None:
+            return None
+        vals: dict[str, Any] = {}
+        for name, f in fmt.fields.items():
+            if name.startswith("common_"):
+                continue
+            if f.data_loc or (f.size == 16 and "comm" in name):
+                vals[name] = record_string(buf, off, f)
+            elif f.size <= 8:
+                vals[name] = int(gather(buf, np.array([off]), f)[0])
+        return ts, cpu, pid, fmt.name, vals
+
+    def _process(self, fpu: np.ndarray, rare: list[tuple[int, int, int, str, dict]]) -> None:
+        """Aggregate in time order: the rare events one by one, the switch events in bulk."""
+        pids = {int(p) for p in np.unique(fpu["pid"])} | {r[2] for r in rare}
+        tgid_of = {p: self._tgid(p) for p in pids}
+        rows: list[tuple[int, ...]] = []  # event rows of the rare events
+        for ts, cpu, pid, name, vals in rare:
+            self._rare_event(ts, cpu, pid, tgid_of.get(pid, pid), name, vals, rows)
+        if rows and self.keep_events:
+            self._events.append(np.array(rows, EVENT_DTYPE))
+        if not len(fpu):
             return
-        pid, cpu_tgid = int(m["pid"]), m["tgid"]
-        tgid = int(cpu_tgid) if cpu_tgid.isdigit() else pid
+        fpu["tgid"] = np.array([tgid_of[int(p)] for p in fpu["pid"]], np.uint32)
+        keep = (fpu["tgid"] != self.self_pid) & (fpu["pid"] != 0)
+        if self.targets is not None:
+            targets = np.fromiter(self.targets, np.int64)
+            keep &= np.isin(fpu["tgid"], targets) | np.isin(fpu["pid"], targets)
+        fpu = fpu[keep]
+        if not len(fpu):
+            return
+        cols = ("pid", "vso", "xfeatures", "event", "load")
+        order = np.lexsort([fpu[c] for c in reversed(cols)])
+        srt = fpu[order]
+        change = np.zeros(len(srt), bool)
+        change[0] = True
+        for c in cols:
+            change[1:] |= srt[c][1:] != srt[c][:-1]
+        starts = np.flatnonzero(change)
+        n = np.diff(np.append(starts, len(srt)))
+        first = np.minimum.reduceat(srt["ts"], starts)
+        last = np.maximum.reduceat(srt["ts"], starts)
+        for i in np.argsort(first, kind="stable"):  # first sights in time order (prev_vso)
+            row = srt[starts[i]]
+            p, tg, vso = int(row["pid"]), int(row["tgid"]), int(row["vso"])
+            f_ns, l_ns = int(first[i]), int(last[i])
+            self._task(p, tg, None, f_ns)
+            self._vso(vso, p, tg, int(row["xcomp_bv"]), f_ns)
+            key = (p, tg, vso, int(row["xfeatures"]), int(row["event"]), int(row["load"]), 0)
+            v = self.counts.get(key)
+            if v is None:
+                self.counts[key] = [int(n[i]), f_ns, l_ns]
+            else:
+                v[0] += int(n[i])
+                v[1], v[2] = min(v[1], f_ns), max(v[2], l_ns)
+        if self.keep_events:
+            out = np.zeros(len(fpu), EVENT_DTYPE)
+            for name in ("ts", "cpu", "pid", "tgid", "vso", "event", "xfeatures"):
+                out[name] = fpu[name]
+            out["load_bits"] = fpu["load"]
+            if rows:  # one time order with the rare events' rows (stable: per CPU as read)
+                out = np.concatenate([self._events.pop(), out])
+                out = out[np.argsort(out["ts"], kind="stable")]
+            self._events.append(out)
+
+    def _rare_event(
+        self,
+        ns: int,
+        cpu: int,
+        pid: int,
+        tgid: int,
+        name: str,
+        kv: dict[str, Any],
+        rows: list[tuple[int, ...]],
+    ) -> None:
         if tgid == self.self_pid or pid == 0:
             return
-        if self.targets is not None and tgid not in self.targets and pid not in self.targets:
+        if name == "x86_fpu_copy_dst":  # the child's buffer; the child is named at fork
+            if self._traced(pid, tgid):
+                self._pending_copy[pid] = (kv["fpu"], kv["xfeatures"], kv["xcomp_bv"])
             return
-        ns = round(float(m["ts"]) * 1e9)
-        event, rest = m["event"], m["rest"]
-        if event.startswith("x86_fpu_"):
-            f = FPU.search(rest)
-            if f is None:
-                return
-            short = event.removeprefix("x86_fpu_")
-            code = FPU_EVENT_IDS.get(short)
-            if code is None:
-                return
-            fpu, xf, xc = int(f["fpu"], 16), int(f["xf"], 16), int(f["xc"], 16)
-            load = int(f["load"]) & 1
-            if short == "copy_dst":  # the child's buffer; the child is named at fork
-                self._pending_copy[pid] = (fpu, xf, xc)
-                return
-            self._task(pid, tgid, m["comm"], ns)
-            self._vso(fpu, pid, tgid, xc, ns)
-            self._bump((pid, tgid, fpu, xf, code, load, 0), ns)
-            if self.keep_events:
-                self._events.append((ns, int(m["cpu"]), pid, tgid, fpu, code, xf, load))
+        if not self._traced(pid, tgid):
             return
-        kv = dict(KV.findall(rest))
-        if event == "sched_process_fork":
+        if name == "sched_process_fork":
             child = int(kv.get("child_pid", 0))
             if self.targets is not None:
                 self.targets.add(child)  # followed, as the BPF backend does in the kernel
-            t = self._task(child, 0, kv.get("child_comm", m["comm"]), ns)
+            ctgid = tgid if child_is_thread(child, tgid) else child
+            self._tgids[child] = ctgid
+            t = self._task(child, ctgid, kv.get("child_comm") or None, ns)
             t["ppid"], t["forked"] = tgid, 1
             t["base_runtime"] = t["base_switches"] = 0
             pending = self._pending_copy.pop(pid, None)
             if pending is not None:
                 fpu, xf, xc = pending
-                ctgid = tgid if child_is_thread(child, tgid) else child
-                t["tgid"] = ctgid
                 self._vso(fpu, child, ctgid, xc, ns)
                 code = FPU_EVENT_IDS["copy_dst"]
                 self._bump((child, ctgid, fpu, xf, code, 0, 0), ns)
-                if self.keep_events:
-                    self._events.append((ns, int(m["cpu"]), child, ctgid, fpu, code, xf, 0))
-        elif event == "sched_process_exec":
-            t = self._task(pid, tgid, m["comm"], ns)
+                rows.append(event_row(ns, cpu, child, ctgid, fpu, code, xf, 0))
+        elif name == "sched_process_exec":
+            t = self._task(pid, tgid, None, ns)
             t["execs"] += 1
-            t["comm"] = Path(kv.get("filename", m["comm"])).name[:15]
-        elif event == "sched_process_exit":
+            t["comm"] = Path(kv.get("filename", "")).name[:15] or t["comm"]
+        elif name == "sched_process_exit":
             t = self.tasks.get(pid)
             if t is not None:
                 t["exit_ns"] = ns
-        elif event == "signal_deliver":
-            handler = int(kv.get("sa_handler", "0"), 16)
-            if handler > 1:
-                sig = int(kv.get("sig", 0))
-                code = AUX_EVENT_IDS["signal_deliver"]
-                self._bump((pid, tgid, 0, sig, code, 0x8000, 0), ns)
-                if self.keep_events:
-                    self._events.append((ns, int(m["cpu"]), pid, tgid, 0, code, sig, 0x8000))
+            self._tgids.pop(pid, None)  # the pid may be reused
+        elif name == "signal_deliver" and kv.get("sa_handler", 0) > 1:
+            code = AUX_EVENT_IDS["signal_deliver"]
+            sig = int(kv.get("sig", 0))
+            self._bump((pid, tgid, 0, sig, code, 0x8000, 0), ns)
+            rows.append(event_row(ns, cpu, pid, tgid, 0, code, sig, 0x8000))
+
+    def _traced(self, pid: int, tgid: int) -> bool:
+        return self.targets is None or tgid in self.targets or pid in self.targets
+
+    def _tgid(self, pid: int) -> int:
+        """A thread's process: the raw record has only the thread id (common_pid)."""
+        got = self._tgids.get(pid)
+        if got is None:
+            got = proc_tgid(pid)
+            if got is None:  # gone already: what ftrace saw (options/record-tgid)
+                got = saved_map(self.tracefs / "saved_tgids").get(pid, pid)
+            self._tgids[pid] = got
+        return got
+
+
+def event_row(
+    ts: int, cpu: int, pid: int, tgid: int, vso: int, event: int, xf: int, bits: int
+) -> tuple[int, ...]:
+    """A row of EVENT_DTYPE, in its field order."""
+    return (ts, vso, xf, pid, tgid, event, bits, cpu, 0)
 
 
 def child_is_thread(child: int, parent_tgid: int) -> bool:
     """A clone with CLONE_THREAD shares the parent's tgid (checked in procfs while it lives)."""
     return os.path.exists(f"/proc/{parent_tgid}/task/{child}")
+
+
+def proc_tgid(pid: int) -> int | None:
+    """The process a thread id belongs to, while it lives."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def proc_comm(tgid: int, pid: int) -> str | None:
+    try:
+        with open(f"/proc/{tgid}/task/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n").decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def saved_map(path: Path, cast: Any = int) -> dict[int, Any]:
+    """ftrace's ``saved_tgids`` / ``saved_cmdlines``: "PID VALUE" lines (tasks already gone)."""
+    out: dict[int, Any] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        pid, _, value = line.partition(" ")
+        if pid.isdigit() and value:
+            with contextlib.suppress(ValueError):
+                out[int(pid)] = cast(value)
+    return out
