@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fptrace.collectors.ring import RingReader
+from fptrace.collectors.tp_btf import attach_tp_btf
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.plan import DROP_COUNTERS, TIF_CANDIDATE_BITS, ProbePlan
 
@@ -82,6 +83,9 @@ class BpfSession:
             if note.startswith("TIF_NEED_FPU_LOAD is bit "):
                 self.tif_bit_index = TIF_CANDIDATE_BITS.index(int(note.split()[3]))
         self._attached_raw: list[str] = []
+        self._tp_btf_fds: list[int] = []
+        self.attached_as: dict[str, str] = {}  # probe name -> "tp_btf" | "raw_tracepoint"
+        self.tp_btf_refused: str | None = None  # why the raw tracepoint fallback was taken
 
     def __enter__(self) -> BpfSession:
         return self
@@ -90,6 +94,8 @@ class BpfSession:
         self.close()
 
     def close(self) -> None:
+        if getattr(self, "_tp_btf_fds", None):
+            self.detach_fpu()
         ring = getattr(self, "ring", None)
         if ring is not None:
             ring.close()
@@ -105,10 +111,20 @@ class BpfSession:
             table[table.Key(tgid)] = ctypes.c_uint8(1)
 
     def attach_fpu(self) -> None:
+        """Attach the FPU events: as tp_btf (direct loads) where the kernel takes it, else raw.
+
+        FPTRACE_RAW_TP=1 forces raw tracepoints (to compare the two, docs/overhead.md).
+        """
+        use_btf = os.environ.get("FPTRACE_RAW_TP") != "1"
         for probe in self.plan.attached():
             if probe.kind != "raw_tracepoint":
                 continue
             tp = probe.name.split(":", 1)[1]
+            if use_btf and probe.btf_id and self._attach_tp_btf(probe.fn_name, probe.btf_id):
+                self.attached_as[probe.name] = "tp_btf"
+                continue
+            use_btf = False  # one kind for all events: a refusal applies to every one
+            self.attached_as[probe.name] = "raw_tracepoint"
             try:
                 self.bpf.attach_raw_tracepoint(tp=tp.encode(), fn_name=probe.fn_name.encode())
             except Exception as exc:
@@ -117,11 +133,31 @@ class BpfSession:
                 ) from exc
             self._attached_raw.append(tp)
 
+    def _attach_tp_btf(self, fn_name: str, btf_id: int) -> bool:
+        bcc = import_bcc()
+        name = ("btf__" + fn_name.removeprefix("fpu__")).encode()
+        module = self.bpf.module
+        start = bcc.lib.bpf_function_start(module, name)
+        if not start:
+            self.tp_btf_refused = f"no function {name.decode()} in the BPF program"
+            return False
+        insns = ctypes.string_at(start, bcc.lib.bpf_function_size(module, name))
+        try:
+            fds = attach_tp_btf(insns, btf_id, bcc.lib.bpf_module_license(module), name.decode())
+        except OSError as exc:
+            self.tp_btf_refused = f"tp_btf refused ({exc.strerror}): raw tracepoints instead"
+            return False
+        self._tp_btf_fds.extend(fds)
+        return True
+
     def detach_fpu(self) -> None:
-        """Detach the raw tracepoints: nothing is counted after this (the final snapshot)."""
+        """Detach the FPU events: nothing is counted after this (the final snapshot)."""
         for tp in self._attached_raw:
             self.bpf.detach_raw_tracepoint(tp=tp.encode())
         self._attached_raw = []
+        for fd in reversed(self._tp_btf_fds):  # the links first, then the programs
+            os.close(fd)
+        self._tp_btf_fds = []
 
     def partial_events(self) -> Any:
         """Events still in the per-CPU batches (call after detach_fpu)."""

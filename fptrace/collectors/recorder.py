@@ -642,6 +642,12 @@ def record(
             if not opts.system:
                 session.add_targets([child.pid] if child is not None else opts.pids)
             session.attach_fpu()
+            if backend == "bcc":
+                for item in manifest["probes"]["attached"]:
+                    if item["kind"] == "raw_tracepoint":  # not the calibration tracepoint
+                        item["kind"] = session.attached_as.get(item["name"], item["kind"])
+                if session.tp_btf_refused:
+                    manifest["probes"]["notes"].append(session.tp_btf_refused)
             if backend == "ftrace":
                 manifest["probes"] = {
                     "attached": [

@@ -98,7 +98,7 @@ class BTF:
         data = self._data
         unpack = struct.unpack_from
         offsets = self._offsets
-        named = {KIND_STRUCT, KIND_UNION, KIND_FUNC, KIND_ENUM, KIND_ENUM64}
+        named = {KIND_STRUCT, KIND_UNION, KIND_FUNC, KIND_ENUM, KIND_ENUM64, KIND_TYPEDEF}
         while pos < end:
             name_off, info, _ = unpack("<III", data, pos)
             kind = (info >> 24) & 0x1F
@@ -125,6 +125,10 @@ class BTF:
 
     def has_func(self, name: str) -> bool:
         return (KIND_FUNC, name) in self._by_name
+
+    def typedef_id(self, name: str) -> int | None:
+        """The type id of typedef ``name`` (e.g. ``btf_trace_<event>``, what tp_btf attaches by)."""
+        return self._by_name.get((KIND_TYPEDEF, name))
 
     def sizeof(self, type_id: int) -> int:
         """Byte size of a type, following typedefs, qualifiers and arrays."""

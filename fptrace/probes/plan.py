@@ -75,6 +75,7 @@ class ProbeDecision:
     attach: bool
     reason: str = ""  # why skipped, or what it is for
     fn_name: str = ""  # BPF function to attach (raw tracepoints)
+    btf_id: int = 0  # BTF typedef btf_trace_<event>: attachable as tp_btf (direct loads), 0: not
 
 
 @dataclass
@@ -212,6 +213,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
                 short in REQUIRED_FPU_EVENTS,
                 True,
                 fn_name=f"fpu__x86_fpu_{short}",
+                btf_id=(btf.typedef_id(f"btf_trace_x86_fpu_{short}") or 0) if btf else 0,
             )
         )
     for short in sorted(set(FPU_EVENT_IDS) - set(present), key=FPU_EVENT_IDS.__getitem__):

@@ -45,12 +45,16 @@ class FakeBTF:
     structs: dict[str, dict[str, Member]]
     sizes: dict[str, int]
     funcs: set[str] = field(default_factory=set)
+    typedefs: dict[str, int] = field(default_factory=dict)
 
     def has_struct(self, name: str) -> bool:
         return name in self.structs
 
     def has_func(self, name: str) -> bool:
         return name in self.funcs
+
+    def typedef_id(self, name: str) -> int | None:
+        return self.typedefs.get(name)
 
     def struct_size(self, name: str) -> int | None:
         return self.sizes.get(name)

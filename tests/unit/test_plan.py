@@ -161,3 +161,12 @@ def test_backend_choice_falls_back_to_ftrace_and_says_so(monkeypatch) -> None:
     assert recorder.choose_backend(opts, ok_plan, said.append) == "bcc"
     no_btf = plan_probes(FakeKernel("x", kernel_6_18().groups, None, "no BTF"), ALL)
     assert recorder.choose_backend(opts, no_btf, said.append) == "ftrace"  # BTF is BCC's need
+
+
+def test_fpu_probes_carry_the_btf_id_tp_btf_attaches_by() -> None:
+    kernel = kernel_6_18()
+    assert kernel.fake_btf is not None
+    kernel.fake_btf.typedefs = {"btf_trace_x86_fpu_regs_deactivated": 8223}
+    by_name = {p.name: p for p in plan_probes(kernel, ALL).attached()}
+    assert by_name["x86_fpu:x86_fpu_regs_deactivated"].btf_id == 8223
+    assert by_name["x86_fpu:x86_fpu_regs_activated"].btf_id == 0  # no typedef: raw only

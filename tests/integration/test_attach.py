@@ -1,0 +1,63 @@
+"""How the switch-path probes attach: tp_btf with direct loads here, raw tracepoints as fallback."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+from fptrace.analysis import summary
+from fptrace.collectors.bpf_session import BpfSession, import_bcc
+from fptrace.probes.headers import choose_headers
+from fptrace.probes.kernel import LiveKernel, find_tracefs
+from fptrace.probes.plan import PlanOptions, plan_probes
+
+N = 3000
+TOL = 10
+PROBE_READ_KERNEL = 113  # BPF_FUNC_probe_read_kernel
+
+
+def helper_calls(session: BpfSession, name: str) -> list[int]:
+    lib = import_bcc().lib
+    module = session.bpf.module
+    code = ctypes.string_at(
+        lib.bpf_function_start(module, name.encode()), lib.bpf_function_size(module, name.encode())
+    )
+    return [
+        struct.unpack_from("<i", code, i + 4)[0] for i in range(0, len(code), 8) if code[i] == 0x85
+    ]
+
+
+def test_direct_loads_survive_bccs_rewriter():
+    """btf__* must read the fpu argument without helper calls, or tp_btf buys nothing."""
+    plan = plan_probes(
+        LiveKernel(find_tracefs(mount=True)),
+        PlanOptions(filter_targets=False, self_tgid=os.getpid()),
+    )
+    regs = next(p for p in plan.attached() if p.name.endswith("x86_fpu_regs_deactivated"))
+    assert regs.btf_id > 0
+    with BpfSession(plan, choose_headers(os.uname().release).path) as session:
+        raw = helper_calls(session, "fpu__x86_fpu_regs_deactivated")
+        btf = helper_calls(session, "btf__x86_fpu_regs_deactivated")
+    # The raw variant's two switch-path reads are helper calls; the tp_btf variant has them
+    # as loads (the remaining probe reads are on the miss path: task and VSO bookkeeping).
+    assert raw.count(PROBE_READ_KERNEL) - btf.count(PROBE_READ_KERNEL) == 2
+
+
+def test_tp_btf_and_the_raw_fallback_give_the_same_known_answer(record, pingpong):
+    kinds = {}
+    for mode, env in (("btf", None), ("raw", dict(os.environ, FPTRACE_RAW_TP="1"))):
+        run = record("--", str(pingpong), "--mode", "avx", "--rounds", str(N), name=mode, env=env)
+        assert run.proc.returncode == 0, run.proc.stderr
+        work = run.workload_json()
+        attached = run.rec.manifest["probes"]["attached"]
+        kinds[mode] = {p["kind"] for p in attached if p["name"].startswith("x86_fpu")} - {
+            "tracepoint"  # the TIF calibration probe, when a run has no cached bit
+        }
+        t = summary.per_task(run.rec.counts, run.rec.tasks).set_index("pid")
+        for pid in (work["parent_pid"], work["child_pid"]):
+            assert abs(int(t.loc[pid, "saves"]) - N) <= TOL, (mode, t.loc[pid])
+            assert abs(int(t.loc[pid, "restores"]) - N) <= TOL, (mode, t.loc[pid])
+        vsos = run.rec.vso[run.rec.vso["pid"].isin([work["parent_pid"], work["child_pid"]])]
+        assert (vsos["size"] > 0).all()  # the miss path still reads fpstate->size
+    assert kinds == {"btf": {"tp_btf"}, "raw": {"raw_tracepoint"}}
