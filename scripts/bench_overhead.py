@@ -86,11 +86,18 @@ def main() -> int:
     ap.add_argument("--events", action="store_true", help="trace with record --events")
     ap.add_argument("--backend", default="auto", help="record --backend (auto, bcc, ftrace)")
     ap.add_argument(
+        "--raw-tp",
+        action="store_true",
+        help="attach plain raw tracepoints instead of tp_btf (FPTRACE_RAW_TP=1), to compare",
+    )
+    ap.add_argument(
         "--tracer-cpu",
         type=int,
         help="pin fptrace record (its ring consumer) to this CPU, away from --cpu",
     )
     args = ap.parse_args()
+    if args.raw_tp:
+        os.environ["FPTRACE_RAW_TP"] = "1"  # inherited by fptrace record
     if shutil.which("perf") is None:
         raise SystemExit("perf is missing: apt-get install linux-perf")
     tmp = Path(tempfile.mkdtemp(prefix="fptrace-bench-"))
@@ -137,6 +144,7 @@ def main() -> int:
         "startup_median_s": statistics.median(startups),
         "startup_max_s": max(startups),
         "backend": args.backend,
+        "attach": "raw_tracepoint" if args.raw_tp else "tp_btf where the kernel takes it",
         "drops_total": sum(drops),
     }
     if args.events:

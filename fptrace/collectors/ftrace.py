@@ -44,7 +44,8 @@ from fptrace.xstate import COMPACTED_BIT, Layout, unsized_vso_size
 
 INSTANCE_PREFIX = "fptrace-"
 FLAGS = os.O_RDONLY | os.O_NONBLOCK
-POLL_S = 0.005  # an idle round's pause
+POLL_S = 0.02  # between rounds: the walk costs per round, so rounds should be large; the
+#              8 MiB per-CPU buffer holds ~0.3 s at the fastest switch rates here
 MAX_PAGES_PER_ROUND = 4096  # per CPU: 16 MiB, a bound on one round's memory
 COMMON_TYPE = Field(0, 2, False, False)  # struct trace_entry: the same on every kernel
 COMMON_PID = Field(4, 4, True, False)
@@ -324,6 +325,7 @@ class FtraceSession:
                 mark = time.monotonic_ns()
                 chunks: list[bytes] = []
                 page_cpu: list[int] = []
+                behind = False  # a CPU had more than one round's worth: go again at once
                 for cpu, fd in fds.items():
                     for _ in range(MAX_PAGES_PER_ROUND):
                         try:
@@ -334,11 +336,13 @@ class FtraceSession:
                             break
                         chunks.append(chunk)
                         page_cpu.append(cpu)
+                    else:
+                        behind = True
                 stopping = self._stop.is_set()
                 self._ingest(b"".join(chunks), page_cpu, None if stopping else mark)
                 if stopping and not chunks:
                     break
-                if len(chunks) < len(fds):
+                if not behind:
                     time.sleep(POLL_S)
         finally:
             for fd in fds.values():
@@ -424,7 +428,10 @@ class FtraceSession:
             self._events.append(np.array(rows, EVENT_DTYPE))
         if not len(fpu):
             return
-        fpu["tgid"] = np.array([tgid_of[int(p)] for p in fpu["pid"]], np.uint32)
+        known = np.array(sorted(tgid_of), np.int64)
+        fpu["tgid"] = np.array([tgid_of[p] for p in known], np.uint32)[
+            np.searchsorted(known, fpu["pid"])
+        ]
         keep = (fpu["tgid"] != self.self_pid) & (fpu["pid"] != 0)
         if self.targets is not None:
             targets = np.fromiter(self.targets, np.int64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -108,12 +109,15 @@ def test_formats_parse_offsets_sizes_and_signs():
 def test_records_fields_and_timestamps_across_pages():
     p1 = Page(1_000).record(fpu_record(10, 0xFFFF8880_0000_1000, 0xE6), 5)
     p1.record(fpu_record(11, 0xFFFF8880_0000_2000, 0xA2, load=1), 7)
-    p2 = Page(5_000).record(fpu_record(-1 & 0x7FFFFFFF, 0xFFFF8880_0000_3000, 0x2), 0)
+    p2 = Page(5_000).record(fpu_record(-5, 0xFFFF8880_0000_3000, 0x2), 0)
     buf, recs = decode(p1.bytes(), p2.bytes())
     assert len(recs) == 3
     assert recs.ts.tolist() == [1_005, 1_012, 5_000]
     assert recs.page.tolist() == [0, 0, 1]
-    assert gather(buf, recs.offset, FPU.fields["common_pid"]).tolist()[:2] == [10, 11]
+    assert gather(buf, recs.offset, FPU.fields["common_pid"]).tolist() == [10, 11, -5]
+    # The byte-wise path (an odd offset) gives the same as the word path.
+    odd = dataclasses.replace(FPU.fields["xfeatures"], offset=25, size=7)
+    assert gather(buf, recs.offset, odd).tolist() == [0, 0, 0]
     assert gather(buf, recs.offset, FPU.fields["fpu"]).tolist()[1] == 0xFFFF8880_0000_2000
     assert gather(buf, recs.offset, FPU.fields["xfeatures"]).tolist() == [0xE6, 0xA2, 0x2]
     assert gather(buf, recs.offset, FPU.fields["load_fpu"]).tolist() == [0, 1, 0]
