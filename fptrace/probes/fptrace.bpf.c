@@ -3,7 +3,8 @@
 //
 // Built by BCC with -D macros that fptrace/probes/plan.py derives from the running kernel's
 // tracefs and BTF.  No kernel struct is ever dereferenced through a header: every offset is a
-// macro, and every read is an explicit bpf_probe_read_kernel().
+// macro.  Reads are explicit bpf_probe_read_kernel() calls, except the two on the switch path
+// in the tp_btf variant of each FPU probe (btf__*), which are plain BTF-checked loads.
 //
 // Hot path (the two switch-path events run on every context switch): a per-CPU,
 // direct-mapped cache of CACHE_SLOTS counters sits in front of the shared `counts` hash map.
