@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=("auto", "bcc", "ftrace"),
         default="auto",
-        help="bcc (eBPF, in-kernel aggregation), ftrace (no BCC, compiler or headers; slower at "
-        "high event rates), or auto: BCC when it works here (default)",
+        help="bcc (eBPF, in-kernel aggregation), ftrace (no BCC, compiler or headers: a private "
+        "tracefs instance read as binary pages; costs more per event), or auto: BCC when it "
+        "works here (default)",
     )
     r.add_argument(
         "--load-fpu",

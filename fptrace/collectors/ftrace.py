@@ -132,6 +132,7 @@ class FtraceSession:
         self._carry_fpu = np.zeros(0, FPU_ROW)  # decoded, stamped after the last round's mark
         self._carry_rare: list[tuple[int, int, int, str, dict[str, Any]]] = []
         self._tgids: dict[int, int] = {}
+        self._saved_tgids: dict[int, int] | None = None
         self.enabled: list[str] = []
         self._write("trace_clock", "mono")
         self._write("options/record-tgid", "1")
@@ -420,6 +421,7 @@ class FtraceSession:
     def _process(self, fpu: np.ndarray, rare: list[tuple[int, int, int, str, dict]]) -> None:
         """Aggregate in time order: the rare events one by one, the switch events in bulk."""
         pids = {int(p) for p in np.unique(fpu["pid"])} | {r[2] for r in rare}
+        self._saved_tgids = None  # read at most once a round, and only for a task gone
         tgid_of = {p: self._tgid(p) for p in pids}
         rows: list[tuple[int, ...]] = []  # event rows of the rare events
         for ts, cpu, pid, name, vals in rare:
@@ -531,7 +533,9 @@ class FtraceSession:
         if got is None:
             got = proc_tgid(pid)
             if got is None:  # gone already: what ftrace saw (options/record-tgid)
-                got = saved_map(self.tracefs / "saved_tgids").get(pid, pid)
+                if self._saved_tgids is None:
+                    self._saved_tgids = saved_map(self.tracefs / "saved_tgids")
+                got = self._saved_tgids.get(pid, pid)
             self._tgids[pid] = got
         return got
 
