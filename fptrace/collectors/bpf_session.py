@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fptrace.collectors.ring import RingReader
-from fptrace.collectors.tp_btf import attach_tp_btf
+from fptrace.collectors.tp_btf import load_tp_btf, open_tp_btf
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.plan import DROP_COUNTERS, TIF_CANDIDATE_BITS, ProbePlan
 
@@ -62,17 +62,20 @@ class BpfSession:
 
     def __init__(self, plan: ProbePlan, header_dir: Path | None) -> None:
         self.plan = plan
-        bcc = import_bcc()
         if header_dir is not None:
             os.environ["BCC_KERNEL_SOURCE"] = str(header_dir)
-        try:
-            # Classic tracepoints (TRACEPOINT_PROBE) attach here; raw ones in attach_fpu().
-            self.bpf = bcc.BPF(text=bpf_source(), cflags=plan.cflags(), debug=0)
-        except Exception as exc:  # BCC raises bare Exception for compile/load errors
-            raise EnvironmentProblem(
-                f"BCC could not compile or load the probes ({str(exc).splitlines()[0]}): "
-                "run `fptrace doctor` (BCC printed the compiler's messages above)"
-            ) from exc
+        self._tp_btf: dict[str, int] = {}  # probe name -> loaded tp_btf program fd
+        self._tp_btf_links: list[int] = []
+        self.tp_btf_refused: str | None = None  # why the raw tracepoint build was taken
+        self.bpf = self._compile(plan.cflags())
+        if "FPU_DIRECT" in plan.macros:
+            try:
+                self._load_tp_btf()
+            except OSError as exc:  # before any target or attach: rebuild as raw tracepoints
+                self.tp_btf_refused = f"tp_btf refused ({exc.strerror}): raw tracepoints instead"
+                self._close_tp_btf()
+                self.bpf.cleanup()
+                self.bpf = self._compile([f for f in plan.cflags() if "FPU_DIRECT" not in f])
         self.ring: RingReader | None = None
         if "EVENTS" in plan.macros:
             size = plan.macros["EVENT_PAGES"] * mmap.PAGESIZE
@@ -83,9 +86,38 @@ class BpfSession:
             if note.startswith("TIF_NEED_FPU_LOAD is bit "):
                 self.tif_bit_index = TIF_CANDIDATE_BITS.index(int(note.split()[3]))
         self._attached_raw: list[str] = []
-        self._tp_btf_fds: list[int] = []
         self.attached_as: dict[str, str] = {}  # probe name -> "tp_btf" | "raw_tracepoint"
-        self.tp_btf_refused: str | None = None  # why the raw tracepoint fallback was taken
+
+    @staticmethod
+    def _compile(cflags: list[str]) -> Any:
+        bcc = import_bcc()
+        try:
+            # Classic tracepoints (TRACEPOINT_PROBE) attach here; the FPU ones in attach_fpu().
+            return bcc.BPF(text=bpf_source(), cflags=cflags, debug=0)
+        except Exception as exc:  # BCC raises bare Exception for compile/load errors
+            raise EnvironmentProblem(
+                f"BCC could not compile or load the probes ({str(exc).splitlines()[0]}): "
+                "run `fptrace doctor` (BCC printed the compiler's messages above)"
+            ) from exc
+
+    def _load_tp_btf(self) -> None:
+        """Hand BCC's bytecode of each btf__* function to the verifier as a tp_btf program."""
+        lib = import_bcc().lib
+        module = self.bpf.module
+        for probe in self.plan.attached():
+            if probe.kind != "raw_tracepoint":
+                continue
+            name = "btf__" + probe.fn_name.removeprefix("fpu__")
+            start = lib.bpf_function_start(module, name.encode())
+            size = lib.bpf_function_size(module, name.encode())
+            insns = ctypes.string_at(start, size)
+            license = lib.bpf_module_license(module)
+            self._tp_btf[probe.name] = load_tp_btf(insns, probe.btf_id, license, name)
+
+    def _close_tp_btf(self) -> None:
+        for fd in [*self._tp_btf_links, *self._tp_btf.values()]:
+            os.close(fd)
+        self._tp_btf_links, self._tp_btf = [], {}
 
     def __enter__(self) -> BpfSession:
         return self
@@ -94,8 +126,8 @@ class BpfSession:
         self.close()
 
     def close(self) -> None:
-        if getattr(self, "_tp_btf_fds", None):
-            self.detach_fpu()
+        if getattr(self, "_tp_btf", None) or getattr(self, "_tp_btf_links", None):
+            self._close_tp_btf()
         ring = getattr(self, "ring", None)
         if ring is not None:
             ring.close()
@@ -111,53 +143,33 @@ class BpfSession:
             table[table.Key(tgid)] = ctypes.c_uint8(1)
 
     def attach_fpu(self) -> None:
-        """Attach the FPU events: as tp_btf (direct loads) where the kernel takes it, else raw.
-
-        FPTRACE_RAW_TP=1 forces raw tracepoints (to compare the two, docs/overhead.md).
-        """
-        use_btf = os.environ.get("FPTRACE_RAW_TP") != "1"
+        """Attach the FPU events: tp_btf programs where loaded, else BCC's raw tracepoints."""
         for probe in self.plan.attached():
             if probe.kind != "raw_tracepoint":
                 continue
+            prog = self._tp_btf.get(probe.name)
             tp = probe.name.split(":", 1)[1]
-            if use_btf and probe.btf_id and self._attach_tp_btf(probe.fn_name, probe.btf_id):
-                self.attached_as[probe.name] = "tp_btf"
-                continue
-            use_btf = False  # one kind for all events: a refusal applies to every one
-            self.attached_as[probe.name] = "raw_tracepoint"
             try:
+                if prog is not None:
+                    self._tp_btf_links.append(open_tp_btf(prog))
+                    self.attached_as[probe.name] = "tp_btf"
+                    continue
                 self.bpf.attach_raw_tracepoint(tp=tp.encode(), fn_name=probe.fn_name.encode())
             except Exception as exc:
                 raise EnvironmentProblem(
-                    f"cannot attach raw tracepoint {tp}: {exc}: run `fptrace doctor`"
+                    f"cannot attach {tp}: {exc}: run `fptrace doctor`"
                 ) from exc
             self._attached_raw.append(tp)
-
-    def _attach_tp_btf(self, fn_name: str, btf_id: int) -> bool:
-        bcc = import_bcc()
-        name = ("btf__" + fn_name.removeprefix("fpu__")).encode()
-        module = self.bpf.module
-        start = bcc.lib.bpf_function_start(module, name)
-        if not start:
-            self.tp_btf_refused = f"no function {name.decode()} in the BPF program"
-            return False
-        insns = ctypes.string_at(start, bcc.lib.bpf_function_size(module, name))
-        try:
-            fds = attach_tp_btf(insns, btf_id, bcc.lib.bpf_module_license(module), name.decode())
-        except OSError as exc:
-            self.tp_btf_refused = f"tp_btf refused ({exc.strerror}): raw tracepoints instead"
-            return False
-        self._tp_btf_fds.extend(fds)
-        return True
+            self.attached_as[probe.name] = "raw_tracepoint"
 
     def detach_fpu(self) -> None:
         """Detach the FPU events: nothing is counted after this (the final snapshot)."""
         for tp in self._attached_raw:
             self.bpf.detach_raw_tracepoint(tp=tp.encode())
         self._attached_raw = []
-        for fd in reversed(self._tp_btf_fds):  # the links first, then the programs
+        for fd in self._tp_btf_links:
             os.close(fd)
-        self._tp_btf_fds = []
+        self._tp_btf_links = []
 
     def partial_events(self) -> Any:
         """Events still in the per-CPU batches (call after detach_fpu)."""

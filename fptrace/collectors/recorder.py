@@ -156,6 +156,7 @@ def plan_options(opts: RecordOptions) -> PlanOptions:
         load_on_switch=opts.load_fpu,
         arch_prctl=opts.arch_prctl if opts.arch_prctl is not None else not opts.system,
         events_pages=ring_pages(opts.ring_mb) if opts.events else 0,
+        raw_tp=os.environ.get("FPTRACE_RAW_TP") == "1",
     )
 
 

@@ -39,8 +39,8 @@ def _bpf(cmd: int, attr: bytes) -> int:
     return int(ret)
 
 
-def attach_tp_btf(insns: bytes, btf_id: int, license: bytes, name: str) -> tuple[int, int]:
-    """Load ``insns`` as a tp_btf program for BTF id ``btf_id``; returns (prog fd, link fd).
+def load_tp_btf(insns: bytes, btf_id: int, license: bytes, name: str) -> int:
+    """Load ``insns`` as a tp_btf program for BTF id ``btf_id``; returns the program fd.
 
     Raises OSError with the verifier's last line when the kernel refuses.
     """
@@ -70,13 +70,12 @@ def attach_tp_btf(insns: bytes, btf_id: int, license: bytes, name: str) -> tuple
         btf_id,
     )
     try:
-        prog = _bpf(BPF_PROG_LOAD, attr)
+        return _bpf(BPF_PROG_LOAD, attr)
     except OSError as exc:
         lines = [ln for ln in log.value.decode(errors="replace").splitlines() if ln.strip()]
         raise OSError(exc.errno, f"{exc.strerror}: {lines[-1] if lines else 'no log'}") from exc
-    try:
-        link = _bpf(BPF_RAW_TRACEPOINT_OPEN, struct.pack("<QI", 0, prog))
-    except OSError:
-        os.close(prog)
-        raise
-    return prog, link
+
+
+def open_tp_btf(prog_fd: int) -> int:
+    """Attach a loaded tp_btf program (it knows its tracepoint); returns the link fd."""
+    return _bpf(BPF_RAW_TRACEPOINT_OPEN, struct.pack("<QI", 0, prog_fd))

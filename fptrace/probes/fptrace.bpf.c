@@ -448,11 +448,17 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
     return 0;
 }
 
-// Each event twice: user space attaches btf__* as tp_btf where the kernel accepts it, and
-// falls back to fpu__* as a raw tracepoint (collectors/bpf_session.py).  Both share the maps.
+// FPU_DIRECT: the tp_btf variant (btf__*, loaded by collectors/tp_btf.py); else the raw
+// tracepoint one (fpu__*), which user space rebuilds if a kernel refuses the tp_btf programs.
+// One variant per build: each is a full copy of on_fpu, and compiling both costs ~0.1 s here
+// (seconds in an emulated lab guest).
+#ifdef FPU_DIRECT
 #define FPU_PROBE(name, id) \
-    int fpu__x86_fpu_##name(struct bpf_raw_tracepoint_args *ctx) { return on_fpu(ctx, id, 0); } \
     int btf__x86_fpu_##name(struct bpf_raw_tracepoint_args *ctx) { return on_fpu(ctx, id, 1); }
+#else
+#define FPU_PROBE(name, id) \
+    int fpu__x86_fpu_##name(struct bpf_raw_tracepoint_args *ctx) { return on_fpu(ctx, id, 0); }
+#endif
 
 #ifdef EV_REGS_DEACTIVATED
 FPU_PROBE(regs_deactivated, EV_REGS_DEACTIVATED)

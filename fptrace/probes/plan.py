@@ -111,6 +111,7 @@ class PlanOptions:
     load_on_switch: bool = False  # --load-fpu: read load_fpu on the switch-path events too
     events_pages: int = 0  # --events: ring buffer size in pages (a power of 2), 0 = off
     arch_prctl: bool = True  # attach the (system-wide costly) syscall tracepoint
+    raw_tp: bool = False  # FPTRACE_RAW_TP=1: plain raw tracepoints even where tp_btf works
 
 
 def _member_off(btf: StructInfo, struct: str, member: str) -> int | None:
@@ -321,6 +322,9 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         plan.macros["EVENTS"] = 1
         plan.macros["EVENT_PAGES"] = opts.events_pages
         plan.macros["EVENT_BATCH"] = BATCH
+    fpu_probes = [p for p in plan.attached() if p.kind == "raw_tracepoint"]
+    if fpu_probes and all(p.btf_id for p in fpu_probes) and not opts.raw_tp:
+        plan.macros["FPU_DIRECT"] = 1  # compile the tp_btf variant (direct loads)
     plan.macros["SELF_TGID"] = opts.self_tgid
     for i, bit in enumerate(TIF_CANDIDATE_BITS):
         plan.macros[f"TIF_BIT_{i}"] = bit

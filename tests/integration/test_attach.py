@@ -30,18 +30,21 @@ def helper_calls(session: BpfSession, name: str) -> list[int]:
 
 def test_direct_loads_survive_bccs_rewriter():
     """btf__* must read the fpu argument without helper calls, or tp_btf buys nothing."""
-    plan = plan_probes(
-        LiveKernel(find_tracefs(mount=True)),
-        PlanOptions(filter_targets=False, self_tgid=os.getpid()),
-    )
-    regs = next(p for p in plan.attached() if p.name.endswith("x86_fpu_regs_deactivated"))
-    assert regs.btf_id > 0
-    with BpfSession(plan, choose_headers(os.uname().release).path) as session:
-        raw = helper_calls(session, "fpu__x86_fpu_regs_deactivated")
-        btf = helper_calls(session, "btf__x86_fpu_regs_deactivated")
-    # The raw variant's two switch-path reads are helper calls; the tp_btf variant has them
-    # as loads (the remaining probe reads are on the miss path: task and VSO bookkeeping).
-    assert raw.count(PROBE_READ_KERNEL) - btf.count(PROBE_READ_KERNEL) == 2
+    env = LiveKernel(find_tracefs(mount=True))
+    headers = choose_headers(os.uname().release).path
+    calls = {}
+    for raw in (False, True):
+        plan = plan_probes(
+            env, PlanOptions(filter_targets=False, self_tgid=os.getpid(), raw_tp=raw)
+        )
+        assert ("FPU_DIRECT" in plan.macros) is not raw
+        with BpfSession(plan, headers) as session:
+            assert session.tp_btf_refused is None
+            fn = "fpu__" if raw else "btf__"
+            calls[raw] = helper_calls(session, fn + "x86_fpu_regs_deactivated")
+    # The raw build's two switch-path reads are helper calls; the tp_btf build has them as
+    # loads (the probe reads left are on the miss path: task and VSO bookkeeping).
+    assert calls[True].count(PROBE_READ_KERNEL) - calls[False].count(PROBE_READ_KERNEL) == 2
 
 
 def test_tp_btf_and_the_raw_fallback_give_the_same_known_answer(record, pingpong):
@@ -61,3 +64,25 @@ def test_tp_btf_and_the_raw_fallback_give_the_same_known_answer(record, pingpong
         vsos = run.rec.vso[run.rec.vso["pid"].isin([work["parent_pid"], work["child_pid"]])]
         assert (vsos["size"] > 0).all()  # the miss path still reads fpstate->size
     assert kinds == {"btf": {"tp_btf"}, "raw": {"raw_tracepoint"}}
+
+
+def test_a_refused_tp_btf_build_is_rebuilt_as_raw_tracepoints(monkeypatch):
+    """Kernels whose verifier rejects the direct loads still record, and say why."""
+    from fptrace.collectors import bpf_session
+
+    def refuse(*_args: object) -> int:
+        raise OSError(13, "Permission denied: R1 invalid mem access 'scalar'")
+
+    monkeypatch.setattr(bpf_session, "load_tp_btf", refuse)
+    plan = plan_probes(
+        LiveKernel(find_tracefs(mount=True)),
+        PlanOptions(filter_targets=False, self_tgid=os.getpid()),
+    )
+    assert "FPU_DIRECT" in plan.macros
+    with BpfSession(plan, choose_headers(os.uname().release).path) as session:
+        assert session.tp_btf_refused and "invalid mem access" in session.tp_btf_refused
+        session.attach_fpu()
+        assert set(session.attached_as.values()) == {"raw_tracepoint"}
+        os.system("true")  # a few switches
+        session.detach_fpu()
+        assert sum(v[0] for v in session.snapshot().counts.values()) > 0

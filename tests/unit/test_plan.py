@@ -170,3 +170,16 @@ def test_fpu_probes_carry_the_btf_id_tp_btf_attaches_by() -> None:
     by_name = {p.name: p for p in plan_probes(kernel, ALL).attached()}
     assert by_name["x86_fpu:x86_fpu_regs_deactivated"].btf_id == 8223
     assert by_name["x86_fpu:x86_fpu_regs_activated"].btf_id == 0  # no typedef: raw only
+
+
+def test_the_tp_btf_build_needs_every_fpu_probe_to_have_a_btf_id() -> None:
+    kernel = kernel_6_18()
+    assert kernel.fake_btf is not None
+    names = [p.name.split(":")[1] for p in plan_probes(kernel, ALL).attached()]
+    assert "FPU_DIRECT" not in plan_probes(kernel, ALL).macros  # no typedefs at all
+    kernel.fake_btf.typedefs = {f"btf_trace_{n}": i + 1 for i, n in enumerate(names)}
+    assert plan_probes(kernel, ALL).macros["FPU_DIRECT"] == 1
+    raw = PlanOptions(filter_targets=False, self_tgid=42, raw_tp=True)
+    assert "FPU_DIRECT" not in plan_probes(kernel, raw).macros
+    del kernel.fake_btf.typedefs["btf_trace_x86_fpu_dropped"]
+    assert "FPU_DIRECT" not in plan_probes(kernel, ALL).macros  # one build for all events
