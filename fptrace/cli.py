@@ -543,11 +543,7 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
-    from fptrace.analysis.cost import DEFAULT
-    from fptrace.analysis.report import build
     from fptrace.collectors.recorder import RecordOptions, record
-    from fptrace.recording.loader import load_recording
-    from fptrace.reports.terminal import WIDTH, render_report
 
     cmd = after_dashes(args.cmd)
     opts = RecordOptions(
@@ -584,6 +580,13 @@ def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> 
     if live:
         err.file.write("\r\x1b[2K")
     if not args.quiet:
+        # The summary's imports (pandas) come after the recording: never before the probes
+        # attach (a lab guest under emulation spent 14 s on them).
+        from fptrace.analysis.cost import DEFAULT
+        from fptrace.analysis.report import build
+        from fptrace.recording.loader import load_recording
+        from fptrace.reports.terminal import WIDTH, render_report
+
         startup = result.manifest.get("startup_s")
         err.print(Text(f"fptrace: probes attached {startup} s after start; wrote {result.path}"))
         render_report(
