@@ -111,8 +111,8 @@ class BpfSession:
             start = lib.bpf_function_start(module, name.encode())
             size = lib.bpf_function_size(module, name.encode())
             insns = ctypes.string_at(start, size)
-            license = lib.bpf_module_license(module)
-            self._tp_btf[probe.name] = load_tp_btf(insns, probe.btf_id, license, name)
+            lic = lib.bpf_module_license(module)
+            self._tp_btf[probe.name] = load_tp_btf(insns, probe.btf_id, lic, name)
 
     def _close_tp_btf(self) -> None:
         for fd in [*self._tp_btf_links, *self._tp_btf.values()]:
