@@ -93,7 +93,7 @@ class BpfSession:
         bcc = import_bcc()
         try:
             # Classic tracepoints (TRACEPOINT_PROBE) attach here; the FPU ones in attach_fpu().
-            return bcc.BPF(text=bpf_source(), cflags=cflags, debug=0)
+            return bcc.BPF(text=bpf_source().encode(), cflags=cflags, debug=0)
         except Exception as exc:  # BCC raises bare Exception for compile/load errors
             raise EnvironmentProblem(
                 f"BCC could not compile or load the probes ({str(exc).splitlines()[0]}): "
