@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fptrace.probes.kernel import Field, format_fields
+
 TYPE_DATA_MAX = 28
 TYPE_PADDING = 29
 TYPE_TIME_EXTEND = 30
@@ -35,18 +37,6 @@ TYPE_TIME_STAMP = 31
 TS_SHIFT = 27
 MISSED_FLAGS = (1 << 31) | (1 << 30)
 ABS_TS_MASK = (1 << 59) - 1  # an absolute stamp carries 59 bits; the page supplies the rest
-
-FIELD = re.compile(
-    r"field:(?P<decl>[^;]*);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);\s*signed:(?P<sgn>\d)"
-)
-
-
-@dataclass(frozen=True)
-class Field:
-    offset: int
-    size: int
-    signed: bool
-    data_loc: bool  # ``__data_loc``: a u32 (length << 16 | offset) pointing into the record
 
 
 @dataclass(frozen=True)
@@ -63,14 +53,7 @@ class EventFormat:
         ident = re.search(r"^ID:\s*(\d+)", text, re.M)
         if name is None or ident is None:
             raise ValueError("not a tracefs format file (no name/ID line)")
-        fields: dict[str, Field] = {}
-        for m in FIELD.finditer(text):
-            decl = m["decl"].strip()
-            fname = decl.split()[-1].split("[", 1)[0]
-            fields[fname] = Field(
-                int(m["off"]), int(m["size"]), m["sgn"] == "1", decl.startswith("__data_loc")
-            )
-        return cls(name[1], int(ident[1]), fields)
+        return cls(name[1], int(ident[1]), format_fields(text))
 
     @classmethod
     def read(cls, event_dir: Path) -> EventFormat:
@@ -93,16 +76,14 @@ class PageLayout:
 
     @classmethod
     def parse(cls, text: str) -> PageLayout:
-        got = {}
-        for m in FIELD.finditer(text):
-            got[m["decl"].split()[-1]] = (int(m["off"]), int(m["size"]))
+        got = format_fields(text)
         try:
             return cls(
-                got["timestamp"][0],
-                got["commit"][0],
-                got["commit"][1],
-                got["data"][0],
-                got["data"][1],
+                got["timestamp"].offset,
+                got["commit"].offset,
+                got["commit"].size,
+                got["data"].offset,
+                got["data"].size,
             )
         except KeyError as exc:
             raise ValueError(f"header_page has no {exc.args[0]} field") from exc

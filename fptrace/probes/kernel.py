@@ -7,6 +7,7 @@ decision can be unit-tested against a fake kernel (5.10, 6.1, 6.12, 6.18 …) wi
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,18 +60,36 @@ def find_tracefs(mount: bool = False) -> Path | None:
     return None
 
 
+FORMAT_FIELD = re.compile(
+    r"field:(?P<decl>[^;]*);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);\s*signed:(?P<sgn>\d)"
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a tracepoint record, as its tracefs ``format`` file describes it."""
+
+    offset: int
+    size: int
+    signed: bool
+    data_loc: bool  # ``__data_loc``: a u32 (length << 16 | offset) pointing into the record
+
+
+def format_fields(text: str) -> dict[str, Field]:
+    """Every field of a tracefs ``format`` (or ``header_page``) file, by name."""
+    fields: dict[str, Field] = {}
+    for m in FORMAT_FIELD.finditer(text):
+        decl = m["decl"].strip()
+        name = decl.split()[-1].split("[", 1)[0]
+        fields[name] = Field(
+            int(m["off"]), int(m["size"]), m["sgn"] == "1", decl.startswith("__data_loc")
+        )
+    return fields
+
+
 def parse_format_fields(text: str) -> set[str]:
     """Field names from a tracefs ``format`` file, without the ``common_`` ones."""
-    names: set[str] = set()
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("field:"):
-            continue
-        decl = line[len("field:") :].split(";", 1)[0].strip()
-        name = decl.split()[-1].split("[", 1)[0]
-        if not name.startswith("common_"):
-            names.add(name)
-    return names
+    return {name for name in format_fields(text) if not name.startswith("common_")}
 
 
 @dataclass
