@@ -736,7 +736,10 @@ def _record_session(
     if recorder.events is not None:
         manifest["events"] = {
             "recorded": recorder.events_written,
-            "ring_bytes": plan.macros.get("EVENT_PAGES", 0) * mmap.PAGESIZE,
+            # The BPF ring's size; the ftrace backend has none (its buffer is ftrace's own).
+            "ring_bytes": plan.macros.get("EVENT_PAGES", 0) * mmap.PAGESIZE
+            if session.ring is not None
+            else 0,
             "lost": snap.drops.get("ring_full", 0) + snap.drops.get("ftrace_overrun", 0),
         }
     writer.finalize(manifest)
