@@ -412,7 +412,7 @@ class FtraceSession:
         for name, f in fmt.fields.items():
             if name.startswith("common_"):
                 continue
-            if f.data_loc or (f.size == 16 and "comm" in name):
+            if f.text:
                 vals[name] = record_string(buf, off, f)
             elif f.size <= 8:
                 vals[name] = int(gather(buf, np.array([off]), f)[0])

@@ -73,6 +73,7 @@ class Field:
     size: int
     signed: bool
     data_loc: bool  # ``__data_loc``: a u32 (length << 16 | offset) pointing into the record
+    text: bool = False  # a char array (``char comm[16]``) or a ``__data_loc char[]`` string
 
 
 def format_fields(text: str) -> dict[str, Field]:
@@ -81,9 +82,9 @@ def format_fields(text: str) -> dict[str, Field]:
     for m in FORMAT_FIELD.finditer(text):
         decl = m["decl"].strip()
         name = decl.split()[-1].split("[", 1)[0]
-        fields[name] = Field(
-            int(m["off"]), int(m["size"]), m["sgn"] == "1", decl.startswith("__data_loc")
-        )
+        data_loc = decl.startswith("__data_loc")
+        text = re.search(r"\bchar\b", decl) is not None and "[" in decl  # char x[16], char[]
+        fields[name] = Field(int(m["off"]), int(m["size"]), m["sgn"] == "1", data_loc, text)
     return fields
 
 

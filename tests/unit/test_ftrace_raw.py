@@ -102,6 +102,9 @@ def test_formats_parse_offsets_sizes_and_signs():
     assert FPU.fields["xfeatures"].offset == 24 and FPU.fields["common_pid"].signed
     fork = EventFormat.parse(FORK_FORMAT)
     assert fork.fields["child_comm"].data_loc and not fork.fields["child_pid"].data_loc
+    assert fork.fields["child_comm"].text and not fork.fields["child_pid"].text
+    exit_comm = "field:char comm[16];\toffset:8;\tsize:16;\tsigned:0;"
+    assert EventFormat.parse(f"name: x\nID: 1\n{exit_comm}").fields["comm"].text
     with pytest.raises(ValueError):
         EventFormat.parse("no format here")
 
