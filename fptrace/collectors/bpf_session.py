@@ -1,4 +1,4 @@
-"""Load the BPF program with BCC, attach the planned probes, and snapshot its maps.
+"""Load the compiled BPF program, attach the planned probes, and snapshot its maps.
 
 Counts in the kernel are cumulative and live in two places: the per-CPU cache slots and
 the shared ``counts`` map (see fptrace.bpf.c).  :meth:`BpfSession.snapshot` reads both and
@@ -16,9 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fptrace.collectors import bpf_sys
+from fptrace.collectors.bpf_maps import Map
+from fptrace.collectors.bpf_object import TRACEPOINT_PREFIX, get_object
 from fptrace.collectors.ring import RingReader
 from fptrace.collectors.tp_btf import load_tp_btf, open_tp_btf
 from fptrace.errors import EnvironmentProblem
+from fptrace.probes.kernel import find_tracefs
 from fptrace.probes.plan import DROP_COUNTERS, TIF_CANDIDATE_BITS, ProbePlan
 
 CountKey = tuple[int, int, int, int, int, int, int]  # pid, tgid, vso, xfeatures, event, bits, arg
@@ -58,66 +62,116 @@ def _struct_dict(obj: Any) -> dict[str, Any]:
 
 
 class BpfSession:
-    """One loaded program.  Use as a context manager so probes are always detached."""
+    """One loaded program.  Use as a context manager so probes are always detached.
+
+    BCC is only the compiler here, and only when the compiled program is not cached yet
+    (collectors/bpf_object.py): maps, programs and attachments are made with
+    :mod:`~fptrace.collectors.bpf_sys` in both cases, so a cached run and a compiled run
+    load the same bytes the same way.
+    """
 
     def __init__(self, plan: ProbePlan, header_dir: Path | None) -> None:
         self.plan = plan
         if header_dir is not None:
             os.environ["BCC_KERNEL_SOURCE"] = str(header_dir)
+        self.maps: dict[str, Map] = {}
+        self._progs: dict[str, int] = {}  # function name -> program fd
         self._tp_btf: dict[str, int] = {}  # probe name -> loaded tp_btf program fd
         self._tp_btf_links: list[int] = []
+        self._raw_links: dict[str, int] = {}  # probe name -> raw tracepoint link fd
+        self._tp_links: dict[str, int] = {}  # "group:event" -> perf event fd (tracepoints)
         self.tp_btf_refused: str | None = None  # why the raw tracepoint build was taken
-        self.bpf = self._compile(plan.cflags())
-        if "FPU_DIRECT" in plan.macros:
-            try:
-                self._load_tp_btf()
-            except OSError as exc:  # before any target or attach: rebuild as raw tracepoints
-                self.tp_btf_refused = f"tp_btf refused ({exc.strerror}): raw tracepoints instead"
-                self._close_tp_btf()
-                self.bpf.cleanup()
-                self.bpf = self._compile([f for f in plan.cflags() if "FPU_DIRECT" not in f])
+        bpf_sys.raise_memlock()
+        try:
+            self._load(plan.cflags())
+            if "FPU_DIRECT" in plan.macros:
+                try:
+                    self._load_tp_btf()
+                except OSError as exc:  # before any target or attach: rebuild as raw
+                    self.tp_btf_refused = (
+                        f"tp_btf refused ({exc.strerror}): raw tracepoints instead"
+                    )
+                    self.close()
+                    self._load([f for f in plan.cflags() if "FPU_DIRECT" not in f])
+            self._attach_tracepoints()
+        except BaseException:
+            self.close()
+            raise
         self.ring: RingReader | None = None
         if "EVENTS" in plan.macros:
             size = plan.macros["EVENT_PAGES"] * mmap.PAGESIZE
-            self.ring = RingReader(self.bpf["events"].map_fd, size)
+            self.ring = RingReader(self.maps["events"].map_fd, size)
         self._calibrating = "CALIBRATE_TIF" in plan.macros
         self.tif_bit_index: int | None = None
         for note in plan.notes:  # calibrated by an earlier run on this kernel build
             if note.startswith("TIF_NEED_FPU_LOAD is bit "):
                 self.tif_bit_index = TIF_CANDIDATE_BITS.index(int(note.split()[3]))
-        self._attached_raw: list[str] = []
         self.attached_as: dict[str, str] = {}  # probe name -> "tp_btf" | "raw_tracepoint"
 
-    @staticmethod
-    def _compile(cflags: list[str]) -> Any:
-        bcc = import_bcc()
+    def _load(self, cflags: list[str]) -> None:
+        """Create the maps and load every program except the tp_btf ones."""
         try:
-            # Classic tracepoints (TRACEPOINT_PROBE) attach here; the FPU ones in attach_fpu().
-            return bcc.BPF(text=bpf_source().encode(), cflags=cflags, debug=0)
-        except Exception as exc:  # BCC raises bare Exception for compile/load errors
+            self.obj = get_object(bpf_source(), cflags)
+        except ImportError as exc:
             raise EnvironmentProblem(
-                f"BCC could not compile or load the probes ({str(exc).splitlines()[0]}): "
-                "run `fptrace doctor` (BCC printed the compiler's messages above)"
+                "BCC's Python module is not importable and this kernel's compiled probes are "
+                "not cached: install Debian's python3-bpfcc (make setup)"
+            ) from exc
+        except RuntimeError as exc:
+            raise EnvironmentProblem(
+                f"{exc}: run `fptrace doctor` (BCC printed the compiler's messages above)"
+            ) from exc
+        try:
+            for spec in self.obj.maps:
+                self.maps[spec.name] = Map(spec)
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot create BPF map {spec.name} ({exc.strerror}): run as root "
+                "(`sudo fptrace record`)"
+            ) from exc
+        self.maps["self_tgid"][0] = ctypes.c_uint32(self.plan.self_tgid)
+        self._fds = {name: m.fd for name, m in self.maps.items()}
+        for name in self.obj.progs:
+            if name.startswith(TRACEPOINT_PREFIX):
+                self._progs[name] = self._prog_load(name, bpf_sys.BPF_PROG_TYPE_TRACEPOINT)
+            elif name.startswith("fpu__"):
+                self._progs[name] = self._prog_load(name, bpf_sys.BPF_PROG_TYPE_RAW_TRACEPOINT)
+
+    def _prog_load(self, name: str, prog_type: int) -> int:
+        try:
+            return bpf_sys.prog_load(
+                prog_type, self.obj.progs[name].patched(self._fds), self.obj.license, name
+            )
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"the kernel refused BPF program {name} ({exc.strerror}): run `fptrace doctor`"
             ) from exc
 
     def _load_tp_btf(self) -> None:
-        """Hand BCC's bytecode of each btf__* function to the verifier as a tp_btf program."""
-        lib = import_bcc().lib
-        module = self.bpf.module
+        """Hand each btf__* function to the verifier as a tp_btf program."""
         for probe in self.plan.attached():
             if probe.kind != "raw_tracepoint":
                 continue
             name = "btf__" + probe.fn_name.removeprefix("fpu__")
-            start = lib.bpf_function_start(module, name.encode())
-            size = lib.bpf_function_size(module, name.encode())
-            insns = ctypes.string_at(start, size)
-            lic = lib.bpf_module_license(module)
-            self._tp_btf[probe.name] = load_tp_btf(insns, probe.btf_id, lic, name)
+            insns = self.obj.progs[name].patched(self._fds)
+            self._tp_btf[probe.name] = load_tp_btf(insns, probe.btf_id, self.obj.license, name)
 
-    def _close_tp_btf(self) -> None:
-        for fd in [*self._tp_btf_links, *self._tp_btf.values()]:
-            os.close(fd)
-        self._tp_btf_links, self._tp_btf = [], {}
+    def _attach_tracepoints(self) -> None:
+        """The classic tracepoints (BCC's TRACEPOINT_PROBE functions), attached at load."""
+        tracefs = find_tracefs()
+        for name, fd in self._progs.items():
+            if not name.startswith(TRACEPOINT_PREFIX):
+                continue
+            group, event = name.removeprefix(TRACEPOINT_PREFIX).split("__", 1)
+            try:
+                if tracefs is None:
+                    raise OSError(2, "tracefs is not mounted")
+                tp_id = int((tracefs / "events" / group / event / "id").read_text())
+                self._tp_links[f"{group}:{event}"] = bpf_sys.attach_tracepoint(fd, tp_id)
+            except (OSError, ValueError) as exc:
+                raise EnvironmentProblem(
+                    f"cannot attach tracepoint {group}:{event}: {exc}: run `fptrace doctor`"
+                ) from exc
 
     def __enter__(self) -> BpfSession:
         return self
@@ -126,24 +180,32 @@ class BpfSession:
         self.close()
 
     def close(self) -> None:
-        if getattr(self, "_tp_btf", None) or getattr(self, "_tp_btf_links", None):
-            self._close_tp_btf()
+        """Detach and unload everything (links first, then programs, then maps)."""
         ring = getattr(self, "ring", None)
         if ring is not None:
             ring.close()
             self.ring = None
-        bpf = getattr(self, "bpf", None)
-        if bpf is not None:
-            bpf.cleanup()
-            self.bpf = None
+        for attr in ("_tp_links", "_raw_links"):
+            for fd in getattr(self, attr, {}).values():
+                os.close(fd)
+            setattr(self, attr, {})
+        for fd in [*getattr(self, "_tp_btf_links", []), *getattr(self, "_tp_btf", {}).values()]:
+            os.close(fd)
+        self._tp_btf_links, self._tp_btf = [], {}
+        for fd in getattr(self, "_progs", {}).values():
+            os.close(fd)
+        self._progs = {}
+        for m in getattr(self, "maps", {}).values():
+            m.close()
+        self.maps = {}
 
     def add_targets(self, tgids: list[int]) -> None:
-        table = self.bpf["targets"]
+        table = self.maps["targets"]
         for tgid in tgids:
             table[table.Key(tgid)] = ctypes.c_uint8(1)
 
     def attach_fpu(self) -> None:
-        """Attach the FPU events: tp_btf programs where loaded, else BCC's raw tracepoints."""
+        """Attach the FPU events: tp_btf programs where loaded, else raw tracepoints."""
         for probe in self.plan.attached():
             if probe.kind != "raw_tracepoint":
                 continue
@@ -154,28 +216,25 @@ class BpfSession:
                     self._tp_btf_links.append(open_tp_btf(prog))
                     self.attached_as[probe.name] = "tp_btf"
                     continue
-                self.bpf.attach_raw_tracepoint(tp=tp.encode(), fn_name=probe.fn_name.encode())
-            except Exception as exc:
+                fd = bpf_sys.raw_tracepoint_open(self._progs[probe.fn_name], tp)
+            except OSError as exc:
                 raise EnvironmentProblem(
-                    f"cannot attach {tp}: {exc}: run `fptrace doctor`"
+                    f"cannot attach {tp} ({exc.strerror}): run `fptrace doctor`"
                 ) from exc
-            self._attached_raw.append(tp)
+            self._raw_links[probe.name] = fd
             self.attached_as[probe.name] = "raw_tracepoint"
 
     def detach_fpu(self) -> None:
         """Detach the FPU events: nothing is counted after this (the final snapshot)."""
-        for tp in self._attached_raw:
-            self.bpf.detach_raw_tracepoint(tp=tp.encode())
-        self._attached_raw = []
-        for fd in self._tp_btf_links:
+        for fd in [*self._raw_links.values(), *self._tp_btf_links]:
             os.close(fd)
-        self._tp_btf_links = []
+        self._raw_links, self._tp_btf_links = {}, []
 
     def partial_events(self) -> Any:
         """Events still in the per-CPU batches (call after detach_fpu)."""
         from fptrace.collectors.ring import partial_batches
 
-        table = self.bpf["batches"]
+        table = self.maps["batches"]
         leaves = table[table.Key(0)]
         return partial_batches([bytes(leaf) for leaf in leaves])
 
@@ -187,7 +246,7 @@ class BpfSession:
         """Decide the TIF_NEED_FPU_LOAD bit once enough events came; detach the probe then."""
         if not self._calibrating:
             return self.tif_bit_index
-        table = self.bpf["tif_cal"]
+        table = self.maps["tif_cal"]
         per_cpu = [list(table[table.Key(i)]) for i in range(4)]
         not_and1 = 0
         or0 = 0
@@ -202,7 +261,7 @@ class BpfSession:
         found = [i for i, bit in enumerate(TIF_CANDIDATE_BITS) if (and1 & ~or0) >> bit & 1]
         self.tif_bit_index = found[0] if len(found) == 1 else None
         self._calibrating = False
-        self.bpf.detach_tracepoint(b"x86_fpu:x86_fpu_regs_activated")
+        os.close(self._tp_links.pop("x86_fpu:x86_fpu_regs_activated"))
         return self.tif_bit_index
 
     @property
@@ -212,7 +271,7 @@ class BpfSession:
 
     def snapshot(self) -> Snapshot:
         snap = Snapshot()
-        seq = self.bpf["seq"]
+        seq = self.maps["seq"]
         for attempt in range(8):
             before = list(seq[seq.Key(0)])
             cached = self._read_cache()
@@ -228,20 +287,20 @@ class BpfSession:
             else:
                 counts[key] = (old[0] + count, min(old[1], first), max(old[2], last))
         snap.counts = counts
-        for k, v in self.bpf["vsos"].items():
+        for k, v in self.maps["vsos"].items():
             snap.vsos[(k.vso, k.pid)] = _struct_dict(v)
-        for k, v in self.bpf["tasks"].items():
+        for k, v in self.maps["tasks"].items():
             info = _struct_dict(v)
             info["comm"] = bytes(v.comm).split(b"\0", 1)[0].decode("utf-8", "replace")
             snap.tasks[k.value] = info
-        drops = self.bpf["drops"]
+        drops = self.maps["drops"]
         for i, name in enumerate(DROP_COUNTERS):
             snap.drops[name] = sum(drops[drops.Key(i)])
         return snap
 
     def _read_cache(self) -> list[tuple[CountKey, CountVal]]:
         out = []
-        cache = self.bpf["cache"]
+        cache = self.maps["cache"]
         for i in range(64):
             for s in cache[cache.Key(i)]:
                 if not s.traced or not s.val.count:
@@ -256,7 +315,7 @@ class BpfSession:
         return out
 
     def _read_counts(self) -> dict[CountKey, CountVal]:
-        table = self.bpf["counts"]
+        table = self.maps["counts"]
         try:
             items = list(table.items_lookup_batch())
         except Exception:  # kernels before 5.6 have no batch ops

@@ -40,7 +40,7 @@ from fptrace.collectors.procfs import TaskMeta, process_running, task_counters, 
 from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
 from fptrace.collectors.ring import RingReader
 from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError
-from fptrace.probes.headers import cache_dir, choose_headers
+from fptrace.probes.headers import cache_dir, cache_write_dir, choose_headers
 from fptrace.probes.kernel import LiveKernel, find_tracefs
 from fptrace.probes.plan import (
     EVENT_NAMES,
@@ -121,9 +121,10 @@ def load_tif_bit() -> int | None:
 
 
 def save_tif_bit(bit: int) -> None:
+    dest = cache_write_dir() / _tif_cache().name
     try:
-        _tif_cache().parent.mkdir(parents=True, exist_ok=True)
-        _tif_cache().write_text(f"{bit}\n")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(f"{bit}\n")
     except OSError:
         pass
 

@@ -107,6 +107,9 @@ BPF_PERCPU_ARRAY(seq, u64, 1);
 BPF_PERCPU_ARRAY(drops, u64, 8);
 BPF_HASH(vsos, struct vso_key, struct vso_info, MAX_VSOS);
 BPF_HASH(tasks, u32, struct task_info, MAX_TASKS);
+// The recorder's own tgid, never traced.  A map, not a -D flag, so that the compiled program
+// is the same for every run on a kernel build and can be cached (collectors/bpf_object.py).
+BPF_ARRAY(self_tgid, u32, 1);
 #if defined(EV_COPY_DST) && defined(PROBE_FORK)
 // copy_dst fires inside copy_process() before the child has its pid: park the child's
 // buffer under the forking thread until sched_process_fork names the child.
@@ -241,7 +244,9 @@ static __always_inline u64 task_runtime(const void *task)
 // Is the process (tgid) traced?  Only consulted on cache misses.
 static __always_inline int is_traced(u32 tgid)
 {
-    if (tgid == SELF_TGID || tgid == 0)
+    u32 zero = 0;
+    u32 *self = self_tgid.lookup(&zero);
+    if (tgid == 0 || !self || tgid == *self)
         return 0;
 #ifdef FILTER_TARGETS
     return targets.lookup(&tgid) != NULL;

@@ -35,6 +35,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fptrace"
 
 
+def cache_write_dir() -> Path:
+    """Where new cache entries go: ``cache_dir()``, or ``FPTRACE_CACHE_SPILL`` when set.
+
+    An `fptrace lab` guest reads the host's cache through its read-only root and spills what
+    it adds (a compiled program, BTF facts, the TIF bit) into its job directory; the host
+    moves those files into its cache after the guest ends (lab/runner.py).
+    """
+    spill = os.environ.get("FPTRACE_CACHE_SPILL")
+    return Path(spill) if spill else cache_dir()
+
+
 def own_headers(release: str) -> Path | None:
     build = Path(f"/lib/modules/{release}/build")
     return build if (build / "include").is_dir() else None

@@ -86,6 +86,7 @@ class ProbePlan:
     macros: dict[str, int] = field(default_factory=dict)
     fatal: list[str] = field(default_factory=list)  # reasons the run cannot start
     notes: list[str] = field(default_factory=list)
+    self_tgid: int = 0  # never traced: written into the self_tgid map after loading
 
     @property
     def ok(self) -> bool:
@@ -325,7 +326,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
     fpu_probes = [p for p in plan.attached() if p.kind == "raw_tracepoint"]
     if fpu_probes and all(p.btf_id for p in fpu_probes) and not opts.raw_tp:
         plan.macros["FPU_DIRECT"] = 1  # compile the tp_btf variant (direct loads)
-    plan.macros["SELF_TGID"] = opts.self_tgid
+    plan.self_tgid = opts.self_tgid
     for i, bit in enumerate(TIF_CANDIDATE_BITS):
         plan.macros[f"TIF_BIT_{i}"] = bit
     for name, ident in AUX_EVENT_IDS.items():

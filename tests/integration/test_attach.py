@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 
 from fptrace.analysis import summary
-from fptrace.collectors.bpf_session import BpfSession, import_bcc
+from fptrace.collectors.bpf_session import BpfSession
 from fptrace.probes.headers import choose_headers
 from fptrace.probes.kernel import LiveKernel, find_tracefs
 from fptrace.probes.plan import PlanOptions, plan_probes
@@ -18,11 +17,7 @@ PROBE_READ_KERNEL = 113  # BPF_FUNC_probe_read_kernel
 
 
 def helper_calls(session: BpfSession, name: str) -> list[int]:
-    lib = import_bcc().lib
-    module = session.bpf.module
-    code = ctypes.string_at(
-        lib.bpf_function_start(module, name.encode()), lib.bpf_function_size(module, name.encode())
-    )
+    code = session.obj.progs[name].insns
     return [
         struct.unpack_from("<i", code, i + 4)[0] for i in range(0, len(code), 8) if code[i] == 0x85
     ]
