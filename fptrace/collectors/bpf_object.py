@@ -22,14 +22,13 @@ import ctypes
 import hashlib
 import json
 import os
-import stat
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fptrace.cache import cache_dir, cache_write_dir, trusted, write_atomic
 from fptrace.collectors.bpf_maps import MapSpec
-from fptrace.probes.headers import cache_dir, cache_write_dir
 
 FORMAT = 1
 LD_IMM64 = 0x18
@@ -130,22 +129,9 @@ def cache_key(source: str, cflags: list[str]) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
-def _trusted(path: Path) -> bool:
-    """Owned by root or us, and writable by nobody else (file and directory)."""
-    me = os.geteuid()
-    for p in (path, path.parent):
-        try:
-            st = p.stat()
-        except OSError:
-            return False
-        if st.st_uid not in (0, me) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return False
-    return True
-
-
 def load_cached(key: str) -> BpfObject | None:
     path = cache_dir() / "bpf" / f"{key}.json"
-    if not path.is_file() or not _trusted(path):
+    if not path.is_file() or not trusted(path):
         return None
     try:
         obj = BpfObject.from_json(path.read_text())
@@ -160,15 +146,7 @@ def load_cached(key: str) -> BpfObject | None:
 def store(obj: BpfObject) -> Path | None:
     """Write ``obj`` to the cache (atomically); None when the cache is not writable."""
     dest = cache_write_dir() / "bpf" / f"{obj.key}.json"
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
-        tmp.write_text(obj.to_json())
-        tmp.chmod(0o644)
-        os.replace(tmp, dest)
-    except OSError:
-        return None
-    return dest
+    return dest if write_atomic(dest, obj.to_json()) else None
 
 
 def compile_object(source: str, cflags: list[str], key: str = "") -> BpfObject:

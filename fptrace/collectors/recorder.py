@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from fptrace import __version__
+from fptrace.cache import cache_dir, cache_write_dir
 from fptrace.collectors.bpf_session import BpfSession, CountKey, CountVal, Snapshot
 from fptrace.collectors.ftrace import FtraceSession
 from fptrace.collectors.host import collect_host
@@ -40,7 +41,7 @@ from fptrace.collectors.procfs import TaskMeta, process_running, task_counters, 
 from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
 from fptrace.collectors.ring import RingReader
 from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError
-from fptrace.probes.headers import cache_dir, cache_write_dir, choose_headers
+from fptrace.probes.headers import choose_headers
 from fptrace.probes.kernel import LiveKernel, find_tracefs
 from fptrace.probes.plan import (
     EVENT_NAMES,
@@ -650,6 +651,11 @@ def record(
                         item["kind"] = session.attached_as.get(item["name"], item["kind"])
                 if session.tp_btf_refused:
                     manifest["probes"]["notes"].append(session.tp_btf_refused)
+                # Whether BCC's compiler ran (and on what key the program is cached).
+                manifest["probes"]["program"] = {
+                    "cached": session.obj.cached,
+                    "key": session.obj.key,
+                }
             if backend == "ftrace":
                 manifest["probes"] = {
                     "attached": [

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fptrace.cache import cache_dir
 from fptrace.errors import EnvironmentProblem, UsageError
 from fptrace.lab.apt import DebianKernel, PrivateApt, version_key
 from fptrace.lab.initramfs import WANTED, initramfs_for, resolve_modules, save_modules
 from fptrace.lab.specs import KernelSpec
-from fptrace.probes.headers import cache_dir, merge_tree
+from fptrace.probes.headers import merge_tree
 
 #: Free space a kernel needs while it is being prepared (packages + extracted tree).
 PREPARE_FREE_BYTES = 1_500_000_000

@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fptrace.cache import adopt, cache_dir
 from fptrace.errors import FptraceError, OutputExistsError, UsageError
 from fptrace.lab.apt import PrivateApt
 from fptrace.lab.kernels import CachedKernel, lab_dir, prepare_debian, prepare_path
 from fptrace.lab.qemu import Machine, kvm_usable, qemu_argv, qemu_binary, qemu_version, run_guest
 from fptrace.lab.rootfs import bind_paths, debootstrap_root
 from fptrace.lab.specs import KernelSpec, combination_name, parse_spec
-from fptrace.probes.headers import cache_dir
 from fptrace.recording.writer import chown_tree, write_json_atomic
 
 Progress = Callable[[str], None]
@@ -107,7 +107,14 @@ def write_job(out: Path, name: str, kernel: CachedKernel, opts: LabOptions) -> P
     shutil.rmtree(jobdir, ignore_errors=True)
     jobdir.mkdir(parents=True)
     # The guest shares the host's fptrace cache (built workloads; writes land in the overlay).
-    env = {"FPTRACE_KERNEL_CONFIG": str(kernel.path / "config"), "FPTRACE_CACHE": str(cache_dir())}
+    # What the guest adds to the cache (compiled probes, BTF facts) is spilled into the job
+    # directory and adopted by the host's cache after the guest ends: the next boot of this
+    # kernel starts without BCC's compiler or a BTF parse.
+    env = {
+        "FPTRACE_KERNEL_CONFIG": str(kernel.path / "config"),
+        "FPTRACE_CACHE": str(cache_dir()),
+        "FPTRACE_CACHE_SPILL": str(jobdir / "cache"),
+    }
     if kernel.headers is not None:
         env["FPTRACE_KERNEL_HEADERS"] = str(kernel.headers)
     cmd = opts.cmd
@@ -277,6 +284,7 @@ def _run_combinations(
         argv = qemu_argv(machine, kernel.vmlinuz, kernel.initrd(), cmdline, out, labroot)
         progress(f"{label} {name}: booting ({accel}, -append '{append.strip()}')")
         boot = run_guest(argv, out / JOBS / name / "console.log", opts.timeout)
+        adopt(out / JOBS / name / "cache")
         res = _interpret(name, spec, append, out, boot)
         if res.recording is not None:
             _annotate(Path(res.recording), name, spec, append, meta | {"boot_s": res.boot_s})

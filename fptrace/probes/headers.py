@@ -15,6 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from fptrace.cache import cache_dir
+
 SRC_ROOT = Path("/usr/src")
 
 
@@ -24,26 +26,6 @@ class HeaderChoice:
 
     path: Path | None
     note: str  # one line for the user; "" when the running kernel's own headers are used
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("FPTRACE_CACHE")
-    if base:
-        return Path(base)
-    if os.geteuid() == 0:
-        return Path("/var/cache/fptrace")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fptrace"
-
-
-def cache_write_dir() -> Path:
-    """Where new cache entries go: ``cache_dir()``, or ``FPTRACE_CACHE_SPILL`` when set.
-
-    An `fptrace lab` guest reads the host's cache through its read-only root and spills what
-    it adds (a compiled program, BTF facts, the TIF bit) into its job directory; the host
-    moves those files into its cache after the guest ends (lab/runner.py).
-    """
-    spill = os.environ.get("FPTRACE_CACHE_SPILL")
-    return Path(spill) if spill else cache_dir()
 
 
 def own_headers(release: str) -> Path | None:

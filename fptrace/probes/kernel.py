@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from fptrace.probes.btf import BTF, BTFError, Member
+from fptrace.probes.btf import BTFError, Member
+from fptrace.probes.btf_facts import BTFFacts
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -100,7 +101,7 @@ class LiveKernel:
     tracefs: Path | None
     btf_path: Path = Path("/sys/kernel/btf/vmlinux")
     release: str = field(default_factory=lambda: os.uname().release)
-    _btf: BTF | None = None
+    _btf: BTFFacts | None = None
     _btf_error: str | None = None
     _btf_loaded: bool = False
 
@@ -127,12 +128,17 @@ class LiveKernel:
             return
         self._btf_loaded = True
         try:
-            self._btf = BTF.load(self.btf_path)
+            facts = BTFFacts(self.btf_path.read_bytes())
+            if not facts.cached:  # the first run on this build: a bad blob is reported here
+                facts.parse()
+            self._btf = facts
+        except OSError as exc:
+            self._btf_error = f"cannot read {self.btf_path}: {exc.strerror}"
         except BTFError as exc:
             self._btf_error = str(exc)
 
     @property
-    def btf(self) -> BTF | None:
+    def btf(self) -> BTFFacts | None:
         self._load_btf()
         return self._btf
 

@@ -29,6 +29,35 @@ from fptrace.recording.schema import (
 )
 
 
+class _NoPandas:
+    """A meta path finder that makes ``import pandas`` fail (see :func:`skip_pandas_probe`)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas":
+            raise ImportError("pandas is not needed to write a recording")
+
+
+def skip_pandas_probe() -> None:
+    """Answer pyarrow's one-time look for pandas with "not here", without importing pandas.
+
+    Why: pyarrow's first ``pa.array()`` (also inside ``Table.from_pylist``) imports pandas to
+    check whether its argument is a pandas object: ~0.25 s here, ~7 s in an emulated lab
+    guest, in the middle of a recording.  Writing a recording never hands pandas objects to
+    pyarrow.  Later, anything that does ask pyarrow for pandas (``to_pandas()``) imports it
+    as usual.
+    """
+    import sys
+
+    if "pandas" in sys.modules:
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def _owner() -> tuple[int, int] | None:
     """The invoking user under sudo, so files written as root belong to them."""
     uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
@@ -63,6 +92,7 @@ class RecordingWriter:
     """Creates the directory, appends interval parts, and finalizes the tables."""
 
     def __init__(self, path: Path, force: bool = False) -> None:
+        skip_pandas_probe()
         self.path = path
         if path.exists():
             if not force:

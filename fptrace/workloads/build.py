@@ -14,8 +14,8 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
+from fptrace.cache import cache_dir
 from fptrace.errors import EnvironmentProblem
-from fptrace.probes.headers import cache_dir
 
 # No -mavx*: the compiler must not emit vzeroupper (see fpstate.h).
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-pthread"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
 from fptrace.probes.btf import BTF, BTFError
+from fptrace.probes.btf_facts import BTFFacts, btf_key
 
 
 class Blob:
@@ -57,8 +59,7 @@ class Blob:
         return hdr + self.types + self.strings
 
 
-@pytest.fixture
-def btf() -> BTF:
+def kernel_blob() -> bytes:
     b = Blob()
     u32 = b.int_("unsigned int", 4)
     u64 = b.int_("long long unsigned int", 8)
@@ -78,7 +79,12 @@ def btf() -> BTF:
     b.struct("fpu", 4224, [("last_cpu", u32, 0, 0), ("fpstate", b.ptr(fps), 128, 0)])
     b.struct("task_struct", 3264, [("pid", u32, 10112, 0), ("", inner, 12288, 0)])
     b.func("bpf_jiffies64")
-    return BTF(b.build())
+    return b.build()
+
+
+@pytest.fixture
+def btf() -> BTF:
+    return BTF(kernel_blob())
 
 
 def test_struct_members_offsets_sizes_and_bitfields(btf: BTF) -> None:
@@ -106,3 +112,63 @@ def test_bad_blob_is_refused() -> None:
         BTF(b"\x9f\xeb")
     with pytest.raises(BTFError):
         BTF.load("/nonexistent/vmlinux")
+
+
+QUESTIONS = [
+    ("members", "fpstate"),
+    ("members", "task_struct"),
+    ("members", "missing"),
+    ("struct_size", "task_struct"),
+    ("typedef_id", "u64"),
+    ("has_func", "bpf_jiffies64"),
+    ("has_struct", "fpu"),
+]
+
+
+def _answers(facts: object) -> list[object]:
+    return [getattr(facts, q)(n) for q, n in QUESTIONS]
+
+
+def test_btf_facts_answer_like_btf_and_spare_the_next_run_the_parse(tmp_path, monkeypatch):
+    monkeypatch.setenv("FPTRACE_CACHE", str(tmp_path))
+    monkeypatch.delenv("FPTRACE_CACHE_SPILL", raising=False)
+    blob = kernel_blob()
+    first = BTFFacts(blob)
+    assert not first.cached
+    assert _answers(first) == _answers(BTF(blob)) and first.parsed
+
+    def no_parse(_blob: bytes) -> BTF:
+        raise AssertionError("the second run parsed the BTF")
+
+    second = BTFFacts(blob, parse=no_parse)
+    assert second.cached and _answers(second) == _answers(BTF(blob)) and not second.parsed
+    # A question the file lacks is parsed for, and then remembered.
+    third = BTFFacts(blob)
+    assert third.struct_size("fpstate") == 4160 and third.parsed
+    assert BTFFacts(blob, parse=no_parse).struct_size("fpstate") == 4160
+
+
+def test_btf_facts_belong_to_one_blob_and_to_trusted_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("FPTRACE_CACHE", str(tmp_path))
+    blob = kernel_blob()
+    BTFFacts(blob).members("fpu")
+    other = blob[:-1] + b"x"  # another kernel build: other strings
+    assert not BTFFacts(other).cached
+    (entry,) = (tmp_path / "btf").iterdir()
+    entry.chmod(0o666)  # anyone could have changed the offsets
+    assert not BTFFacts(blob).cached
+
+
+def test_a_guest_spills_its_facts_and_the_host_adopts_them(tmp_path, monkeypatch):
+    from fptrace.cache import adopt
+
+    host, spill = tmp_path / "host", tmp_path / "job" / "cache"
+    monkeypatch.setenv("FPTRACE_CACHE", str(host))
+    monkeypatch.setenv("FPTRACE_CACHE_SPILL", str(spill))
+    blob = kernel_blob()
+    BTFFacts(blob).members("fpu")
+    assert not (host / "btf").exists() and len(list((spill / "btf").iterdir())) == 1
+    (spill / "stray").write_text("x")  # not a cache entry: left where it is
+    assert adopt(spill) == [Path("btf") / f"{btf_key(blob)}.json"]
+    monkeypatch.delenv("FPTRACE_CACHE_SPILL")
+    assert BTFFacts(blob).cached and not (host / "stray").exists()

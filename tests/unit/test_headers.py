@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fptrace import cache
 from fptrace.probes import headers
 
 
@@ -45,6 +46,6 @@ def test_no_headers_at_all(tmp_path: Path) -> None:
 @pytest.mark.parametrize("uid", [0, 1000])
 def test_cache_dir_follows_privilege(monkeypatch, uid: int) -> None:
     monkeypatch.delenv("FPTRACE_CACHE", raising=False)
-    monkeypatch.setattr(headers.os, "geteuid", lambda: uid)
+    monkeypatch.setattr(cache.os, "geteuid", lambda: uid)
     expect = "/var/cache/fptrace" if uid == 0 else "fptrace"
-    assert str(headers.cache_dir()).endswith(expect)
+    assert str(cache.cache_dir()).endswith(expect)
