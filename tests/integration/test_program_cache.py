@@ -1,0 +1,52 @@
+"""The compiled-program cache on the real kernel: a cached run loads, attaches and counts like
+a compiled one, without BCC, its compiler or pandas in the process."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from fptrace.analysis import summary
+
+N = 3000
+TOL = 10
+
+
+def imported(stderr: str) -> set[str]:
+    """Packages PYTHONPROFILEIMPORTTIME saw imported (a refused attempt shows as the bare
+    name alone: fptrace answers pyarrow's pandas probe that way), by their top-level name."""
+    names = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", stderr, re.M)
+    return {n.split(".")[0] for n in names if "." in n or n == "bcc"}
+
+
+def test_a_cached_run_counts_the_same_without_the_compiler(record, pingpong, tmp_path: Path):
+    env = dict(os.environ, FPTRACE_CACHE=str(tmp_path / "cache"), PYTHONPROFILEIMPORTTIME="1")
+    env.pop("FPTRACE_CACHE_SPILL", None)
+    runs = []
+    # Run 1 compiles; if it calibrated the TIF bit, run 2 compiles the calibrated build; the
+    # next one must then come from the cache.
+    for i in range(3):
+        run = record(
+            "--", str(pingpong), "--mode", "avx", "--rounds", str(N), name=f"r{i}", env=env
+        )
+        assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+        runs.append(run)
+        if run.rec.manifest["probes"]["program"]["cached"]:
+            break
+    programs = [r.rec.manifest["probes"]["program"] for r in runs]
+    assert not programs[0]["cached"] and programs[-1]["cached"], programs
+    assert "bcc" in imported(runs[0].proc.stderr)
+    cached = runs[-1]
+    assert not {"bcc", "pandas"} & imported(cached.proc.stderr)
+    assert (tmp_path / "cache" / "bpf" / f"{programs[-1]['key']}.json").is_file()
+    btf = list((tmp_path / "cache" / "btf").iterdir())
+    assert len(btf) == 1  # one kernel build, one file of BTF facts
+    for run in (runs[0], cached):
+        work = run.workload_json()
+        t = summary.per_task(run.rec.counts, run.rec.tasks).set_index("pid")
+        for pid in (work["parent_pid"], work["child_pid"]):
+            assert abs(int(t.loc[pid, "saves"]) - N) <= TOL, t.loc[pid]
+            assert abs(int(t.loc[pid, "restores"]) - N) <= TOL, t.loc[pid]
+        kinds = {p["kind"] for p in run.rec.manifest["probes"]["attached"]}
+        assert "tp_btf" in kinds, kinds
