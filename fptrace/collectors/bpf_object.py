@@ -31,6 +31,7 @@ from fptrace.cache import cache_dir, cache_write_dir, trusted, write_atomic
 from fptrace.collectors.bpf_maps import MapSpec
 
 FORMAT = 1
+KEEP = 64  # cached programs kept: kernels x option sets in use
 LD_IMM64 = 0x18
 PSEUDO_MAP_FD = 1
 LIBBCC = Path("/usr/lib/x86_64-linux-gnu/libbcc.so.0")
@@ -146,7 +147,17 @@ def load_cached(key: str) -> BpfObject | None:
 def store(obj: BpfObject) -> Path | None:
     """Write ``obj`` to the cache (atomically); None when the cache is not writable."""
     dest = cache_write_dir() / "bpf" / f"{obj.key}.json"
-    return dest if write_atomic(dest, obj.to_json()) else None
+    if not write_atomic(dest, obj.to_json()):
+        return None
+    prune(dest.parent, KEEP)
+    return dest
+
+
+def prune(directory: Path, keep: int) -> None:
+    """Drop all but the ``keep`` most recently written entries (~40 KB each)."""
+    entries = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def compile_object(source: str, cflags: list[str], key: str = "") -> BpfObject:

@@ -29,6 +29,7 @@ CountKey = tuple[int, int, int, int, int, int, int]  # pid, tgid, vso, xfeatures
 CountVal = tuple[int, int, int]  # count, first_ns, last_ns (kernel monotonic; last: see .c)
 
 CALIBRATION_SAMPLES = 16  # load=1 events needed before the TIF bit is trusted
+CALIBRATION_PROG = "tracepoint__x86_fpu__x86_fpu_regs_activated"
 
 
 def bpf_source() -> str:
@@ -101,7 +102,7 @@ class BpfSession:
         if "EVENTS" in plan.macros:
             size = plan.macros["EVENT_PAGES"] * mmap.PAGESIZE
             self.ring = RingReader(self.maps["events"].map_fd, size)
-        self._calibrating = "CALIBRATE_TIF" in plan.macros
+        self._calibrating = plan.calibrate
         self.tif_bit_index: int | None = None
         for note in plan.notes:  # calibrated by an earlier run on this kernel build
             if note.startswith("TIF_NEED_FPU_LOAD is bit "):
@@ -132,6 +133,8 @@ class BpfSession:
         self.maps["self_tgid"][0] = ctypes.c_uint32(self.plan.self_tgid)
         self._fds = {name: m.fd for name, m in self.maps.items()}
         for name in self.obj.progs:
+            if name == CALIBRATION_PROG and not self.plan.calibrate:
+                continue  # compiled in for the cache's sake; this run knows the bit
             if name.startswith(TRACEPOINT_PREFIX):
                 self._progs[name] = self._prog_load(name, bpf_sys.BPF_PROG_TYPE_TRACEPOINT)
             elif name.startswith("fpu__"):

@@ -87,6 +87,7 @@ class ProbePlan:
     fatal: list[str] = field(default_factory=list)  # reasons the run cannot start
     notes: list[str] = field(default_factory=list)
     self_tgid: int = 0  # never traced: written into the self_tgid map after loading
+    calibrate: bool = False  # attach the TIF_NEED_FPU_LOAD calibration tracepoint
 
     @property
     def ok(self) -> bool:
@@ -237,12 +238,16 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
 
     # load_fpu calibration: which TIF bit is TIF_NEED_FPU_LOAD on this kernel.
     act = present.get("regs_activated", set())
+    if "TASK_TIF_OFF" in plan.macros and "load_fpu" in act:
+        # Compiled in whether or not this run calibrates, so that the first run on a kernel
+        # and the later ones share one compiled program (collectors/bpf_object.py).
+        plan.macros["CALIBRATE_TIF"] = 1
     if "TASK_TIF_OFF" in plan.macros and opts.calibrated_tif_bit in TIF_CANDIDATE_BITS:
         plan.notes.append(
             f"TIF_NEED_FPU_LOAD is bit {opts.calibrated_tif_bit} (calibrated by an earlier run)"
         )
-    elif "TASK_TIF_OFF" in plan.macros and "load_fpu" in act:
-        plan.macros["CALIBRATE_TIF"] = 1
+    elif "CALIBRATE_TIF" in plan.macros:
+        plan.calibrate = True
         plan.probes.append(
             ProbeDecision(
                 "x86_fpu:x86_fpu_regs_activated",

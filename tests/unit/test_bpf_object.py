@@ -140,3 +140,17 @@ def test_get_object_compiles_once_then_uses_the_cache(tmp_path, monkeypatch):
     assert compiled == [["-DA=1"]] and not first.cached and second.cached
     bpf_object.get_object("int x;", ["-DA=2"])
     assert len(compiled) == 2
+
+
+def test_the_cache_keeps_the_newest_entries_only(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("FPTRACE_CACHE", str(tmp_path))
+    monkeypatch.delenv("FPTRACE_CACHE_SPILL", raising=False)
+    monkeypatch.setattr(bpf_object, "KEEP", 3)
+    keys = [cache_key("int x;", [f"-DN={i}"]) for i in range(5)]
+    for i, key in enumerate(keys):
+        path = bpf_object.store(_object(key))
+        os.utime(path, (1000 + i, 1000 + i))  # written one after another
+    left = {p.stem for p in (tmp_path / "bpf").iterdir()}
+    assert left == set(keys[2:])

@@ -78,8 +78,11 @@ def test_load_fpu_calibration_only_where_the_record_has_load_fpu() -> None:
 
 def test_a_known_tif_bit_needs_no_calibration_probe() -> None:
     plan = plan_probes(kernel_6_18(), PlanOptions(False, 1, calibrated_tif_bit=19))
-    assert "CALIBRATE_TIF" not in plan.macros
+    assert not plan.calibrate and plan_probes(kernel_6_18(), ALL).calibrate
+    assert not [p for p in plan.attached() if p.kind == "tracepoint" and "x86_fpu" in p.name]
     assert any("bit 19" in n for n in plan.notes)
+    # The calibration program stays compiled in: one compiled program before and after.
+    assert plan.cflags() == plan_probes(kernel_6_18(), ALL).cflags()
 
 
 def test_missing_syscall_tracepoints_are_skipped_with_the_config_to_enable() -> None:
