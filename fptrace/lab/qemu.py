@@ -36,6 +36,23 @@ class BootResult:
     def timed_out(self) -> bool:
         return self.returncode is None
 
+    @property
+    def died_before_init(self) -> bool:
+        """The kernel panicked before fptrace's /init ran: nothing of the job was involved.
+
+        Under TCG this happens now and then on its own (seen: an ``int3`` Oops in 7.2 during
+        boot-time code patching on two vCPUs), so the lab boots such a guest once more.
+        """
+        try:
+            text = self.console.read_text(errors="replace")
+        except OSError:
+            return False
+        return (
+            not self.timed_out
+            and "fptrace-lab: initramfs up" not in text
+            and "Kernel panic" in text
+        )
+
     def console_summary(self, lines: int = 6) -> list[str]:
         """What a user needs first: a panic or fptrace-lab failure line, then the last lines."""
         tail = self.console_tail(400)

@@ -61,6 +61,7 @@ class ComboResult:
     boot_s: float | None = None
     recording: str | None = None
     console: str | None = None
+    attempts: int = 1  # 2: the first boot panicked before /init (its console is kept)
 
     @property
     def ok(self) -> bool:
@@ -283,9 +284,18 @@ def _run_combinations(
         cmdline = f"{BASE_CMDLINE} {plumbing} {append.strip()}".strip()
         argv = qemu_argv(machine, kernel.vmlinuz, kernel.initrd(), cmdline, out, labroot)
         progress(f"{label} {name}: booting ({accel}, -append '{append.strip()}')")
-        boot = run_guest(argv, out / JOBS / name / "console.log", opts.timeout)
+        console = out / JOBS / name / "console.log"
+        boot = run_guest(argv, console, opts.timeout)
+        attempts = 1
+        if boot.died_before_init:
+            first = console.with_name("console-boot1.log")
+            os.replace(console, first)
+            progress(f"{label} {name}: the kernel panicked before /init ({first}); booting again")
+            boot = run_guest(argv, console, opts.timeout)
+            attempts = 2
         adopt(out / JOBS / name / "cache")
         res = _interpret(name, spec, append, out, boot)
+        res.attempts = attempts
         if res.recording is not None:
             _annotate(Path(res.recording), name, spec, append, meta | {"boot_s": res.boot_s})
         results.append(res)

@@ -20,8 +20,8 @@ def test_bad_spec_panic_and_failing_workload_keep_the_rest(tmp_path: Path) -> No
     out = tmp_path / "faults"
     proc = lab(
         "record", "-o", str(out), "--kernel", "debian:4.19", "--kernel", KERNELS["6.1"],
-        "--append", "fptrace.run=/nonexistent", "--timeout", "300",
-        "--", "sh", "-c", "exit 3",
+        "--append", "fptrace.run=/nonexistent", "--append", "rdinit=/nonexistent",
+        "--timeout", "300", "--", "sh", "-c", "exit 3",
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     combos = {c["name"]: c for c in json.loads((out / "lab.json").read_text())["combinations"]}
@@ -31,9 +31,16 @@ def test_bad_spec_panic_and_failing_workload_keep_the_rest(tmp_path: Path) -> No
     assert ok["status"] == "workload-failed", ok
     manifest = json.loads((Path(ok["recording"]) / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["target"]["exit_code"] == 3
-    panic = next(c for c in combos.values() if c["append"])
+    panic = next(c for c in combos.values() if c["append"].startswith("fptrace.run"))
     assert panic["status"] == "no-result" and panic["recording"] is None, panic
     assert "Kernel panic" in panic["message"] and panic["console"] in panic["message"]
+    assert panic["attempts"] == 1  # the job's own init failed: not booted again
+    # No initramfs init at all: the kernel panics before fptrace's /init, like TCG's rare
+    # boot-time crashes, so the lab boots it a second time and keeps both consoles.
+    early = next(c for c in combos.values() if c["append"].startswith("rdinit"))
+    assert early["status"] == "no-result" and early["attempts"] == 2, early
+    assert (Path(early["console"]).parent / "console-boot1.log").is_file()
+    assert "booting again" in proc.stderr
     assert "debian:4.19" in proc.stderr and "FAILED" in proc.stderr
 
 
