@@ -35,7 +35,6 @@ import pyarrow as pa
 from fptrace import __version__
 from fptrace.cache import cache_dir, cache_write_dir
 from fptrace.collectors.bpf_session import BpfSession, CountKey, CountVal, Snapshot
-from fptrace.collectors.ftrace import FtraceSession
 from fptrace.collectors.host import collect_host
 from fptrace.collectors.procfs import TaskMeta, process_running, task_counters, task_meta
 from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
@@ -635,6 +634,8 @@ def record(
         if backend == "bcc":
             session = BpfSession(plan, headers.path if headers else None)
         else:
+            from fptrace.collectors.ftrace import FtraceSession  # only this backend needs it
+
             session = FtraceSession(
                 tracefs, layout, os.getpid(), events=opts.events, xstate=host["xstate"]
             )
