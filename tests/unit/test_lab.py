@@ -136,6 +136,21 @@ def test_private_config_keeps_apt_state_under_the_cache(tmp_path: Path) -> None:
     assert "http://m/debian-security bullseye-security main" in a.sources()
 
 
+def test_config_is_rewritten_only_when_it_changes(tmp_path: Path) -> None:
+    """apt rebuilds its binary cache (5 s) whenever status or sources look newer than it."""
+    import os
+
+    a = PrivateApt(tmp_path / "apt", mirror="http://m/debian")
+    a.write_config()
+    files = [a.root / "state/status", a.root / "sources.list", a.conf]
+    for f in files:
+        os.utime(f, (1000, 1000))
+    a.write_config()
+    assert [f.stat().st_mtime for f in files] == [1000] * 3
+    PrivateApt(tmp_path / "apt", mirror="http://other/debian").write_config()
+    assert (a.root / "sources.list").stat().st_mtime != 1000  # a new mirror is written
+
+
 def test_host_mirror_from_deb822(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FPTRACE_LAB_MIRROR", raising=False)
     (tmp_path / "debian.sources").write_text(
