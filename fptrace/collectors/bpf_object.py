@@ -216,11 +216,11 @@ def _desc(raw: bytes | None) -> Any:
     return json.loads(raw.decode()) if raw else "int"
 
 
-def get_object(source: str, cflags: list[str]) -> BpfObject:
+def get_object(source: str, cflags: list[str], use_cache: bool = True) -> BpfObject:
     """The compiled program for these flags on this kernel: from the cache, else compiled
-    (and cached for the next run)."""
+    (and cached for the next run, replacing any entry of the same key)."""
     key = cache_key(source, cflags)
-    obj = load_cached(key)
+    obj = load_cached(key) if use_cache else None
     if obj is None:
         obj = compile_object(source, cflags, key)
         store(obj)

@@ -18,7 +18,7 @@ from typing import Any
 
 from fptrace.collectors import bpf_sys
 from fptrace.collectors.bpf_maps import Map
-from fptrace.collectors.bpf_object import TRACEPOINT_PREFIX, get_object
+from fptrace.collectors.bpf_object import TRACEPOINT_PREFIX, BpfObject, get_object
 from fptrace.collectors.ring import RingReader
 from fptrace.collectors.tp_btf import load_tp_btf, open_tp_btf
 from fptrace.errors import EnvironmentProblem
@@ -84,7 +84,15 @@ class BpfSession:
         self.tp_btf_refused: str | None = None  # why the raw tracepoint build was taken
         bpf_sys.raise_memlock()
         try:
-            self._load(plan.cflags())
+            try:
+                self._load(plan.cflags())
+            except EnvironmentProblem:
+                if not self.obj.cached:
+                    raise
+                # A cached program this kernel refuses (a cache copied from elsewhere, a
+                # header tree changed under the same path): compile afresh, once.
+                self.close()
+                self._load(plan.cflags(), use_cache=False)
             if "FPU_DIRECT" in plan.macros:
                 try:
                     self._load_tp_btf()
@@ -109,10 +117,11 @@ class BpfSession:
                 self.tif_bit_index = TIF_CANDIDATE_BITS.index(int(note.split()[3]))
         self.attached_as: dict[str, str] = {}  # probe name -> "tp_btf" | "raw_tracepoint"
 
-    def _load(self, cflags: list[str]) -> None:
+    def _load(self, cflags: list[str], use_cache: bool = True) -> None:
         """Create the maps and load every program except the tp_btf ones."""
+        self.obj = BpfObject(b"", [], {})  # nothing loaded yet (for the error path)
         try:
-            self.obj = get_object(bpf_source(), cflags)
+            self.obj = get_object(bpf_source(), cflags, use_cache)
         except ImportError as exc:
             raise EnvironmentProblem(
                 "BCC's Python module is not importable and this kernel's compiled probes are "

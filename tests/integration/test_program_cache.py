@@ -50,3 +50,27 @@ def test_a_cached_run_counts_the_same_without_the_compiler(record, pingpong, tmp
             assert abs(int(t.loc[pid, "restores"]) - N) <= TOL, t.loc[pid]
         kinds = {p["kind"] for p in run.rec.manifest["probes"]["attached"]}
         assert "tp_btf" in kinds, kinds
+
+
+def test_a_cached_program_the_kernel_refuses_is_compiled_afresh(record, pingpong, tmp_path):
+    import base64
+    import json
+
+    env = dict(os.environ, FPTRACE_CACHE=str(tmp_path / "cache"))
+    env.pop("FPTRACE_CACHE_SPILL", None)
+    first = record("--", "true", name="first", env=env)
+    assert first.proc.returncode == 0, first.proc.stderr[-3000:]
+    key = first.rec.manifest["probes"]["program"]["key"]
+    entry = tmp_path / "cache" / "bpf" / f"{key}.json"
+    data = json.loads(entry.read_text())
+    exit_only = base64.b64encode(bytes([0x95]) + bytes(7)).decode()  # "exit", R0 never set
+    for prog in data["progs"].values():
+        prog["insns"], prog["relocs"] = exit_only, []
+    entry.write_text(json.dumps(data))
+    run = record("--", str(pingpong), "--mode", "avx", "--rounds", str(N), name="again", env=env)
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    assert run.rec.manifest["probes"]["program"] == {"cached": False, "key": key}
+    work = run.workload_json()
+    t = summary.per_task(run.rec.counts, run.rec.tasks).set_index("pid")
+    assert abs(int(t.loc[work["child_pid"], "saves"]) - N) <= TOL
+    assert json.loads(entry.read_text())["progs"] != data["progs"]  # the entry was replaced
