@@ -364,3 +364,13 @@ def test_stale_preparations_of_dead_processes_are_swept(tmp_path: Path) -> None:
     (tmp_path / f".tmp-6.12.118+deb13-amd64-{os.getpid()}").mkdir()  # alive: in progress
     kernels._sweep_stale(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [f".tmp-6.12.118+deb13-amd64-{os.getpid()}"]
+
+
+def test_read_only_roots_are_cached_in_the_guest_and_the_lab_share_is_not() -> None:
+    from fptrace.lab.initramfs import INIT
+
+    mounts = {ln.split()[-1] if "||" not in ln else ln.split("||")[0].split()[-1]: ln
+              for ln in INIT.splitlines() if "mount -t 9p" in ln}  # fmt: skip
+    assert "cache=loose" in mounts["/lower"] and "ro," in mounts["/lower"]
+    assert "cache=loose" in mounts["/host"]
+    assert "cache=" not in mounts["/out"]  # what the guest writes must reach the host
