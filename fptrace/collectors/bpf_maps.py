@@ -115,10 +115,6 @@ class Map:
             spec.type, key_size, value_size, spec.max_entries, spec.flags, spec.name
         )
 
-    @property
-    def map_fd(self) -> int:
-        return self.fd
-
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

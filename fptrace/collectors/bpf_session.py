@@ -36,17 +36,6 @@ def bpf_source() -> str:
     return resources.files("fptrace.probes").joinpath("fptrace.bpf.c").read_text()
 
 
-def import_bcc() -> Any:
-    try:
-        import bcc  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise EnvironmentProblem(
-            "BCC's Python module is not importable: install Debian's python3-bpfcc "
-            "(make setup) and run fptrace from its .venv or the fptrace launcher"
-        ) from exc
-    return bcc
-
-
 @dataclass
 class Snapshot:
     """Cumulative in-kernel state at one moment."""
@@ -109,7 +98,7 @@ class BpfSession:
         self.ring: RingReader | None = None
         if "EVENTS" in plan.macros:
             size = plan.macros["EVENT_PAGES"] * mmap.PAGESIZE
-            self.ring = RingReader(self.maps["events"].map_fd, size)
+            self.ring = RingReader(self.maps["events"].fd, size)
         self._calibrating = plan.calibrate
         self.tif_bit_index: int | None = None
         for note in plan.notes:  # calibrated by an earlier run on this kernel build

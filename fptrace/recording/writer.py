@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,6 @@ def skip_pandas_probe() -> None:
     pyarrow.  Later, anything that does ask pyarrow for pandas (``to_pandas()``) imports it
     as usual.
     """
-    import sys
-
     if "pandas" in sys.modules:
         return
     finder = _NoPandas()

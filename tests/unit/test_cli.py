@@ -77,22 +77,26 @@ def test_help_teaches(capsys) -> None:
     assert "examples:" in out and "sudo fptrace record -- " in out
 
 
-def test_missing_bcc_names_the_package(monkeypatch) -> None:
+def test_missing_bcc_names_the_package(monkeypatch, tmp_path) -> None:
+    """Without BCC a kernel whose compiled probes are not cached cannot be traced: say why."""
     import builtins
 
     from fptrace.collectors import bpf_session
     from fptrace.errors import EnvironmentProblem
+    from fptrace.probes.plan import ProbePlan
 
+    monkeypatch.setenv("FPTRACE_CACHE", str(tmp_path))  # an empty cache: nothing compiled
+    monkeypatch.delenv("FPTRACE_CACHE_SPILL", raising=False)
     real_import = builtins.__import__
 
     def no_bcc(name, *args, **kwargs):
-        if name == "bcc":
+        if name == "bcc" or name.startswith("bcc."):
             raise ImportError("No module named 'bcc'")
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_bcc)
     with pytest.raises(EnvironmentProblem, match="python3-bpfcc"):
-        bpf_session.import_bcc()
+        bpf_session.BpfSession(ProbePlan(), None)
 
 
 def test_unmountable_tracefs_is_one_line_and_writes_nothing(capsys, monkeypatch, tmp_path) -> None:
