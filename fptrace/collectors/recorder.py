@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from fptrace import __version__
-from fptrace.cache import cache_dir, cache_write_dir
+from fptrace.cache import cache_dir, cache_write_dir, write_atomic
 from fptrace.collectors.bpf_session import BpfSession, CountKey, CountVal, Snapshot
 from fptrace.collectors.host import collect_host
 from fptrace.collectors.procfs import TaskMeta, process_running, task_counters, task_meta
@@ -121,12 +121,7 @@ def load_tif_bit() -> int | None:
 
 
 def save_tif_bit(bit: int) -> None:
-    dest = cache_write_dir() / _tif_cache().name
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(f"{bit}\n")
-    except OSError:
-        pass
+    write_atomic(cache_write_dir() / _tif_cache().name, f"{bit}\n")  # best effort, as reads
 
 
 def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
