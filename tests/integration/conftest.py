@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from fptrace.collectors.host import read_cpuid_leaf_d
 from fptrace.probes.kernel import find_tracefs
 from fptrace.recording.loader import Recording, load_recording
 from fptrace.workloads.build import workload_binary
-from fptrace.xstate import Layout
-from tests.conftest import skip_hardware, skip_or_fail
+from tests import hardware
+from tests.conftest import skip_or_fail
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,16 +40,15 @@ def pingpong() -> Path:
 
 
 @pytest.fixture(scope="session")
-def cpu_layout() -> Layout:
-    leaf = read_cpuid_leaf_d()
-    if leaf is None:
-        skip_or_fail("/dev/cpu/0/cpuid is not readable (CONFIG_X86_CPUID)")
-    return Layout.from_cpuid(leaf)
+def cpu() -> hardware.Cpu:
+    """This CPU's CPUID and XCR0, read by the tests' own probe (not by fptrace)."""
+    return hardware.cpu()
 
 
-def require_cpu(flag: str) -> None:
-    if f" {flag}" not in Path("/proc/cpuinfo").read_text():
-        skip_hardware(f"CPU lacks {flag}")
+@pytest.fixture(scope="session")
+def level() -> str:
+    """The widest vector level this CPU has: every known answer that needs live state uses it."""
+    return hardware.widest_level()
 
 
 def require_tool(name: str) -> str:

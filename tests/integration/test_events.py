@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
+from tests.hardware import LEVEL_BITS
+
 N = 20000
 
 
-def test_events_equal_the_counts_with_no_loss(record, pingpong):
-    run = record("--events", "--", str(pingpong), "--mode", "avx512", "--rounds", str(N))
+def test_events_equal_the_counts_with_no_loss(record, pingpong, level):
+    run = record("--events", "--", str(pingpong), "--mode", level, "--rounds", str(N))
     assert run.proc.returncode == 0, run.proc.stderr
     rec = run.rec
     events = pq.read_table(run.path / "events.parquet").to_pandas()
@@ -21,7 +23,8 @@ def test_events_equal_the_counts_with_no_loss(record, pingpong):
     assert (events["ts_ns"] >= 0).all()
     assert all(g["ts_ns"].is_monotonic_increasing for _, g in events.groupby("cpu"))
     saves = events[events["event"] == "regs_deactivated"]
-    assert ((saves["xfeatures"].astype("int64") & 0xE6) == 0xE6).mean() > 0.99
+    bits = LEVEL_BITS[level]
+    assert ((saves["xfeatures"].astype("int64") & bits) == bits).mean() > 0.99
     assert set(events["vso"].dropna()) <= set(rec.vso["vso"])
 
 
@@ -143,13 +146,13 @@ def perfetto_trace_class():
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("perfetto.protos.Trace"))
 
 
-def test_perfetto_export_parses_back(record, pingpong, tmp_path):
+def test_perfetto_export_parses_back(record, pingpong, tmp_path, level):
     from google.protobuf.unknown_fields import UnknownFieldSet
 
     from tests.integration.conftest import fptrace
 
     n = 300
-    run = record("--events", "--", str(pingpong), "--mode", "avx512", "--rounds", str(n))
+    run = record("--events", "--", str(pingpong), "--mode", level, "--rounds", str(n))
     assert run.proc.returncode == 0, run.proc.stderr
     events = pq.read_table(run.path / "events.parquet").to_pandas()
     out = tmp_path / "t.pftrace"
@@ -171,6 +174,7 @@ def test_perfetto_export_parses_back(record, pingpong, tmp_path):
     assert any(t.name.startswith("CPU ") for t in tracks.values())
     saves = [p.track_event for p in instants if p.track_event.name == "regs_deactivated"]
     bvs = [next(a.uint_value for a in e.debug_annotations if a.name == "xstate_bv") for e in saves]
-    assert sum(1 for bv in bvs if bv & 0xE6 == 0xE6) > 0.9 * len(bvs)
+    bits = LEVEL_BITS[level]
+    assert sum(1 for bv in bvs if bv & bits == bits) > 0.9 * len(bvs)
     assert counters and all(p.track_event.track_uuid in tracks for p in counters)
     assert [p.timestamp for p in instants] == sorted(p.timestamp for p in instants)

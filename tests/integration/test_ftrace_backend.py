@@ -14,7 +14,7 @@ def per_task(rec, pids):
     return {pid: (int(t.loc[pid, "saves"]), int(t.loc[pid, "restores"])) for pid in pids}
 
 
-def test_both_backends_agree_with_each_other_and_the_workload(record, pingpong):
+def test_both_backends_agree_with_each_other_and_the_workload(record, pingpong, level):
     results = {}
     for backend in ("bcc", "ftrace"):
         run = record(
@@ -23,7 +23,7 @@ def test_both_backends_agree_with_each_other_and_the_workload(record, pingpong):
             "--",
             str(pingpong),
             "--mode",
-            "avx512",
+            level,
             "--rounds",
             str(N),
             name=backend,

@@ -13,13 +13,12 @@ import os
 import pytest
 
 from fptrace.analysis import summary
-from tests.integration.conftest import require_cpu
+from tests.conftest import require_level
+from tests.hardware import AVX, LEVEL_MARK, XTILEDATA, ZMM_HI256
 
 N = 5000
 TOL = 10
-ZMM_HI256 = 1 << 6
-AVX = 1 << 2
-AMX_TILEDATA = 1 << 18
+AMX_TILEDATA = 1 << XTILEDATA
 
 
 def saves_with_bit(counts, pid: int, bit: int) -> tuple[int, int]:
@@ -29,20 +28,22 @@ def saves_with_bit(counts, pid: int, bit: int) -> tuple[int, int]:
     return with_bit, total
 
 
+def expected_size(cpu, xcomp_bv: int, xfeatures: int) -> int:
+    """The buffer size CPUID gives for this layout (compacted if bit 63, else standard)."""
+    if xcomp_bv >> 63:
+        return cpu.compacted_size(xcomp_bv)
+    return cpu.standard_size(xfeatures)
+
+
 @pytest.mark.parametrize(
-    ("mode", "bit", "load_fpu"),
-    [
-        ("avx512", ZMM_HI256, False),
-        ("avx512", ZMM_HI256, True),
-        ("avx", AVX, False),
-        ("none", None, False),
-    ],
+    ("mode", "load_fpu"),
+    [("avx512", False), ("avx512", True), ("avx", False), ("avx", True), ("none", False)],
 )
-def test_pingpong_saves_restores_sizes_and_live_state(
-    record, pingpong, cpu_layout, mode, bit, load_fpu
-):
+def test_pingpong_saves_restores_sizes_and_live_state(record, pingpong, cpu, mode, load_fpu):
+    """AVX runs on every x86-64 CPU fptrace supports; AVX-512 where the CPU has it."""
     if mode != "none":
-        require_cpu("avx512f" if mode == "avx512" else "avx")
+        require_level(mode)
+    bit = LEVEL_MARK.get(mode)
     extra = ["--load-fpu"] if load_fpu else []
     run = record(*extra, "--", str(pingpong), "--mode", mode, "--rounds", str(N))
     assert run.proc.returncode == 0, run.proc.stderr
@@ -60,11 +61,11 @@ def test_pingpong_saves_restores_sizes_and_live_state(
         vsos = rec.vso[rec.vso["pid"] == pid]
         assert len(vsos) == 1
         v = vsos.iloc[0]
-        expect = cpu_layout.buffer_size(int(v["xcomp_bv"]), int(v["xfeatures"]))
+        expect = expected_size(cpu, int(v["xcomp_bv"]), int(v["xfeatures"]))
         assert int(v["size"]) == expect == int(v["layout_size"])
-        assert int(v["user_size"]) == cpu_layout.standard_size(int(v["user_xfeatures"]))
+        assert int(v["user_size"]) == cpu.standard_size(int(v["user_xfeatures"]))
         # XSTATE_BV carries the dirtied component for (nearly) every save, and not otherwise.
-        probe = bit if bit is not None else ZMM_HI256 | AVX
+        probe = bit if bit is not None else (1 << ZMM_HI256) | (1 << AVX)
         with_bit, total = saves_with_bit(rec.counts, pid, probe)
         if bit is not None:
             assert with_bit >= total - 3, (with_bit, total)
@@ -120,9 +121,9 @@ def test_descendants_are_followed_through_fork_and_exec(record, pingpong):
     assert int(info.loc[info["comm"].str.startswith("pingpong"), "execs"].sum()) >= 2
 
 
-def test_amx_first_use_replaces_the_vso(record, pingpong, cpu_layout):
+def test_amx_first_use_replaces_the_vso(record, pingpong, cpu):
     """AMX permission, then first tile use: the kernel reallocates each task's fpstate."""
-    require_cpu("amx_tile")
+    require_level("amx")
     run = record("--", str(pingpong), "--mode", "amx", "--rounds", str(N))
     work = run.workload_json()
     assert run.proc.returncode == 0 and work["live"], (run.proc.stderr, work)
@@ -136,9 +137,7 @@ def test_amx_first_use_replaces_the_vso(record, pingpong, cpu_layout):
         assert len(new) == 1 and len(old) == 1, vsos
         v = new.iloc[0]
         assert int(v["xfeatures"]) & AMX_TILEDATA
-        assert (
-            int(v["size"]) == cpu_layout.buffer_size(int(v["xcomp_bv"])) > int(old.iloc[0]["size"])
-        )
+        assert int(v["size"]) == cpu.compacted_size(int(v["xcomp_bv"])) > int(old.iloc[0]["size"])
         assert v["prev_vso"] == old.iloc[0]["vso"]  # replaced under the same task
         with_bit, total = saves_with_bit(rec.counts, pid, AMX_TILEDATA)
         assert abs(with_bit - N) <= TOL and total - with_bit <= TOL
