@@ -5,6 +5,7 @@ The browser test keeps a screenshot in tests/artifacts/ (ignored by git).
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -92,6 +93,21 @@ def test_html_in_headless_chromium_offline(recorded, browser):
         ".filter(b => b.textContent === 'x').length"
     )
     assert injected == 0
+    # Inside the heat map: the figure's labels carry the name HTML-escaped (plotly renders a
+    # subset of HTML in labels), and the drawn SVG shows it as plain text, not as bold markup.
+    spec = json.loads(
+        browser.execute_script(
+            "return document.querySelector('script[data-figure=\"fig-heatmap\"]').textContent"
+        )
+    )
+    labels = spec["data"][0]["y"]
+    assert any(label.startswith(html.escape(HOSTILE)) for label in labels), labels
+    assert not any("<b>" in label for label in labels), labels
+    ticks = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#fig-heatmap .ytick text'))"
+        ".map(t => [t.textContent, t.querySelectorAll('tspan').length])"
+    )
+    assert any(text.startswith(HOSTILE) and tspans == 0 for text, tspans in ticks), ticks
     # Sorting works: click 'saves' twice -> descending order.
     header = browser.find_elements("css selector", "#tasks thead th")[2]
     header.click()

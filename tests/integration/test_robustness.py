@@ -114,17 +114,48 @@ def _start(out: Path, *args: str) -> subprocess.Popen[str]:
     return proc
 
 
-def our_bpf_programs() -> int:
+def prog_ids_held_by(pid: int) -> set[int]:
+    """The BPF programs a process holds open: the prog_id of each of its BPF fds."""
+    ids = set()
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            m = re.search(r"^prog_id:\s*(\d+)$", info.read_text(), re.M)
+        except OSError:  # the fd closed meanwhile
+            continue
+        if m:
+            ids.add(int(m.group(1)))
+    return ids
+
+
+def loaded_prog_ids() -> set[int]:
     out = subprocess.run(
         ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
     ).stdout
-    return sum(1 for p in json.loads(out) if str(p.get("name", "")).startswith("fpu__x86_fpu"))
+    return {int(p["id"]) for p in json.loads(out)}
+
+
+def programs_gone(ours: set[int], timeout: float = 10) -> bool:
+    """Whether all of ``ours`` have been unloaded (the kernel frees them as fds close)."""
+    deadline = time.monotonic() + timeout
+    while ours & loaded_prog_ids():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def attached_programs(proc: subprocess.Popen[str]) -> set[int]:
+    """fptrace's programs, by the process that loaded them (whatever the build names them)."""
+    ours = prog_ids_held_by(proc.pid)
+    assert len(ours) >= 7 and ours <= loaded_prog_ids(), ours  # x86_fpu + sched + signal
+    return ours
 
 
 def test_sigterm_stops_cleanly(tmp_path, pingpong):
     require_tool("bpftool")
     out = tmp_path / "r"
     proc = _start(out, "-a", "--interval", "0.2")
+    ours = attached_programs(proc)
     subprocess.run([str(pingpong), "--rounds", "2000"], capture_output=True, check=True)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
@@ -137,20 +168,21 @@ def test_sigterm_stops_cleanly(tmp_path, pingpong):
     assert proc.pid not in set(rec.counts["tgid"])  # fptrace never counts itself
     assert proc.pid not in set(rec.tasks["tgid"])
     assert int(rec.counts["count"].sum()) >= 4000
-    assert our_bpf_programs() == 0
+    assert programs_gone(ours)
 
 
 def test_sigkill_loses_at_most_one_interval(tmp_path, pingpong):
     require_tool("bpftool")
     out = tmp_path / "r"
     proc = _start(out, "-a", "--interval", "0.2")
+    ours = attached_programs(proc)
     work = subprocess.run(
         [str(pingpong), "--rounds", "3000"], capture_output=True, text=True, check=True
     )
     time.sleep(0.8)  # several drains after the workload finished
     proc.kill()
     proc.wait(timeout=30)
-    assert our_bpf_programs() == 0  # the kernel detached everything with our fds
+    assert programs_gone(ours)  # the kernel detached everything with our fds
     rec = load_recording(out)
     assert rec.recovered
     pids = json.loads(work.stdout)
