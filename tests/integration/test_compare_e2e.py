@@ -126,5 +126,13 @@ def test_compare_html_offline(runs, tmp_path, browser):
     figures, drawn = wait_for_figures(browser)
     assert figures == 1 and drawn == 1
     assert console_errors(browser) == []
-    text = browser.execute_script("return document.body.innerText")
-    assert "bytes per save" in text and "~" in text
+    # The totals table: metric label -> change cell (column 5), as drawn in the page.
+    change = dict(
+        browser.execute_script(
+            "return Array.from(document.querySelectorAll('table.data')[0].tBodies[0].rows)"
+            ".map(r => [r.cells[1].textContent, r.cells[4].textContent])"
+        )
+    )
+    grew = change["bytes per save (estimate)"]
+    assert grew.startswith("+") and grew.endswith("%"), change
+    assert change["median VSO size (bytes)"] == "~", change  # the same buffers on both sides
