@@ -19,8 +19,19 @@ def test_events_equal_the_counts_with_no_loss(record, pingpong, level):
     counts = rec.counts.groupby(["pid", "vso", "event"], dropna=False)["count"].sum().astype(int)
     got = events.groupby(["pid", "vso", "event"], dropna=False).size()
     assert got.sort_index().to_dict() == counts.sort_index().to_dict()
-    # Times are ns since attach, ordered within each CPU; XSTATE_BV carries the state.
-    assert (events["ts_ns"] >= 0).all()
+    # Times are ns since attach, in the counts' clock: each key's first event is where the
+    # counts say it was first counted (the same probe run, microseconds apart), its last
+    # no later than the counts' bound, and all of them inside the recording.
+    key = ["pid", "vso", "event"]
+    spans = events.groupby(key, dropna=False)["ts_ns"].agg(["min", "max"])
+    bounds = rec.counts.groupby(key, dropna=False).agg(
+        first=("first_ns", "min"), last=("last_ns", "max")
+    )
+    both = spans.join(bounds).astype("int64")
+    assert ((both["min"] - both["first"]).abs() < 1_000_000).all(), both
+    assert (both["max"] <= both["last"]).all(), both
+    assert events["ts_ns"].min() >= 0 and events["ts_ns"].max() <= rec.duration_s * 1e9
+    # Ordered within each CPU; XSTATE_BV carries the state.
     assert all(g["ts_ns"].is_monotonic_increasing for _, g in events.groupby("cpu"))
     saves = events[events["event"] == "regs_deactivated"]
     bits = LEVEL_BITS[level]
@@ -28,7 +39,14 @@ def test_events_equal_the_counts_with_no_loss(record, pingpong, level):
     assert set(events["vso"].dropna()) <= set(rec.vso["vso"])
 
 
-def test_exports(record, pingpong, tmp_path):
+def _as_text(value) -> str:
+    """A Parquet value as the CSV writer's reader sees it (null -> "")."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def test_exports(record, pingpong, tmp_path, level, cpu):
     import csv
     import json
     import subprocess
@@ -36,22 +54,38 @@ def test_exports(record, pingpong, tmp_path):
 
     from tests.integration.conftest import fptrace
 
-    run = record("--events", "--", str(pingpong), "--rounds", "500")
+    run = record("--events", "--", str(pingpong), "--mode", level, "--rounds", "500")
     assert run.proc.returncode == 0, run.proc.stderr
-    n = pq.read_table(run.path / "events.parquet").num_rows
+    want = pq.read_table(run.path / "events.parquet").to_pylist()
+    n = len(want)
+    assert n >= 4 * 500
+    # CSV and JSON lines: every row, every column, the same values in the same order.
     out = tmp_path / "e.csv"
     assert fptrace("export", str(run.path), "-f", "csv", "-o", str(out)).returncode == 0
     with open(out) as f:
-        assert sum(1 for _ in csv.DictReader(f)) == n
+        rows = list(csv.DictReader(f))
+    assert [list(r) for r in rows[:1]] == [list(want[0])]
+    assert rows == [{k: _as_text(v) for k, v in w.items()} for w in want]
     lines = fptrace("export", str(run.path), "-f", "jsonl").stdout.splitlines()
-    assert len(lines) == n and json.loads(lines[0])["ts_ns"] >= 0
+    assert [json.loads(ln) for ln in lines] == [
+        {k: (None if v != v else v) if isinstance(v, float) else v for k, v in w.items()}
+        for w in want
+    ]
+    # Chrome JSON: one instant per event with its time (µs), task, event and XSTATE_BV, and
+    # the bytes the CPU's component sizes give for that XSTATE_BV.
     chrome = tmp_path / "t.json"
     assert fptrace("export", str(run.path), "-f", "chrome-json", "-o", str(chrome)).returncode == 0
     trace = json.loads(chrome.read_text())["traceEvents"]
     instants = [e for e in trace if e["ph"] == "i"]
-    assert len(instants) == n
+    assert [
+        (e["ts"], e["pid"], e["tid"], e["name"], int(e["args"]["xstate_bv"], 16)) for e in instants
+    ] == [(w["ts_ns"] / 1000, w["tgid"], w["pid"], w["event"], w["xfeatures"]) for w in want]
+    for e, w in zip(instants, want, strict=True):
+        if w["vso"] is not None:
+            assert e["args"]["bytes"] == cpu.bytes_written(w["xfeatures"]), (e, w)
     assert any(e["ph"] == "M" and e["args"]["name"] == "pingpong" for e in trace)
-    assert all("xstate_bv" in e["args"] for e in instants)
+    saves = sum(1 for w in want if w["event"] == "regs_deactivated")
+    assert sum(e["args"]["saves"] for e in trace if e["ph"] == "C") == saves
     # Without --events: csv exports the counts, chrome-json says what to do.
     plain = record("--", "true", name="plain")
     assert fptrace("export", str(plain.path), "-f", "csv").stdout.startswith("interval,")
