@@ -5,7 +5,7 @@ protos (protos/perfetto/trace/trace_packet.proto, track_event/*.proto; field num
 the constants below): one track per CPU and one per task (thread track under its process),
 an instant per save/restore carrying XSTATE_BV, the live components and the estimated bytes,
 and per process counter tracks of saves/s and bytes/s.  The tests parse the file back with
-the protobuf runtime against the same field numbers.
+Perfetto's own published schema (``perfetto_trace_pb2`` from the ``perfetto`` package).
 """
 
 from __future__ import annotations

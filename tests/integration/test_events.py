@@ -102,113 +102,83 @@ def test_exports(record, pingpong, tmp_path, level, cpu):
     assert head.stdout.count("\n") == 1 and "error" not in head.stderr
 
 
-def perfetto_trace_class():
-    """Trace message class from the published field numbers, for the protobuf runtime."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    f = descriptor_pb2.FieldDescriptorProto
-    fd = descriptor_pb2.FileDescriptorProto(
-        name="fptrace_test_perfetto.proto", package="perfetto.protos", syntax="proto2"
-    )
-
-    def msg(name, fields):
-        m = fd.message_type.add(name=name)
-        for fname, number, ftype, repeated, type_name in fields:
-            field = m.field.add(name=fname, number=number, type=ftype)
-            field.label = f.LABEL_REPEATED if repeated else f.LABEL_OPTIONAL
-            if type_name:
-                field.type_name = f".perfetto.protos.{type_name}"
-
-    u64, u32, i32, i64, s, d, m = (
-        f.TYPE_UINT64,
-        f.TYPE_UINT32,
-        f.TYPE_INT32,
-        f.TYPE_INT64,
-        f.TYPE_STRING,
-        f.TYPE_DOUBLE,
-        f.TYPE_MESSAGE,
-    )
-    msg(
-        "DebugAnnotation",
-        [
-            ("name", 10, s, 0, None),
-            ("uint_value", 3, u64, 0, None),
-            ("string_value", 6, s, 0, None),
-        ],
-    )
-    msg(
-        "TrackEvent",
-        [
-            ("debug_annotations", 4, m, 1, "DebugAnnotation"),
-            ("type", 9, i32, 0, None),
-            ("track_uuid", 11, u64, 0, None),
-            ("categories", 22, s, 1, None),
-            ("name", 23, s, 0, None),
-            ("double_counter_value", 44, d, 0, None),
-        ],
-    )
-    msg("ProcessDescriptor", [("pid", 1, i32, 0, None), ("process_name", 6, s, 0, None)])
-    msg(
-        "ThreadDescriptor",
-        [("pid", 1, i32, 0, None), ("tid", 2, i64, 0, None), ("thread_name", 5, s, 0, None)],
-    )
-    msg("CounterDescriptor", [])
-    msg(
-        "TrackDescriptor",
-        [
-            ("uuid", 1, u64, 0, None),
-            ("name", 2, s, 0, None),
-            ("process", 3, m, 0, "ProcessDescriptor"),
-            ("thread", 4, m, 0, "ThreadDescriptor"),
-            ("parent_uuid", 5, u64, 0, None),
-            ("counter", 8, m, 0, "CounterDescriptor"),
-        ],
-    )
-    msg(
-        "TracePacket",
-        [
-            ("timestamp", 8, u64, 0, None),
-            ("trusted_packet_sequence_id", 10, u32, 0, None),
-            ("track_event", 11, m, 0, "TrackEvent"),
-            ("sequence_flags", 13, u32, 0, None),
-            ("track_descriptor", 60, m, 0, "TrackDescriptor"),
-        ],
-    )
-    msg("Trace", [("packet", 1, m, 1, "TracePacket")])
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fd)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("perfetto.protos.Trace"))
-
-
-def test_perfetto_export_parses_back(record, pingpong, tmp_path, level):
+def unknown_fields(message) -> list[str]:
+    """Fields of ``message`` or of any message inside it that the official schema lacks."""
     from google.protobuf.unknown_fields import UnknownFieldSet
+
+    found = [message.DESCRIPTOR.full_name] if len(UnknownFieldSet(message)) else []
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            items = value if field.is_repeated else [value]
+            for item in items:
+                found += unknown_fields(item)
+    return found
+
+
+def test_perfetto_export_parses_back(record, pingpong, tmp_path, level, cpu):
+    """Parsed with Perfetto's own published schema (the `perfetto` package's pb2)."""
+    from perfetto.protos.perfetto.trace import perfetto_trace_pb2
 
     from tests.integration.conftest import fptrace
 
     n = 300
     run = record("--events", "--", str(pingpong), "--mode", level, "--rounds", str(n))
     assert run.proc.returncode == 0, run.proc.stderr
-    events = pq.read_table(run.path / "events.parquet").to_pandas()
+    events = pq.read_table(run.path / "events.parquet").to_pylist()
     out = tmp_path / "t.pftrace"
     assert fptrace("export", str(run.path), "-f", "perfetto", "-o", str(out)).returncode == 0
-    trace = perfetto_trace_class()()
+    trace = perfetto_trace_pb2.Trace()
     trace.ParseFromString(out.read_bytes())
-    assert len(UnknownFieldSet(trace)) == 0
+    assert unknown_fields(trace) == []
     tracks = {
         p.track_descriptor.uuid: p.track_descriptor
         for p in trace.packet
         if p.HasField("track_descriptor")
     }
-    instants = [p for p in trace.packet if p.HasField("track_event") and p.track_event.type == 3]
-    counters = [p for p in trace.packet if p.HasField("track_event") and p.track_event.type == 4]
-    assert len(instants) == 2 * len(events)  # on the task's track and on its CPU's track
-    assert all(len(UnknownFieldSet(p)) == 0 for p in trace.packet[:50])
+    instant, counter = (
+        perfetto_trace_pb2.TrackEvent.TYPE_INSTANT,
+        perfetto_trace_pb2.TrackEvent.TYPE_COUNTER,
+    )
+    instants = [
+        p for p in trace.packet if p.HasField("track_event") and p.track_event.type == instant
+    ]
+    counters = [
+        p for p in trace.packet if p.HasField("track_event") and p.track_event.type == counter
+    ]
+    assert [p.timestamp for p in instants] == sorted(p.timestamp for p in instants)
+
+    def notes(p) -> dict:
+        return {a.name: getattr(a, a.WhichOneof("value")) for a in p.track_event.debug_annotations}
+
+    # Each event twice: on its task's thread track, and on its CPU's track.
+    on_threads = [p for p in instants if tracks[p.track_event.track_uuid].HasField("thread")]
+    on_cpus = [p for p in instants if tracks[p.track_event.track_uuid].name.startswith("CPU ")]
+    assert len(on_threads) == len(on_cpus) == len(events)
+    got = sorted(
+        (
+            p.timestamp,
+            tracks[p.track_event.track_uuid].thread.tid,
+            p.track_event.name,
+            notes(p)["xstate_bv"],
+            notes(p)["cpu"],
+        )
+        for p in on_threads
+    )
+    want = sorted((e["ts_ns"], e["pid"], e["event"], e["xfeatures"], e["cpu"]) for e in events)
+    assert got == want
+    assert all(
+        notes(p)["bytes"] == cpu.bytes_written(notes(p)["xstate_bv"])
+        for p in on_threads
+        if "vso" in notes(p)
+    )
     names = {t.thread.thread_name for t in tracks.values() if t.HasField("thread")}
     assert "pingpong" in names
-    assert any(t.name.startswith("CPU ") for t in tracks.values())
-    saves = [p.track_event for p in instants if p.track_event.name == "regs_deactivated"]
-    bvs = [next(a.uint_value for a in e.debug_annotations if a.name == "xstate_bv") for e in saves]
-    bits = LEVEL_BITS[level]
-    assert sum(1 for bv in bvs if bv & bits == bits) > 0.9 * len(bvs)
-    assert counters and all(p.track_event.track_uuid in tracks for p in counters)
-    assert [p.timestamp for p in instants] == sorted(p.timestamp for p in instants)
+    # The saves/s counters integrate back to the number of saves.
+    interval_s = run.rec.manifest["interval_s"]
+    per_s = [
+        p.track_event.double_counter_value
+        for p in counters
+        if tracks[p.track_event.track_uuid].name == "FPU saves/s"
+    ]
+    saves = sum(1 for e in events if e["event"] == "regs_deactivated")
+    assert round(sum(per_s) * interval_s) == saves
