@@ -48,10 +48,30 @@ def test_no_raw_kernel_pointer_in_any_file(record, pingpong, backend, level):
                         ), (f.name, col, hex(value))  # xcomp_bv's bit 63 is allowed
                     if isinstance(value, str):
                         assert not KERNEL_HEX.search(value.encode()), (f.name, value)
-    # VSO ids are keyed hashes: two recordings of the same buffers give different ids.
-    ids1 = set(run.rec.vso["vso"])
-    again = record("--backend", backend, "--", str(pingpong), "--rounds", "10", name="again")
-    assert ids1.isdisjoint(set(again.rec.vso["vso"]))
+
+
+@pytest.mark.parametrize("backend", ["bcc", "ftrace"])
+def test_the_same_buffers_recorded_twice_get_different_vso_ids(record, pingpong, backend):
+    """VSO ids are keyed hashes with a per-recording secret: recordings cannot be joined."""
+    target = subprocess.Popen(  # its own group: the forked child goes with it
+        [str(pingpong), "--rounds", "100000000"], stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        runs = [
+            record("--backend", backend, "-p", str(target.pid), "-d", "0.5", name=f"r{i}")
+            for i in range(2)
+        ]
+    finally:
+        os.killpg(target.pid, signal.SIGKILL)
+        target.wait()
+    seen = []
+    for run in runs:
+        assert run.proc.returncode == 0, run.proc.stderr
+        vso = run.rec.vso
+        mine = vso[vso["pid"] == target.pid]
+        assert len(mine) == 1, vso  # the same long-lived task and buffer in both recordings
+        seen.append(mine.iloc[0]["vso"])
+    assert seen[0] != seen[1]
 
 
 def test_not_root_gets_one_line_and_exit_77(tmp_path):
