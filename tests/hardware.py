@@ -121,15 +121,26 @@ def cap() -> str | None:
     return level
 
 
+def build_probe(directory: Path) -> Path:
+    """Compile cpuid_probe.c into ``directory`` (also run inside lab guests, at that path)."""
+    exe = directory / "cpuid_probe"
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROBE_C)], check=True)
+    return exe
+
+
+def parse_probe(line: str) -> Cpu:
+    """The probe's JSON line -> a Cpu."""
+    raw = json.loads(line)
+    leaf_d = {int(k): tuple(v) for k, v in raw["leaf_d"].items()}
+    return Cpu(raw["ecx1"], raw["ebx7"], raw["edx7"], raw["xcr0"], leaf_d)  # type: ignore[arg-type]
+
+
 @cache
 def cpu() -> Cpu:
     """This CPU, probed once per test session."""
     with tempfile.TemporaryDirectory(prefix="fptrace-cpuid-") as tmp:
-        exe = Path(tmp, "cpuid_probe")
-        subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROBE_C)], check=True)
-        raw = json.loads(subprocess.run([str(exe)], capture_output=True, check=True).stdout)
-    leaf_d = {int(k): tuple(v) for k, v in raw["leaf_d"].items()}
-    return Cpu(raw["ecx1"], raw["ebx7"], raw["edx7"], raw["xcr0"], leaf_d)  # type: ignore[arg-type]
+        exe = build_probe(Path(tmp))
+        return parse_probe(subprocess.run([str(exe)], capture_output=True, check=True).stdout)
 
 
 def widest_level() -> str:

@@ -20,6 +20,7 @@ import pytest
 
 from fptrace.recording.loader import Recording, load_recording
 from fptrace.workloads.build import workload_binary
+from tests import hardware
 from tests.conftest import skip_or_fail
 
 #: The lane's kernels: label -> spec.  5.10: pre-fpstate layout (fpu->state); 6.1, 6.12:
@@ -59,6 +60,13 @@ class LabRun:
         assert lines, console[-2000:]
         return json.loads(lines[-1])
 
+    def guest_cpu(self, prefix: str, append: str = "") -> hardware.Cpu:
+        """The guest's CPUID and XCR0, as the tests' own probe printed them on its console."""
+        console = Path(self.combo(prefix, append)["console"]).read_text(errors="replace")
+        lines = [ln for ln in console.splitlines() if ln.startswith('{"ecx1"')]
+        assert lines, console[-2000:]
+        return hardware.parse_probe(lines[-1])
+
 
 def lab(*args: str, timeout: float = LAB_TIMEOUT, env: dict | None = None):
     return subprocess.run(
@@ -93,12 +101,17 @@ def _run_lab(out: Path, *args: str) -> LabRun:
 
 @pytest.fixture(scope="session")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> LabRun:
-    """The known-answer pingpong (AVX live) under fptrace record in each of the four kernels."""
+    """The known-answer pingpong (AVX live) under fptrace record in each of the four kernels.
+
+    The tests' own CPUID probe runs first in each guest (its line on the console), so the
+    expected sizes come from the guest CPU, not from what fptrace wrote in its manifest.
+    """
     pingpong = workload_binary("pingpong")  # a host binary, run at its host path in the guest
+    probe = hardware.build_probe(tmp_path_factory.mktemp("probe"))  # /tmp: seen by the guest
     kernels = [a for spec in KERNELS.values() for a in ("--kernel", spec)]
     out = tmp_path_factory.mktemp("lab") / "matrix"
-    cmd = [str(pingpong), "--mode", "avx", "--rounds", str(ROUNDS), "--cpu", "0"]
-    return _run_lab(out, *kernels, "--", *cmd)
+    script = f"{probe} && exec {pingpong} --mode avx --rounds {ROUNDS} --cpu 0"
+    return _run_lab(out, *kernels, "--", "sh", "-c", script)
 
 
 @pytest.fixture(scope="session")

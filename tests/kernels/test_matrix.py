@@ -56,17 +56,23 @@ def test_pingpong_known_answer(matrix: LabRun, kernel: str) -> None:
 
 @pytest.mark.parametrize("kernel", list(KERNELS))
 def test_vso_size_is_the_guests_cpuid_size(matrix: LabRun, kernel: str) -> None:
-    """TCG's CPU: standard format, so every buffer is CPUID(0xD,0).EBX bytes (2696 for 0x21f)."""
+    """TCG's CPU: standard format, so every buffer spans every enabled user component.
+
+    Expected from the guest's own CPUID leaf 0xD and XCR0 (the tests' probe), and CPUID(0xD,0)
+    .EBX says the same; the manifest's figures must agree with both.
+    """
     rec = matrix.recording(kernel)
+    guest = matrix.guest_cpu(kernel)
+    expect = guest.standard_size(guest.xcr0)
+    assert expect == guest.leaf_d[0][1]  # EBX: the standard size for the current XCR0
     xs = rec.manifest["host"]["xstate"]
     assert xs["source"] == "cpuid" and xs["format"] == "standard", xs
     work = matrix.workload(kernel)
     for pid in (work["parent_pid"], work["child_pid"]):
         v = rec.vso[rec.vso["pid"] == pid].iloc[0]
-        assert int(v["size"]) == xs["standard_size_enabled"] == xs["kernel_context_size"], v
+        assert int(v["size"]) == expect, v
+        assert xs["standard_size_enabled"] == xs["kernel_context_size"] == expect, xs
         assert int(v["xcomp_bv"]) == 0  # no XSAVEC under TCG
-        if xs["enabled_features"] == 0x21F:
-            assert int(v["size"]) == 2696
 
 
 @pytest.mark.parametrize("kernel", list(KERNELS))
@@ -109,7 +115,8 @@ def test_ftrace_backend_in_a_guest_agrees(ftrace_guest: LabRun, matrix: LabRun) 
         slack = PARENT_SLACK if pid == work["parent_pid"] else TOL  # see the known answer
         assert -TOL <= int(tasks.loc[pid].saves) - ROUNDS <= slack, tasks.loc[pid]
         size = int(rec.vso[rec.vso["pid"] == pid].iloc[0]["size"])
-        expect = rec.manifest["host"]["xstate"]["standard_size_enabled"]  # guest CPUID
+        guest = matrix.guest_cpu("5.10")  # the same TCG CPU model as this guest's
+        expect = guest.standard_size(guest.xcr0)
         assert size == int(bcc_vso.iloc[0]["size"]) == expect  # both backends, standard format
 
 
