@@ -533,8 +533,13 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
         for comp in comparisons:
             row = comp.regression(args.metric, args.fail_on_increase)
             if row is not None:
+                rise = (
+                    f"{(row.ratio - 1) * 100:+.1f}%"
+                    if row.ratio is not None
+                    else f"from 0 to {row.b_median:,.4g}"
+                )
                 print(
-                    f"fptrace: {comp.labels[1]}: {args.metric} rose {(row.ratio - 1) * 100:+.1f}% "
+                    f"fptrace: {comp.labels[1]}: {args.metric} rose {rise} "
                     f"(> {args.fail_on_increase}%) vs {comp.labels[0]}",
                     file=sys.stderr,
                 )

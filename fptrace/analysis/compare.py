@@ -252,7 +252,20 @@ class Row:
         if self.p_value is None:
             return None
         big = self.ratio is not None and abs(self.ratio - 1) >= MIN_EFFECT
-        return self.p_value < ALPHA and big
+        return self.p_value < ALPHA and (big or self.from_zero)
+
+    @property
+    def from_zero(self) -> bool:
+        """Zero before, more than zero now: a rise no ratio can express (no ratio is taken)."""
+        return self.a_median == 0 and self.b_median is not None and self.b_median > 0
+
+    def rose_by_more_than(self, pct: float) -> bool:
+        """Whether the figure rose by more than ``pct`` percent; from zero, any rise does."""
+        if self.significant is False:
+            return False
+        if self.ratio is None:
+            return self.from_zero
+        return (self.ratio - 1) * 100 > pct
 
     @property
     def change(self) -> str:
@@ -329,9 +342,7 @@ class Comparison:
     def regression(self, metric: str, pct: float) -> Row | None:
         """The total row of ``metric`` if it increased by more than ``pct`` percent."""
         for r in self.rows:
-            if r.scope != "total" or r.metric != metric or r.ratio is None:
-                continue
-            if (r.ratio - 1) * 100 > pct and r.significant is not False:
+            if r.scope == "total" and r.metric == metric and r.rose_by_more_than(pct):
                 return r
         return None
 

@@ -784,6 +784,24 @@ def _loop(
         time.sleep(min(tick, max(next_drain - time.monotonic(), 0.001)))
     if child is None:
         return 0
+    return _stop_child(child, stop)
+
+
+def _stop_child(child: BlockedChild, stop: _Stop) -> int:
+    """The command's exit code, ending it first if it is still running.
+
+    A second SIGINT/SIGTERM to fptrace means "stop at once": the command is killed rather
+    than asked, and one that ignores SIGTERM (after --duration, say) is killed as soon as
+    another signal arrives, so fptrace never hangs with its probes attached.
+    """
     if child.poll() is None:
-        child.signal(signal.SIGTERM)
+        if stop.count >= 2:
+            child.signal(signal.SIGKILL)
+        else:
+            child.signal(signal.SIGTERM)
+        seen = stop.count
+        while child.poll() is None:
+            if stop.count > seen:
+                child.signal(signal.SIGKILL)
+            time.sleep(0.02)
     return child.exit_code

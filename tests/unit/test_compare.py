@@ -126,6 +126,24 @@ def test_regression_gate() -> None:
     assert comp.regression("bytes_per_save", 50) is None
 
 
+def gate(a: list[float], b: list[float], pct: float) -> bool:
+    rows = [compare.compare_samples("total", "m", a, b)]
+    return compare.Comparison(("a", "b"), [], rows, [], [], []).regression("m", pct) is not None
+
+
+def test_regression_gate_from_a_zero_baseline() -> None:
+    """0 -> anything is an infinite rise: it must fire whatever the threshold."""
+    assert gate([0, 0, 0, 0], [50, 51, 49, 50], 1000)  # repeated runs, significant
+    assert gate([0], [0.5], 5)  # one run a side: no test of significance possible
+    assert not gate([0, 0, 0, 0], [0, 0, 0, 0], 5)  # zero stays zero
+    assert not gate([50, 51, 49, 50], [0, 0, 0, 0], 5)  # a fall to zero is no regression
+    assert not gate([0, 0, 1, 0], [0, 1, 0, 0], 5)  # noise around zero is not significant
+
+
+def test_regression_gate_one_run_a_side() -> None:
+    assert gate([100], [120], 10) and not gate([100], [105], 10)
+
+
 def test_incomparable_runs_are_refused_without_force() -> None:
     class Rec:
         def __init__(self, m):
