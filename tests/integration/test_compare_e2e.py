@@ -136,3 +136,42 @@ def test_compare_html_offline(runs, tmp_path, browser):
     grew = change["bytes per save (estimate)"]
     assert grew.startswith("+") and grew.endswith("%"), change
     assert change["median VSO size (bytes)"] == "~", change  # the same buffers on both sides
+
+
+def test_fail_on_increase_default_metric_one_run_a_side_and_from_zero(pingpong, tmp_path):
+    """The gate with its default metric (estimated CPU), single runs, and a zero baseline.
+
+    One command line for every run (so compare accepts them); the environment decides what
+    it does: nothing, the known pingpong, or signals to itself (signal frames, from zero).
+    """
+    script = (
+        f'if [ -n "$WORK" ]; then exec {pingpong} --rounds 3000; fi; '
+        'i=0; while [ "$i" -lt "${SIGNALS:-0}" ]; do kill -USR1 $$; i=$((i+1)); done'
+    )
+    prelude = "trap : USR1; "
+
+    def run(name: str, **env: str):
+        path = tmp_path / name
+        proc = fptrace(
+            "record",
+            "-q",
+            "-o",
+            str(path),
+            "--",
+            "sh",
+            "-c",
+            prelude + script,
+            env=dict(os.environ, **env),
+        )
+        assert proc.returncode == 0, proc.stderr
+        return str(path)
+
+    idle, busy = run("idle"), run("busy", WORK="1")
+    quiet, noisy = run("quiet"), run("noisy", SIGNALS="200")
+    rose = fptrace("compare", idle, busy, "--fail-on-increase", "50")  # default metric
+    assert rose.returncode == 1 and "est_cpu_ns_per_s rose" in rose.stderr, rose.stderr
+    assert fptrace("compare", busy, idle, "--fail-on-increase", "50").returncode == 0
+    gate = ["--fail-on-increase", "1000", "--metric", "signal_frame_bytes_per_s"]
+    from_zero = fptrace("compare", quiet, noisy, *gate)
+    assert from_zero.returncode == 1 and "rose from 0 to" in from_zero.stderr, from_zero.stderr
+    assert fptrace("compare", noisy, quiet, *gate).returncode == 0
