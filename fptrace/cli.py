@@ -85,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", type=Path, help="recording directory (default: fptrace-DATE)")
     r.add_argument("-f", "--force", action="store_true", help="replace an existing recording")
     r.add_argument("-a", "--all", action="store_true", help="trace the whole system")
-    r.add_argument("-p", "--pid", type=_pids, default=[], help="trace these PIDs and children")
+    r.add_argument(
+        "-p",
+        "--pid",
+        type=_pids,
+        default=[],
+        help="trace these PIDs and all their descendants (already running or forked later)",
+    )
     r.add_argument("-d", "--duration", type=_positive, help="stop after SECONDS")
     r.add_argument(
         "--interval",

@@ -14,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-apt_pkgs=(bpfcc-tools python3-bpfcc bpftool linux-perf linux-headers-amd64 python3-venv gcc make
+apt_pkgs=(bpfcc-tools python3-bpfcc bpftool linux-perf linux-headers-amd64 python3-venv gcc make sudo
           chromium chromium-driver
           qemu-system-x86 busybox-static zstd xz-utils debootstrap)  # the last line: fptrace lab
 missing=()

@@ -160,7 +160,7 @@ class FtraceSession:
         *next* task, while regs_deactivated fires during the switch for the previous one, so
         a kernel pid filter drops a traced task's saves whenever the next task is untraced.
         """
-        self.targets = set(tgids)
+        self.targets = (self.targets or set()) | set(tgids)
 
     def attach_fpu(self) -> None:
         events = self.inst / "events"

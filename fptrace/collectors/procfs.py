@@ -7,6 +7,7 @@ fields (``se.sum_exec_runtime``, ``nvcsw + nivcsw``), so the differences are con
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import psutil
@@ -66,6 +67,34 @@ def task_meta(tgid: int) -> TaskMeta | None:
         unified = [ln.split("::", 1)[1] for ln in lines if ln.startswith("0::")]
         cg = unified[0] if unified else (lines[0] if lines else None)
     return TaskMeta(cmdline.replace("\0", " ").strip() or None, cg, ppid)
+
+
+def descendants(tgids: list[int]) -> set[int]:
+    """Every live process below ``tgids`` in the process tree (by the ppid in /proc/N/stat).
+
+    `record -p` traces what its processes had forked before fptrace came (a server's
+    workers), not only what they fork later (which the kernel side follows by itself).
+    """
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        stat = _read(f"/proc/{name}/stat")
+        if stat is None:
+            continue
+        try:
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])  # comm may hold spaces and ")"
+        except (IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    found: set[int] = set()
+    todo = list(tgids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found - set(tgids)
 
 
 def process_running(pid: int) -> bool:

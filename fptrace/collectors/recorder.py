@@ -36,7 +36,13 @@ from fptrace import __version__
 from fptrace.cache import cache_dir, cache_write_dir, write_atomic
 from fptrace.collectors.bpf_session import BpfSession, CountKey, CountVal, Snapshot
 from fptrace.collectors.host import collect_host
-from fptrace.collectors.procfs import TaskMeta, process_running, task_counters, task_meta
+from fptrace.collectors.procfs import (
+    TaskMeta,
+    descendants,
+    process_running,
+    task_counters,
+    task_meta,
+)
 from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
 from fptrace.collectors.ring import RingReader
 from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError
@@ -638,8 +644,13 @@ def record(
                 say(f"removed tracing instance {name} left by a killed fptrace")
         manifest["backend"] = backend
         with session:
-            if not opts.system:
-                session.add_targets([child.pid] if child is not None else opts.pids)
+            if child is not None:
+                session.add_targets([child.pid])
+            elif not opts.system:
+                # Seeded first, so what they fork from now on is followed in the kernel;
+                # then what they had forked already.
+                session.add_targets(opts.pids)
+                session.add_targets(sorted(descendants(opts.pids)))
             session.attach_fpu()
             if backend == "bcc":
                 for item in manifest["probes"]["attached"]:
