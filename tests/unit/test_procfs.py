@@ -1,0 +1,27 @@
+"""procfs readers on this machine's /proc (no root needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from fptrace.collectors.procfs import descendants
+
+
+def test_descendants_follow_the_whole_tree_and_leave_out_the_roots():
+    # sh -> (sh -> sleep) and sleep: two levels below the root.
+    root = subprocess.Popen(["sh", "-c", "sh -c 'sleep 30 & wait' & sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(found := descendants([root.pid])) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        comms = sorted(Path(f"/proc/{p}/comm").read_text().strip() for p in found)
+        assert comms == ["sh", "sleep", "sleep"], comms
+        assert root.pid not in found
+        assert descendants([]) == set()
+    finally:
+        for p in descendants([root.pid]):  # all of them first: killed, a child is reparented
+            subprocess.run(["kill", str(p)], check=False)
+        root.kill()
+        root.wait()
