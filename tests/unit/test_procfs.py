@@ -20,8 +20,8 @@ def test_descendants_follow_the_whole_tree_and_leave_out_the_roots():
         assert comms == ["sh", "sleep", "sleep"], comms
         assert root.pid not in found
         assert descendants([]) == set()
-    finally:
-        for p in descendants([root.pid]):  # all of them first: killed, a child is reparented
-            subprocess.run(["kill", str(p)], check=False)
-        root.kill()
-        root.wait()
+    finally:  # end the sleeps: each shell's `wait` returns, so every parent reaps its child
+        for p in descendants([root.pid]):
+            if Path(f"/proc/{p}/comm").read_text().strip() == "sleep":
+                subprocess.run(["kill", str(p)], check=False)
+        root.wait(timeout=10)
