@@ -15,6 +15,7 @@ from rich.text import Text
 from fptrace import __version__
 from fptrace.analysis.compare import METRICS, Comparison, Row
 from fptrace.reports.html import fig_json, safe_json, static_text, template_env
+from fptrace.reports.plain import text
 
 
 def _num(v: float | None) -> str:
@@ -35,10 +36,10 @@ def _ci(r: Row) -> str:
 def render_text(comparisons: list[Comparison], console: Console) -> None:
     for comp in comparisons:
         a, b = comp.labels
-        console.print(Text(f"B: {b}  vs  A: {a} (baseline)", style="bold"))
+        console.print(text(f"B: {b}  vs  A: {a} (baseline)", style="bold"))
         console.print(Text(f"runs: A {len(comp.runs[0])}, B {len(comp.runs[1])}"))
         for w in comp.warnings:
-            console.print(Text(f"warning: {w}", style="yellow"))
+            console.print(text(f"warning: {w}", style="yellow"))
         if comp.changes:
             t = Table(title="What changed", title_justify="left")
             t.add_column("", no_wrap=True)
@@ -48,9 +49,9 @@ def render_text(comparisons: list[Comparison], console: Console) -> None:
             for ch in comp.changes:
                 t.add_row(
                     "*" if ch.fpu_relevant else "",
-                    Text(f"{ch.category}: {ch.key}"),
-                    Text(str(ch.a)),
-                    Text(str(ch.b)),
+                    text(f"{ch.category}: {ch.key}"),
+                    text(ch.a),
+                    text(ch.b),
                 )
             console.print(t)
             console.print("* FPU/xstate-relevant")
@@ -78,7 +79,7 @@ def render_text(comparisons: list[Comparison], console: Console) -> None:
             t.add_column("95% CI", justify="right", no_wrap=True)
             for r in rows:
                 t.add_row(
-                    Text(r.scope),
+                    text(r.scope),
                     r.metric,
                     _num(r.a_median),
                     _num(r.b_median),

@@ -1,7 +1,8 @@
 """The terminal summary: printed when a recording stops, and by `fptrace report -f text`.
 
-Fits 100 columns.  Names from traced processes go into rich ``Text`` objects, so that a
-task called ``[bold]x`` is printed as such and never interpreted as markup.
+Fits 100 columns.  Names from traced processes go through ``plain.text``, so that a task
+called ``[bold]x`` is printed as such, never interpreted as markup, and one whose name
+holds an escape sequence cannot drive the terminal.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from rich.text import Text
 
 from fptrace.analysis.report import ReportData
 from fptrace.reports.html import fmt_bytes, fmt_ns
+from fptrace.reports.plain import printable, text
 
 WIDTH = 100
 
@@ -20,14 +22,14 @@ WIDTH = 100
 def render_report(data: ReportData, console: Console, top: int = 10) -> None:
     h = data.headline
     head = Text()
-    head.append(data.path, style="bold")
+    head.append(printable(data.path), style="bold")
     head.append(
         f"  {h['duration_s']:.1f}s  {h['events']:,} events  {h['saves']:,} saves  "
         f"{h['restores']:,} restores  {h['tasks']} tasks  {h['vsos']} VSOs"
     )
     console.print(head)
     for w in data.warnings:
-        console.print(Text(f"warning: {w}", style="yellow"))
+        console.print(text(f"warning: {w}", style="yellow"))
     if h["drops_total"]:
         lost = ", ".join(f"{k}={v}" for k, v in h["drops"].items() if v)
         console.print(Text(f"DROPS: {lost} — counts are incomplete", style="bold red"))
@@ -65,7 +67,7 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
     for row in data.tasks.head(top).itertuples():
         t.add_row(
             str(row.pid),
-            Text(str(row.comm)),
+            text(row.comm),
             f"{row.saves:,}",
             f"{row.restores:,}",
             f"{row.restores_skipped:,}",

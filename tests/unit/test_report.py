@@ -161,3 +161,16 @@ def test_drops_are_shown_prominently(tmp_path: Path) -> None:
     page = render_html(lossy)
     assert 'id="drops"' in page and "lost_events = 40" in page
     assert lossy.headline["drops_total"] == 42
+
+
+def test_untrusted_strings_cannot_drive_a_terminal():
+    from rich.console import Console
+
+    from fptrace.reports.plain import printable, text
+
+    assert printable("[b]y\x1b[2J\x07\x9b\x7f\n") == "[b]y\\x1b[2J\\x07\\x9b\\x7f\\x0a"
+    assert printable("pingpong ünïcode") == "pingpong ünïcode"  # printable text is kept
+    console = Console(record=True, force_terminal=True, width=80)
+    console.print(text("[bold]x\x1b]0;pwned\x07"))
+    out = console.export_text(styles=False)
+    assert out == "[bold]x\\x1b]0;pwned\\x07\n"  # markup shown, the title escape inert
