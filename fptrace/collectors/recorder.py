@@ -644,9 +644,11 @@ def record(
                 say(f"removed tracing instance {name} left by a killed fptrace")
         manifest["backend"] = backend
         with session:
-            if child is not None:
+            if opts.system:
+                pass  # everything: no target map
+            elif child is not None:
                 session.add_targets([child.pid])
-            elif not opts.system:
+            else:
                 # Seeded first, so what they fork from now on is followed in the kernel;
                 # then what they had forked already.
                 session.add_targets(opts.pids)

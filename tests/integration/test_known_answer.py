@@ -1,18 +1,19 @@
 """Known answer: two tasks pinned to one CPU ping-pong N round trips over pipes.
 
-Each task blocks once per round trip, so it is switched out N times (N saves) and comes
-back to user space N times after the other task used the FPU (N restores).  Tolerance:
-a handful of extra events per task from exec, the first wake-up and exit (the final
-switch of a dead task saves once more, kernel-fpu.md §1.3), so |x - N| <= 10.
+Each task leaves the CPU at least once per round trip, so it is saved at least N times and
+restored at least N times, and at most once per context switch the workload counted itself
+(tests/known_answer.py: the bounds and why).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
 from fptrace.analysis import summary
+from tests import known_answer
 from tests.conftest import require_level
 from tests.hardware import AVX, LEVEL_MARK, XTILEDATA, ZMM_HI256
 
@@ -51,11 +52,12 @@ def test_pingpong_saves_restores_sizes_and_live_state(record, pingpong, cpu, mod
     assert work["live"], work  # XINUSE confirmed the state was live in the workload
     rec = run.rec
     tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
-    for pid in (work["parent_pid"], work["child_pid"]):
+    for who, pid in known_answer.sides(work):
         t = tasks.loc[pid]
-        assert abs(int(t.saves) - N) <= TOL, (pid, t)
-        assert abs(int(t.restores) - N) <= TOL, (pid, t)
-        assert abs(int(t.switches) - N) <= TOL, (pid, t)
+        known_answer.check(work, who, int(t.saves), int(t.restores))
+        # fptrace's switch count reads the same kernel counters as getrusage (at exit).
+        lo, hi = known_answer.bounds(work, who)
+        assert lo <= int(t.switches) <= hi, (pid, t)
         assert int(t.oncpu_ns) > 0
         # The VSO's kernel size equals the size computed from CPUID and its xcomp_bv.
         vsos = rec.vso[rec.vso["pid"] == pid]
@@ -109,7 +111,13 @@ def test_descendants_are_followed_through_fork_and_exec(record, pingpong):
     tasks = summary.per_task(rec.counts, rec.tasks)
     pp = tasks[tasks["comm"].str.startswith("pingpong")]
     assert len(pp) == 4, tasks  # 2 workloads x (parent + forked child)
-    assert all(abs(int(s) - n) <= TOL for s in pp["saves"]), pp
+    works = [json.loads(ln) for ln in run.proc.stdout.splitlines() if ln.startswith("{")]
+    assert len(works) == 2
+    by_pid = pp.set_index("pid")
+    for work in works:
+        for who, pid in known_answer.sides(work):
+            t = by_pid.loc[pid]
+            known_answer.check(work, who, int(t.saves), int(t.restores))
     info = rec.tasks.set_index("pid")
     root = int(info[info["comm"] == "sh"].index[0])
     for pid in pp["pid"]:

@@ -9,13 +9,16 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from fptrace.analysis import summary
 from fptrace.recording.loader import load_recording
+from tests import known_answer
 from tests.integration.conftest import fptrace, require_tool
 
 # Kernel virtual addresses on x86-64 live in the upper half: 0xffff8000_00000000 and above.
@@ -171,13 +174,37 @@ def attached_programs(proc: subprocess.Popen[str]) -> set[int]:
     return ours
 
 
+def drained_saves(out: Path, pids: set[int]) -> int:
+    """Saves of ``pids`` the recorder has written into its parts so far."""
+    total = 0
+    for part in (out / ".parts").glob("counts-[0-9]*.parquet"):
+        try:
+            t = pq.read_table(part, columns=["pid", "event", "count"]).to_pandas()
+        except Exception:  # a part being written: the next poll reads it
+            continue
+        total += int(t[t["pid"].isin(pids) & (t["event"] == "regs_deactivated")]["count"].sum())
+    return total
+
+
+def wait_until_drained(out: Path, proc: subprocess.Popen[str], pids: set[int], saves: int):
+    """Handshake: the recorder's own parts hold at least ``saves`` saves of ``pids``."""
+    deadline = time.monotonic() + 60
+    while (got := drained_saves(out, pids)) < saves:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"only {got} of {saves} saves drained"
+        time.sleep(0.05)
+
+
 def test_sigterm_stops_cleanly(tmp_path, pingpong):
     require_tool("bpftool")
     out = tmp_path / "r"
     proc = _start(out, "-a", "--interval", "0.2")
     ours = attached_programs(proc)
-    subprocess.run([str(pingpong), "--rounds", "2000"], capture_output=True, check=True)
-    time.sleep(0.5)
+    work = subprocess.run(
+        [str(pingpong), "--rounds", "2000"], capture_output=True, text=True, check=True
+    )
+    pids = json.loads(work.stdout)
+    wait_until_drained(out, proc, {pids["parent_pid"], pids["child_pid"]}, 2 * 2000 - 20)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -199,13 +226,13 @@ def test_sigkill_loses_at_most_one_interval(tmp_path, pingpong):
     work = subprocess.run(
         [str(pingpong), "--rounds", "3000"], capture_output=True, text=True, check=True
     )
-    time.sleep(0.8)  # several drains after the workload finished
+    pids = json.loads(work.stdout)
+    wait_until_drained(out, proc, {pids["parent_pid"], pids["child_pid"]}, 2 * 3000 - 20)
     proc.kill()
     proc.wait(timeout=30)
     assert programs_gone(ours)  # the kernel detached everything with our fds
     rec = load_recording(out)
     assert rec.recovered
-    pids = json.loads(work.stdout)
     mine = rec.counts[rec.counts["pid"].isin([pids["parent_pid"], pids["child_pid"]])]
     saves = int(mine[mine["event"] == "regs_deactivated"]["count"].sum())
     assert saves >= 2 * 3000 - 20
@@ -244,21 +271,39 @@ def test_doctor_reports_this_machine_ready():
     assert "x86_fpu_regs_deactivated" in proc.stdout and "can run here" in proc.stdout
 
 
-def test_pid_mode_follows_exec_and_children_and_stops_at_exit(record, pingpong):
+def release_when_attached(recording: Path, fifo: Path) -> threading.Thread:
+    """Open ``fifo`` (letting a waiting target go on) once ``recording`` has its manifest."""
+
+    def go() -> None:
+        deadline = time.monotonic() + 60
+        while not (recording / "manifest.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        fifo.write_text("go\n")
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    return thread
+
+
+def test_pid_mode_follows_exec_and_children_and_stops_at_exit(record, pingpong, tmp_path):
     n = 20000
-    script = f"sleep 1.5; exec {pingpong} --rounds {n}"
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    script = f"read x < {fifo}; exec {pingpong} --rounds {n}"  # waits until traced
     target = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    release = release_when_attached(tmp_path / "rec", fifo)
     try:
         run = record("-p", str(target.pid), "--interval", "0.5")
     finally:
+        release.join()
         out, _ = target.communicate(timeout=120)
     assert run.proc.returncode == 0, run.proc.stderr
     work = json.loads(out)
     rec = run.rec
     assert rec.manifest["target"]["mode"] == "pids"
-    saves = rec.counts[rec.counts["event"] == "regs_deactivated"].groupby("pid")["count"].sum()
-    for pid in (work["parent_pid"], work["child_pid"]):  # exec'd target, and its fork
-        assert abs(int(saves[pid]) - n) <= 10, saves
+    tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
+    for who, pid in known_answer.sides(work):  # exec'd target, and its fork
+        known_answer.check(work, who, int(tasks.loc[pid].saves), int(tasks.loc[pid].restores))
     assert set(rec.counts["tgid"]) == {work["parent_pid"], work["child_pid"]}
 
 
