@@ -69,8 +69,12 @@ class LabRun:
 
 
 def lab(*args: str, timeout: float = LAB_TIMEOUT, env: dict | None = None):
+    return fptrace_cli("lab", *args, timeout=timeout, env=env)
+
+
+def fptrace_cli(*args: str, timeout: float = 300, env: dict | None = None):
     return subprocess.run(
-        [sys.executable, "-m", "fptrace", "lab", *args],
+        [sys.executable, "-m", "fptrace", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

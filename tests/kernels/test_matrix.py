@@ -7,6 +7,7 @@ CPU, a pipe round trip per round: deterministic on CFS and EEVDF alike, unlike s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,52 @@ def test_probes_and_layout_branch(matrix: LabRun, kernel: str) -> None:
     notes = " ".join(probes["notes"])
     assert ("VSO is fpu->state" in notes) == (kernel == "5.10"), notes
     assert ("struct fpu follows task_struct" in notes) == (kernel == "7"), notes
+    # Every one of these kernels has BTF for its tracepoints and takes the typed tp_btf
+    # programs (direct loads); a raw_tracepoint here would mean the fast path was refused.
+    kinds = {p["kind"] for p in probes["attached"] if p["name"].startswith("x86_fpu:")}
+    assert kinds == {"tp_btf"}, (kernel, probes["attached"])
+    assert not any("tp_btf" in n and "refused" in n for n in probes["notes"]), notes
+
+
+def kernel_config(path: Path) -> dict[str, str]:
+    """A kernel's .config as the Debian package ships it: CONFIG_X -> value ("n" if unset)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("CONFIG_"):
+            key, _, value = line.partition("=")
+            out[key] = value
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            out[line[2:].split()[0]] = "n"
+    return out
+
+
+def test_compare_across_two_real_kernels(matrix: LabRun) -> None:
+    """`fptrace compare` of the 6.1 and 6.12 guests' recordings: what really differs.
+
+    Expected from the kernels themselves: their releases (from the lab's result) and the
+    difference of the two Debian packages' config files.
+    """
+    from fptrace.lab.kernels import list_cached
+    from tests.kernels.conftest import fptrace_cli
+
+    old, new = matrix.combo("6.1"), matrix.combo("6.12")
+    proc = fptrace_cli("compare", old["recording"], new["recording"], "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    [comp] = json.loads(proc.stdout)
+    changes = {(c["category"], c["key"]): c for c in comp["changes"]}
+    release = changes[("kernel", "release")]
+    assert (release["a"], release["b"]) == (old["release"], new["release"])
+    packaged = [k for k in list_cached() if (k.path / "config").is_file()]  # Debian's own
+    configs = {k.release: kernel_config(k.path / "config") for k in packaged}
+    a, b = configs[old["release"]], configs[new["release"]]
+    want = {k for k in a.keys() | b.keys() if a.get(k, "n") != b.get(k, "n")}
+    got = {key for (category, key) in changes if category == "config"}
+    assert got == want, (sorted(got ^ want)[:20], len(got), len(want))
+    # User shadow stacks (CET_U state in every fpstate) came in 6.6: an FPU-relevant change.
+    shstk = changes[("config", "CONFIG_X86_USER_SHADOW_STACK")]
+    assert shstk["fpu_relevant"] and shstk["b"] == "y", shstk
+    # Same TCG CPU on both: the xstate layout does not differ.
+    assert not any(category == "xstate" for category, _ in changes), sorted(changes)[:5]
 
 
 def test_lane_time_and_summary(matrix: LabRun) -> None:

@@ -191,3 +191,15 @@ def test_bench_results_compare_per_level(tmp_path) -> None:
     assert rows[("signal", "avx512")].ratio == pytest.approx(1.5, rel=0.01)
     assert rows[("signal", "sse")].ratio == pytest.approx(1.0)
     assert comp.rows == []  # no traces: no trace metrics
+
+
+def test_an_option_one_kernel_lacks_equals_one_not_set() -> None:
+    a = {"CONFIG_X86_USER_SHADOW_STACK": "n", "CONFIG_OLD": "y", "CONFIG_GONE": "n"}
+    b = {"CONFIG_X86_USER_SHADOW_STACK": "y", "CONFIG_NEW": "n", "CONFIG_ADDED": "m"}
+    changes = compare.what_changed(MANIFEST, MANIFEST, a, b)
+    got = {c.key: (c.a, c.b) for c in changes if c.category == "config"}
+    assert got == {
+        "CONFIG_X86_USER_SHADOW_STACK": ("n", "y"),
+        "CONFIG_OLD": ("y", None),  # removed while on: a change
+        "CONFIG_ADDED": (None, "m"),  # new and built: a change
+    }  # CONFIG_GONE and CONFIG_NEW: absent on one side, off on the other
