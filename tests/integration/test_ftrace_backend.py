@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 from fptrace.analysis import summary
 from fptrace.probes.kernel import find_tracefs
 from tests import known_answer
@@ -40,15 +44,34 @@ def test_both_backends_agree_with_each_other_and_the_workload(record, pingpong, 
         results[backend] = got
 
 
-def test_ftrace_removes_an_instance_left_by_a_killed_run(record):
+def test_ftrace_removes_an_instance_left_by_a_killed_run(tmp_path):
+    """A stale instance (its process gone) is removed, and this run's own goes at the end.
+
+    Only these two instances are checked: another fptrace may be tracing on this machine.
+    """
     tracefs = find_tracefs(mount=True)
     stale = tracefs / "instances" / "fptrace-999999999"
     stale.mkdir()
+    out = tmp_path / "r"
     try:
-        run = record("--backend", "ftrace", "--", "true")
-        assert run.proc.returncode == 0, run.proc.stderr
-        assert not stale.exists()
-        assert not [p for p in (tracefs / "instances").glob("fptrace-*")]  # ours is gone too
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "fptrace", "record", "-q", "--backend", "ftrace"),
+                *("-o", str(out), "--", "sh", "-c", "read x"),
+            ],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        ours = tracefs / "instances" / f"fptrace-{proc.pid}"
+        deadline = time.monotonic() + 60
+        while not (out / "manifest.json").exists():  # attached: its instance is tracing
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        assert ours.is_dir() and not stale.exists()
+        _, err = proc.communicate("go\n", timeout=60)  # the command ends, fptrace stops
+        assert proc.returncode == 0, err
+        assert not ours.exists()
     finally:
         if stale.exists():
             stale.rmdir()
