@@ -644,15 +644,11 @@ def record(
                 say(f"removed tracing instance {name} left by a killed fptrace")
         manifest["backend"] = backend
         with session:
-            if opts.system:
-                pass  # everything: no target map
-            elif child is not None:
-                session.add_targets([child.pid])
-            else:
-                # Seeded first, so what they fork from now on is followed in the kernel;
-                # then what they had forked already.
-                session.add_targets(opts.pids)
-                session.add_targets(sorted(descendants(opts.pids)))
+            if not opts.system:  # -a has no target map
+                session.add_targets([child.pid] if child is not None else opts.pids)
+                if child is None:  # -p: seeded first, so what they fork from now on is
+                    # followed in the kernel; then what they had forked already
+                    session.add_targets(sorted(descendants(opts.pids)))
             session.attach_fpu()
             if backend == "bcc":
                 for item in manifest["probes"]["attached"]:

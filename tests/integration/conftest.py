@@ -6,12 +6,16 @@ On a user's machine without root/BCC/tracefs these tests skip with the reason; i
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +85,39 @@ def fptrace(*args: str, env: dict[str, str] | None = None, timeout: int = 180):
         env=env,
         check=False,
     )
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen | None = None, timeout: float = 60) -> None:
+    """Handshake: wait until ``path`` exists (a recording's manifest appears once its probes
+    are attached), failing at once if ``proc`` died and at the deadline otherwise."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc is not None:
+            assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.02)
+
+
+def attached(recording: Path, proc: subprocess.Popen | None = None) -> None:
+    """Wait until the recorder writing ``recording`` has its probes attached."""
+    wait_for_file(recording / "manifest.json", proc)
+
+
+def release_when_attached(recording: Path, release: Callable[[], None]) -> threading.Thread:
+    """Call ``release`` (let a waiting target go on) once ``recording`` has attached probes.
+
+    In a thread, because the test is meanwhile blocked in `record`; after 60 s it releases
+    anyway, so that a failed start never leaves the target waiting forever.
+    """
+
+    def go() -> None:
+        with contextlib.suppress(AssertionError):
+            attached(recording)
+        release()
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    return thread
 
 
 @pytest.fixture

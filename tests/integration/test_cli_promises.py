@@ -16,7 +16,6 @@ import select
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 
 from fptrace.analysis import summary
 from tests.conftest import skip_or_fail
-from tests.integration.conftest import fptrace
+from tests.integration.conftest import fptrace, release_when_attached
 
 N = 3000
 TOL = 10  # start-up, exec and exit, as in the known-answer test
@@ -179,16 +178,12 @@ def test_pids_with_threads_and_children_that_existed_before_attach(record, tmp_p
     child = int(Path(f"/proc/{b}/task/{b}/children").read_text().split()[0])
     assert len(threads) == 2
 
-    def release_when_attached() -> None:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "rec" / "manifest.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    def go() -> None:
         for p in procs.values():
             p.stdin.write("go\n")  # type: ignore[union-attr]
             p.stdin.flush()  # type: ignore[union-attr]
 
-    release = threading.Thread(target=release_when_attached)
-    release.start()
+    release = release_when_attached(tmp_path / "rec", go)
     try:
         run = record("-p", f"{a},{b}", name="rec")
     finally:

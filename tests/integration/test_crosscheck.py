@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tests.integration.conftest import require_tool
+from tests.integration.conftest import attached, require_tool
 
 ROUNDS = 20000
 
@@ -48,14 +48,6 @@ def own_switches(pid: int) -> int:
     return total
 
 
-def wait_for(path: Path, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-
-
 def test_counts_per_event_agree_with_perf_stat_in_its_window(pingpong, tmp_path):
     perf = require_tool("perf")
     out, csv = tmp_path / "rec", tmp_path / "perf.csv"
@@ -69,7 +61,7 @@ def test_counts_per_event_agree_with_perf_stat_in_its_window(pingpong, tmp_path)
     )
     counter = None
     try:
-        wait_for(out / "manifest.json", tracer)  # probes attached
+        attached(out, tracer)
         counter = subprocess.Popen(
             [
                 *(perf, "stat", "-a", "-x,", "-o", str(csv), "-e", "x86_fpu:*"),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from fptrace.analysis import summary
 from fptrace.probes.kernel import find_tracefs
 from tests import known_answer
+from tests.integration.conftest import attached
 
 N = 5000
 
@@ -64,10 +64,7 @@ def test_ftrace_removes_an_instance_left_by_a_killed_run(tmp_path):
             text=True,
         )
         ours = tracefs / "instances" / f"fptrace-{proc.pid}"
-        deadline = time.monotonic() + 60
-        while not (out / "manifest.json").exists():  # attached: its instance is tracing
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
+        attached(out, proc)  # so its instance is tracing
         assert ours.is_dir() and not stale.exists()
         _, err = proc.communicate("go\n", timeout=60)  # the command ends, fptrace stops
         assert proc.returncode == 0, err

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from fptrace.analysis import summary
 from fptrace.recording.loader import load_recording
 from tests import known_answer
-from tests.integration.conftest import fptrace, require_tool
+from tests.integration.conftest import attached, fptrace, release_when_attached, require_tool
 
 # Kernel virtual addresses on x86-64 live in the upper half: 0xffff8000_00000000 and above.
 KERNEL_HEX = re.compile(rb"(?i)(?<![0-9a-f])(?:0x)?ffff[89a-f][0-9a-f]{11}(?![0-9a-f])")
@@ -129,11 +128,7 @@ def _start(out: Path, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not (out / "manifest.json").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    attached(out, proc)
     return proc
 
 
@@ -271,27 +266,13 @@ def test_doctor_reports_this_machine_ready():
     assert "x86_fpu_regs_deactivated" in proc.stdout and "can run here" in proc.stdout
 
 
-def release_when_attached(recording: Path, fifo: Path) -> threading.Thread:
-    """Open ``fifo`` (letting a waiting target go on) once ``recording`` has its manifest."""
-
-    def go() -> None:
-        deadline = time.monotonic() + 60
-        while not (recording / "manifest.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        fifo.write_text("go\n")
-
-    thread = threading.Thread(target=go)
-    thread.start()
-    return thread
-
-
 def test_pid_mode_follows_exec_and_children_and_stops_at_exit(record, pingpong, tmp_path):
     n = 20000
     fifo = tmp_path / "go"
     os.mkfifo(fifo)
     script = f"read x < {fifo}; exec {pingpong} --rounds {n}"  # waits until traced
     target = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
-    release = release_when_attached(tmp_path / "rec", fifo)
+    release = release_when_attached(tmp_path / "rec", lambda: fifo.write_text("go\n"))
     try:
         run = record("-p", str(target.pid), "--interval", "0.5")
     finally:

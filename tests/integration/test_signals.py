@@ -23,17 +23,10 @@ from pathlib import Path
 import pytest
 
 from fptrace.recording.loader import load_recording
+from tests.integration.conftest import attached, wait_for_file
 from tests.integration.test_robustness import attached_programs, programs_gone
 
 DEADLINE = 60
-
-
-def wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.02)
 
 
 @pytest.fixture(autouse=True)
@@ -60,8 +53,8 @@ def start(out: Path, script: str, ready: Path) -> subprocess.Popen[str]:
         start_new_session=True,  # a "terminal" of its own: killpg is Ctrl-C
     )
     STARTED.append(proc)
-    wait_for(out / "manifest.json", proc)  # written once the probes are attached
-    wait_for(ready, proc)  # the command has set its traps
+    attached(out, proc)
+    wait_for_file(ready, proc)  # the command has set its traps
     return proc
 
 
