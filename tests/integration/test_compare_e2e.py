@@ -70,7 +70,8 @@ def test_widest_level_vs_sse_is_significant_and_a_a_is_not(runs, cpu):
     [aa] = compare_json("--baseline", *sse, "--candidate", *sse2)
     m = rows_by_metric(aa)
     assert m["bytes_per_save"]["change"] == "~"
-    assert m["avx512_save_share"]["change"] == "~"
+    # Not significant: "~", or no change at all where both sides are 0 (no AVX-512 here).
+    assert m["avx512_save_share"]["significant"] is not True, m["avx512_save_share"]
 
 
 def test_fail_on_increase_gates(runs):
