@@ -1,9 +1,8 @@
 """Load the compiled BPF program, attach the planned probes, and snapshot its maps.
 
 Counts in the kernel are cumulative and live in two places: the per-CPU cache slots and
-the shared ``counts`` map (see fptrace.bpf.c).  :meth:`BpfSession.snapshot` reads both and
-retries when a per-CPU eviction sequence number moved meanwhile, so that no count is seen
-twice or missed.
+the shared ``counts`` map (see fptrace.bpf.c).  :meth:`BpfSession.snapshot` reads both in
+the order collectors/counting.py explains, so that no count is ever seen twice.
 """
 
 from __future__ import annotations
@@ -19,14 +18,12 @@ from typing import Any
 from fptrace.collectors import bpf_sys
 from fptrace.collectors.bpf_maps import Map
 from fptrace.collectors.bpf_object import TRACEPOINT_PREFIX, BpfObject, get_object
+from fptrace.collectors.counting import CountKey, CountVal, combine
 from fptrace.collectors.ring import RingReader
 from fptrace.collectors.tp_btf import load_tp_btf, open_tp_btf
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.kernel import find_tracefs
 from fptrace.probes.plan import DROP_COUNTERS, TIF_CANDIDATE_BITS, ProbePlan
-
-CountKey = tuple[int, int, int, int, int, int, int]  # pid, tgid, vso, xfeatures, event, bits, arg
-CountVal = tuple[int, int, int]  # count, first_ns, last_ns (kernel monotonic; last: see .c)
 
 CALIBRATION_SAMPLES = 16  # load=1 events needed before the TIF bit is trusted
 CALIBRATION_PROG = "tracepoint__x86_fpu__x86_fpu_regs_activated"
@@ -44,7 +41,7 @@ class Snapshot:
     vsos: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
     tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
-    retries: int = 0
+    deferred: int = 0  # cached counts left to a later snapshot (a CPU evicted meanwhile)
 
 
 def _struct_dict(obj: Any) -> dict[str, Any]:
@@ -273,21 +270,12 @@ class BpfSession:
     def snapshot(self) -> Snapshot:
         snap = Snapshot()
         seq = self.maps["seq"]
-        for attempt in range(8):
-            before = list(seq[seq.Key(0)])
-            cached = self._read_cache()
-            counts = self._read_counts()
-            after = list(seq[seq.Key(0)])
-            if before == after:
-                break
-            snap.retries = attempt + 1
-        for key, (count, first, last) in cached:
-            old = counts.get(key)
-            if old is None:
-                counts[key] = (count, first, last)
-            else:
-                counts[key] = (old[0] + count, min(old[1], first), max(old[2], last))
-        snap.counts = counts
+        before = list(seq[seq.Key(0)])
+        counts = self._read_counts()  # first: see collectors/counting.py
+        cached = self._read_cache()
+        after = list(seq[seq.Key(0)])
+        unstable = {cpu for cpu, (b, a) in enumerate(zip(before, after, strict=True)) if b != a}
+        snap.counts, snap.deferred = combine(counts, cached, unstable)
         for k, v in self.maps["vsos"].items():
             snap.vsos[(k.vso, k.pid)] = _struct_dict(v)
         for k, v in self.maps["tasks"].items():
@@ -299,16 +287,18 @@ class BpfSession:
             snap.drops[name] = sum(drops[drops.Key(i)])
         return snap
 
-    def _read_cache(self) -> list[tuple[CountKey, CountVal]]:
+    def _read_cache(self) -> list[tuple[int, CountKey, CountVal]]:
+        """(cpu, key, value) of every cache slot that holds counts."""
         out = []
         cache = self.maps["cache"]
         for i in range(64):
-            for s in cache[cache.Key(i)]:
+            for cpu, s in enumerate(cache[cache.Key(i)]):
                 if not s.traced or not s.val.count:
                     continue
                 k = s.key
                 out.append(
                     (
+                        cpu,
                         (k.pid, k.tgid, k.vso, k.xfeatures, k.event, k.load_bits, k.arg),
                         (s.val.count, s.val.first_ns, s.val.last_ns),
                     )

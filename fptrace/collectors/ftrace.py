@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from fptrace.collectors.bpf_session import CountKey, CountVal, Snapshot
+from fptrace.collectors.bpf_session import Snapshot
+from fptrace.collectors.counting import CountKey, CountVal
 from fptrace.collectors.ftrace_raw import (
     EventFormat,
     Field,

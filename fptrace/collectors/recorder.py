@@ -34,7 +34,8 @@ import pyarrow as pa
 
 from fptrace import __version__
 from fptrace.cache import cache_dir, cache_write_dir, write_atomic
-from fptrace.collectors.bpf_session import BpfSession, CountKey, CountVal, Snapshot
+from fptrace.collectors.bpf_session import BpfSession, Snapshot
+from fptrace.collectors.counting import Deltas
 from fptrace.collectors.host import collect_host
 from fptrace.collectors.procfs import (
     TaskMeta,
@@ -382,7 +383,7 @@ class Recorder:
         self.name_vso = VsoNamer()
         self.t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self.interval = 0
-        self.prev: dict[CountKey, CountVal] = {}
+        self.deltas = Deltas()
         self.seen_vsos: set[tuple[int, int]] = set()
         self.meta: dict[int, TaskMeta] = {}
         self.meta_execs: dict[int, int] = {}
@@ -409,10 +410,7 @@ class Recorder:
         bit = self.session.tif_bit_index
         rows = []
         events = 0
-        for key, (count, first, last) in snap.counts.items():
-            delta = count - self.prev.get(key, (0, 0, 0))[0]
-            if delta <= 0:
-                continue
+        for key, delta, (_, first, last) in self.deltas.take(snap.counts):
             pid, tgid, vso, xfeatures, event, load_bits, arg = key
             is_fpu = event < 32
             rows.append(
@@ -431,11 +429,10 @@ class Recorder:
                     "first_ns": self.rel(first),
                     # Hits are not timed in the kernel (too costly): last seen no later than
                     # the end of this interval, and no earlier than the kernel's own mark.
-                    "last_ns": max(self.rel(last), now) if delta else self.rel(last),
+                    "last_ns": max(self.rel(last), now),
                 }
             )
             events += delta
-        self.prev = snap.counts
         self.writer.append("counts", rows)
         self.writer.append("vso", self._new_vsos(snap))
         self.writer.replace("tasks", self._tasks(snap))

@@ -10,10 +10,15 @@
 // direct-mapped cache of CACHE_SLOTS counters sits in front of the shared `counts` hash map.
 // A hit costs one per-CPU array access; a miss (new key) evicts the slot into `counts`,
 // and does the rarer work: target filtering, task and VSO bookkeeping.  Counts are
-// cumulative and never cleared here; user space takes deltas.  `seq` is bumped before every
-// eviction so that user space can tell whether its snapshot of cache + map raced with one.
+// cumulative and never cleared here; user space takes deltas.
+//
+// A snapshot (collectors/counting.py) reads `counts` first, then the cache, and must never
+// see one count in both places.  So an eviction zeroes the slot's count *before* adding it to
+// `counts`, and a new key's count is written *after* the key; `seq` is bumped before every
+// eviction, so that user space leaves out the cache of a CPU that evicted while it read.
 
 #define CACHE_SLOTS 64
+#define fp_barrier() asm volatile("" ::: "memory")  // keep the stores in program order
 #define LOAD_NOT_READ 0x8000
 
 struct fp_key {
@@ -428,8 +433,11 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
     if (sq)
         *sq += 1;
     if (s->traced && s->val.count) {
-        s->val.last_ns = now;  // an upper bound: the key was last seen before this eviction
-        merge_slot(s);
+        struct slot old = *s;
+        s->val.count = 0;  // first: never in the slot and in `counts` at once
+        fp_barrier();
+        old.val.last_ns = now;  // an upper bound: the key was last seen before this eviction
+        merge_slot(&old);
     }
     u64 traced = is_traced(filter_tgid);
     if (traced) {
@@ -444,10 +452,11 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
     s->key.event = event;
     s->key.load_bits = load_bits;
     s->key.arg = 0;
-    s->val.count = traced;
     s->val.first_ns = now;
     s->val.last_ns = now;
     s->traced = traced;
+    fp_barrier();
+    s->val.count = traced;  // last: a half-written key has no count
     if (traced)
         emit(pid, tgid, vso, event, xfeatures, load_bits);
     return 0;
