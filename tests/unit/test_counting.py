@@ -1,0 +1,167 @@
+"""Snapshot and delta logic under every interleaving of a kernel eviction and a user read.
+
+A model of fptrace.bpf.c's miss path (one CPU's cache slot, the shared counts map, the seq
+number) runs against a model of BpfSession.snapshot's reads, in all 210 orders of their
+steps; collectors/counting.combine must never report more than has happened, and Deltas
+must add up to the final exact count.  The same checker, given the old orders (slot merged
+before it is zeroed, cache read before the map), finds the double count the hackbench runs
+showed — so it can fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from fptrace.collectors.counting import Deltas, combine
+
+A = (1, 1, 0xA, 0xE6, 0, 0, 0)  # the key in the slot before the miss
+B = (2, 2, 0xB, 0xA2, 0, 0, 0)  # the key that evicts it
+CPU = 0
+
+
+@dataclass
+class Kernel:
+    """One CPU: a cache slot holding A (5 counts), the counts map, the eviction sequence."""
+
+    key: tuple = A
+    count: int = 5
+    counts: dict = field(default_factory=lambda: {A: (7, 1, 1)})  # A was evicted once before
+    seq: int = 0
+    happened: dict = field(default_factory=lambda: {A: 12, B: 0})
+    saved: int = 0  # the eviction's copy of the slot's count
+
+    def steps(self, old_order: bool) -> list:
+        """The miss path for B, then one hit on B, as separate memory operations."""
+
+        def bump_seq() -> None:
+            self.seq += 1
+            self.happened[B] += 1  # B's first event is what causes the miss
+
+        def copy_and_zero() -> None:
+            self.saved, self.count = self.count, 0
+
+        def merge() -> None:
+            c, f, last = self.counts.get(A, (0, 1, 1))
+            self.counts[A] = (c + self.saved, f, last)
+
+        def merge_from_slot() -> None:  # the old code: merge the live slot, zero nothing
+            c, f, last = self.counts.get(A, (0, 1, 1))
+            self.counts[A] = (c + self.count, f, last)
+
+        def write_key() -> None:
+            self.key = B
+            if old_order:  # the old code wrote the count with the key
+                self.count = 1
+
+        def write_count() -> None:
+            self.count = 1
+
+        def hit() -> None:
+            self.happened[B] += 1
+            self.count += 1
+
+        if old_order:
+            return [bump_seq, merge_from_slot, write_key, hit]
+        return [bump_seq, copy_and_zero, merge, write_key, write_count, hit]
+
+
+def reader_steps(k: Kernel, view: dict, old_order: bool) -> list:
+    def seq_before() -> None:
+        view["before"] = k.seq
+
+    def read_counts() -> None:
+        view["counts"] = dict(k.counts)
+
+    def read_cache() -> None:
+        view["cached"] = [(CPU, k.key, (k.count, 1, 1))] if k.count else []
+
+    def seq_after() -> None:
+        view["after"] = k.seq
+
+    if old_order:
+        return [seq_before, read_cache, read_counts, seq_after]
+    return [seq_before, read_counts, read_cache, seq_after]
+
+
+def interleavings(n_writer: int, n_reader: int):
+    """Every order of two step sequences, as the positions the reader's steps take."""
+    return itertools.combinations(range(n_writer + n_reader), n_reader)
+
+
+def run(positions, old_order: bool) -> tuple[dict, dict, Kernel]:
+    k = Kernel()
+    view: dict = {}
+    writer, reader = k.steps(old_order), reader_steps(k, view, old_order)
+    w = r = 0
+    for i in range(len(writer) + len(reader)):
+        if i in positions:
+            reader[r]()
+            r += 1
+        else:
+            writer[w]()
+            w += 1
+    unstable = {CPU} if view["before"] != view["after"] else set()
+    if old_order:
+        unstable = set()  # the old code retried; after its last retry it used what it read
+    got, _ = combine(view["counts"], view["cached"], unstable)
+    return got, dict(k.happened), k
+
+
+def over_counts(old_order: bool) -> list:
+    n_writer = len(Kernel().steps(old_order))
+    bad = []
+    for positions in interleavings(n_writer, 4):
+        got, happened, _ = run(positions, old_order)
+        for key, (count, _, _) in got.items():
+            if count > happened.get(key, 0):
+                bad.append((positions, key, count, happened.get(key, 0)))
+    return bad
+
+
+def test_no_interleaving_reports_more_than_happened():
+    assert len(list(interleavings(6, 4))) == 210
+    assert over_counts(old_order=False) == []
+
+
+def test_the_checker_finds_the_old_double_count():
+    bad = over_counts(old_order=True)
+    assert bad and all(key == A for _, key, _, _ in bad)  # A both in its slot and in counts
+
+
+def test_nothing_is_lost_once_the_writer_is_done():
+    """Whatever a snapshot missed, the next one (no eviction running) sees all of it."""
+    for positions in interleavings(6, 4):
+        _, happened, k = run(positions, old_order=False)
+        final, deferred = combine(dict(k.counts), [(CPU, k.key, (k.count, 1, 1))], set())
+        assert deferred == 0
+        assert {key: v[0] for key, v in final.items()} == happened
+
+
+def test_deltas_make_up_for_an_under_read_and_never_count_twice():
+    d = Deltas()
+    snapshots = [
+        {A: (5, 1, 1)},
+        {A: (3, 1, 1), B: (2, 1, 1)},  # A under-read: 2 of its counts were moving
+        {A: (9, 1, 1), B: (2, 1, 1)},
+        {A: (9, 1, 1), B: (4, 1, 1)},
+    ]
+    totals: dict = {}
+    per_interval = []
+    for snap in snapshots:
+        rows = d.take(snap)
+        per_interval.append({key: delta for key, delta, _ in rows})
+        for key, delta, _ in rows:
+            assert delta > 0
+            totals[key] = totals.get(key, 0) + delta
+    assert totals == {A: 9, B: 4}  # the last (exact) snapshot, nothing twice
+    assert per_interval == [{A: 5}, {B: 2}, {A: 4}, {B: 2}]
+
+
+def test_combine_leaves_out_only_the_cpus_that_evicted():
+    counts = {A: (7, 10, 20)}
+    cached = [(0, A, (5, 5, 30)), (1, A, (2, 8, 9)), (1, B, (1, 3, 3))]
+    got, deferred = combine(counts, cached, unstable={1})
+    assert got == {A: (12, 5, 30)} and deferred == 3
+    got, deferred = combine(counts, cached, unstable=set())
+    assert got == {A: (14, 5, 30), B: (1, 3, 3)} and deferred == 0
