@@ -5,7 +5,9 @@ number) runs against a model of BpfSession.snapshot's reads, in all 210 orders o
 steps; collectors/counting.combine must never report more than has happened, and Deltas
 must add up to the final exact count.  The same checker, given the old orders (slot merged
 before it is zeroed, cache read before the map), finds the double count the hackbench runs
-showed — so it can fail.
+showed — so it can fail.  (The model writes a key in one step: the ordering alone keeps
+it exact.  Leaving out the cache of a CPU that evicted meanwhile guards the real slot copy,
+which can catch a key half rewritten; test_combine_… checks that part directly.)
 """
 
 from __future__ import annotations
