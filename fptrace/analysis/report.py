@@ -353,5 +353,16 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         components=summary.live_components(c),
         vso_sizes=summary.vso_sizes(rec.vso),
         cost=model,
-        warnings=list(rec.warnings),
+        warnings=[*rec.warnings, *drop_warnings(headline_)],
     )
+
+
+def drop_warnings(headline: dict[str, Any]) -> list[str]:
+    """The run's losses in words: one warning that the text, JSON and HTML all carry."""
+    lost = {k: v for k, v in headline["drops"].items() if v}
+    if not lost:
+        return []
+    what = ", ".join(f"{k}={v:,}" for k, v in lost.items())
+    events = lost.get("lost_events", 0) + lost.get("ring_full", 0)
+    share = f" ({events / (events + headline['events']):.1%} of events)" if events else ""
+    return [f"DROPS: {what}{share} — counts are incomplete"]

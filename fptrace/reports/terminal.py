@@ -29,10 +29,8 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
     )
     console.print(head)
     for w in data.warnings:
-        console.print(text(f"warning: {w}", style="yellow"))
-    if h["drops_total"]:
-        lost = ", ".join(f"{k}={v}" for k, v in h["drops"].items() if v)
-        console.print(Text(f"DROPS: {lost} — counts are incomplete", style="bold red"))
+        drops = w.startswith("DROPS:")
+        console.print(text(w if drops else f"warning: {w}", "bold red" if drops else "yellow"))
     if data.bench is not None:
         render_bench(data.bench, data.bench_slopes, data.bench_ops, console)
         check = data.manifest.get("record_check")

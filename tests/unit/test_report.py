@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from fptrace.analysis import cost
 from fptrace.analysis.report import build, state_class
@@ -14,6 +15,7 @@ from fptrace.errors import RecordingError
 from fptrace.recording.loader import load_recording
 from fptrace.reports.html import render_html, safe_json
 from fptrace.reports.json_report import render_json
+from fptrace.reports.terminal import render_report
 from tests.unit.recordings import count, task, vso, write
 from tests.unit.test_xstate import AMD
 
@@ -161,6 +163,13 @@ def test_drops_are_shown_prominently(tmp_path: Path) -> None:
     page = render_html(lossy)
     assert 'id="drops"' in page and "lost_events = 40" in page
     assert lossy.headline["drops_total"] == 42
+    # One warning, the same words in JSON and text (JSON's warnings were empty before).
+    [warning] = json.loads(render_json(lossy))["warnings"]
+    assert warning.startswith("DROPS: counts_map_full=2, lost_events=40 (")
+    console = Console(record=True, width=200)
+    render_report(lossy, console)
+    assert warning in console.export_text()
+    assert json.loads(render_json(clean))["warnings"] == []
 
 
 def test_untrusted_strings_cannot_drive_a_terminal():
