@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,47 @@ from fptrace.recording.loader import Recording, load_recording
 from fptrace.workloads.build import workload_binary
 from tests import hardware
 from tests.conftest import skip_or_fail
+
+# Kernel virtual addresses on x86-64 live in the upper half: 0xffff8000_00000000 and above.
+KERNEL_HEX = re.compile(rb"(?i)(?<![0-9a-f])(?:0x)?ffff[89a-f][0-9a-f]{11}(?![0-9a-f])")
+KERNEL_MIN = 0xFFFF_8000_0000_0000
+
+
+def prog_ids_held_by(pid: int) -> set[int]:
+    """The BPF programs a process holds open: the prog_id of each of its BPF fds."""
+    ids = set()
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            m = re.search(r"^prog_id:\s*(\d+)$", info.read_text(), re.M)
+        except OSError:  # the fd closed meanwhile
+            continue
+        if m:
+            ids.add(int(m.group(1)))
+    return ids
+
+
+def loaded_prog_ids() -> set[int]:
+    out = subprocess.run(
+        ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(p["id"]) for p in json.loads(out)}
+
+
+def programs_gone(ours: set[int], timeout: float = 10) -> bool:
+    """Whether all of ``ours`` have been unloaded (the kernel frees them as fds close)."""
+    deadline = time.monotonic() + timeout
+    while ours & loaded_prog_ids():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def attached_programs(proc: subprocess.Popen[str]) -> set[int]:
+    """fptrace's programs, by the process that loaded them (whatever the build names them)."""
+    ours = prog_ids_held_by(proc.pid)
+    assert len(ours) >= 7 and ours <= loaded_prog_ids(), ours  # x86_fpu + sched + signal
+    return ours
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -18,8 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import console_errors, fptrace, wait_for_figures
-from tests.integration.test_robustness import KERNEL_HEX, KERNEL_MIN
+from tests.integration.conftest import (
+    KERNEL_HEX,
+    KERNEL_MIN,
+    console_errors,
+    fptrace,
+    wait_for_figures,
+)
 
 HTML_NAME = "</script><b>x"  # 13 bytes: a comm holds 15
 RICH_NAME = "[b]y[/b]\x1b[2J"  # Rich markup, then "clear screen"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,11 +17,16 @@ import pytest
 from fptrace.analysis import summary
 from fptrace.recording.loader import load_recording
 from tests import known_answer
-from tests.integration.conftest import attached, fptrace, release_when_attached, require_tool
-
-# Kernel virtual addresses on x86-64 live in the upper half: 0xffff8000_00000000 and above.
-KERNEL_HEX = re.compile(rb"(?i)(?<![0-9a-f])(?:0x)?ffff[89a-f][0-9a-f]{11}(?![0-9a-f])")
-KERNEL_MIN = 0xFFFF_8000_0000_0000
+from tests.integration.conftest import (
+    KERNEL_HEX,
+    KERNEL_MIN,
+    attached,
+    attached_programs,
+    fptrace,
+    programs_gone,
+    release_when_attached,
+    require_tool,
+)
 
 
 @pytest.mark.parametrize("backend", ["bcc", "ftrace"])  # ftrace's raw pages hold real addresses
@@ -130,43 +134,6 @@ def _start(out: Path, *args: str) -> subprocess.Popen[str]:
     )
     attached(out, proc)
     return proc
-
-
-def prog_ids_held_by(pid: int) -> set[int]:
-    """The BPF programs a process holds open: the prog_id of each of its BPF fds."""
-    ids = set()
-    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
-        try:
-            m = re.search(r"^prog_id:\s*(\d+)$", info.read_text(), re.M)
-        except OSError:  # the fd closed meanwhile
-            continue
-        if m:
-            ids.add(int(m.group(1)))
-    return ids
-
-
-def loaded_prog_ids() -> set[int]:
-    out = subprocess.run(
-        ["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True
-    ).stdout
-    return {int(p["id"]) for p in json.loads(out)}
-
-
-def programs_gone(ours: set[int], timeout: float = 10) -> bool:
-    """Whether all of ``ours`` have been unloaded (the kernel frees them as fds close)."""
-    deadline = time.monotonic() + timeout
-    while ours & loaded_prog_ids():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def attached_programs(proc: subprocess.Popen[str]) -> set[int]:
-    """fptrace's programs, by the process that loaded them (whatever the build names them)."""
-    ours = prog_ids_held_by(proc.pid)
-    assert len(ours) >= 7 and ours <= loaded_prog_ids(), ours  # x86_fpu + sched + signal
-    return ours
 
 
 def drained_saves(out: Path, pids: set[int]) -> int:

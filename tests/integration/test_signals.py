@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from fptrace.recording.loader import load_recording
-from tests.integration.conftest import attached, wait_for_file
-from tests.integration.test_robustness import attached_programs, programs_gone
+from tests.integration.conftest import attached, attached_programs, programs_gone, wait_for_file
 
 DEADLINE = 60
 
