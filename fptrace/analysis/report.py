@@ -280,6 +280,11 @@ class ReportData:
     def empty(self) -> bool:
         return self.tasks.empty
 
+    @property
+    def notes(self) -> list[str]:
+        """The warnings other than the drops one (which a view may show as an alert)."""
+        return [w for w in self.warnings if not is_drops(w)]
+
 
 def headline(
     c: pd.DataFrame,
@@ -357,6 +362,9 @@ def build(rec: Recording, model: CostModel) -> ReportData:
     )
 
 
+DROPS = "DROPS:"  # how the losses warning starts (views may show it as an alert instead)
+
+
 def drop_warnings(headline: dict[str, Any]) -> list[str]:
     """The run's losses in words: one warning that the text, JSON and HTML all carry."""
     lost = {k: v for k, v in headline["drops"].items() if v}
@@ -365,4 +373,9 @@ def drop_warnings(headline: dict[str, Any]) -> list[str]:
     what = ", ".join(f"{k}={v:,}" for k, v in lost.items())
     events = lost.get("lost_events", 0) + lost.get("ring_full", 0)
     share = f" ({events / (events + headline['events']):.1%} of events)" if events else ""
-    return [f"DROPS: {what}{share} — counts are incomplete"]
+    return [f"{DROPS} {what}{share} — counts are incomplete"]
+
+
+
+def is_drops(warning: str) -> bool:
+    return warning.startswith(DROPS)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from fptrace.analysis.report import ReportData
+from fptrace.analysis.report import ReportData, is_drops
 from fptrace.reports.html import fmt_bytes, fmt_ns
 from fptrace.reports.plain import printable, text
 
@@ -29,7 +29,7 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
     )
     console.print(head)
     for w in data.warnings:
-        drops = w.startswith("DROPS:")
+        drops = is_drops(w)
         console.print(text(w if drops else f"warning: {w}", "bold red" if drops else "yellow"))
     if data.bench is not None:
         render_bench(data.bench, data.bench_slopes, data.bench_ops, console)
