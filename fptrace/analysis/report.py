@@ -376,6 +376,5 @@ def drop_warnings(headline: dict[str, Any]) -> list[str]:
     return [f"{DROPS} {what}{share} — counts are incomplete"]
 
 
-
 def is_drops(warning: str) -> bool:
     return warning.startswith(DROPS)
