@@ -7,6 +7,11 @@ result is the median of per-pair ratios (traced / untraced ops/s) with a bootstr
 interval, plus the time from `fptrace record` starting to its probes being attached.
 
 Run as root after `make setup`:  .venv/bin/python scripts/bench_overhead.py [--pairs 9]
+
+To compare two versions of fptrace in one run (a change's cost, within the noise of one
+session): ``--against DIR``, where DIR is another source tree (``git worktree add /tmp/base
+HEAD~1``).  Each round then runs untraced, traced by this tree and traced by DIR, in a
+rotating order, and the result gives both ratios and their per-round quotient.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def pipe_bench(loops: int, cpu: int) -> float:
 
 
 def start_tracer(
-    out: Path, extra: list[str], tracer_cpu: int | None = None
+    out: Path, extra: list[str], tracer_cpu: int | None = None, tree: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], float]:
     shutil.rmtree(out, ignore_errors=True)
     pin = ["taskset", "-c", str(tracer_cpu)] if tracer_cpu is not None else []
@@ -50,6 +55,8 @@ def start_tracer(
     proc = subprocess.Popen(
         [*pin, sys.executable, "-m", "fptrace", "record", "-a", "-q", "-f", "-o", str(out), *extra],
         stdout=subprocess.DEVNULL,
+        cwd=tree,  # python -m fptrace: that tree's package first on the path
+        env=dict(os.environ, PYTHONPATH=str(tree)) if tree else None,
     )
     manifest = out / "manifest.json"
     while not manifest.exists():
@@ -95,43 +102,60 @@ def main() -> int:
         type=int,
         help="pin fptrace record (its ring consumer) to this CPU, away from --cpu",
     )
+    ap.add_argument(
+        "--against",
+        type=Path,
+        help="another fptrace source tree to trace with in the same rounds (a baseline)",
+    )
     args = ap.parse_args()
+    if args.against and not (args.against / "fptrace" / "__main__.py").exists():
+        raise SystemExit(f"--against {args.against}: not an fptrace source tree")
     if args.raw_tp:
         os.environ["FPTRACE_RAW_TP"] = "1"  # inherited by fptrace record
     if shutil.which("perf") is None:
         raise SystemExit("perf is missing: apt-get install linux-perf")
     tmp = Path(tempfile.mkdtemp(prefix="fptrace-bench-"))
     ratios, base, traced, startups, events, cpu_s, drops = [], [], [], [], [], [], []
+    against: list[float] = []
+    sides = ["untraced", "traced"] + (["against"] if args.against else [])
     pipe_bench(args.loops // 4, args.cpu)  # warm-up
     for i in range(args.pairs):
-        order = ["untraced", "traced"] if i % 2 == 0 else ["traced", "untraced"]
+        order = sides[i % len(sides) :] + sides[: i % len(sides)]
+        order = order if i % 2 == 0 else order[::-1]
         got = {}
         for side in order:
             if side == "untraced":
                 got[side] = pipe_bench(args.loops, args.cpu)
-            else:
-                extra = ["--interval", args.interval, "--backend", args.backend]
-                extra += ["--events"] if args.events else []
-                proc, startup = start_tracer(tmp / "rec", extra, args.tracer_cpu)
-                startups.append(startup)
-                try:
-                    cpu0 = process_cpu_s(proc.pid)  # only the window: not start-up/compile
-                    got[side] = pipe_bench(args.loops, args.cpu)
-                    cpu_s.append(process_cpu_s(proc.pid) - cpu0)
-                finally:
-                    stop_tracer(proc)
-                m = json.loads((tmp / "rec" / "manifest.json").read_text())
-                drops.append(sum((m.get("drops") or {}).values()))
-                if args.events:
-                    events.append(m.get("events", {}))
+                continue
+            extra = ["--interval", args.interval, "--backend", args.backend]
+            extra += ["--events"] if args.events else []
+            tree = args.against if side == "against" else None
+            proc, startup = start_tracer(tmp / "rec", extra, args.tracer_cpu, tree)
+            try:
+                cpu0 = process_cpu_s(proc.pid)  # only the window: not start-up/compile
+                got[side] = pipe_bench(args.loops, args.cpu)
+                cpu = process_cpu_s(proc.pid) - cpu0
+            finally:
+                stop_tracer(proc)
+            if side == "against":
+                continue
+            startups.append(startup)
+            cpu_s.append(cpu)
+            m = json.loads((tmp / "rec" / "manifest.json").read_text())
+            drops.append(sum((m.get("drops") or {}).values()))
+            if args.events:
+                events.append(m.get("events", {}))
         base.append(got["untraced"])
         traced.append(got["traced"])
         ratios.append(got["traced"] / got["untraced"])
-        print(
-            f"pair {i + 1}: untraced {got['untraced']:,.0f}  traced {got['traced']:,.0f} ops/s"
-            f"  ratio {ratios[-1]:.3f}",
-            flush=True,
+        line = (
+            f"round {i + 1}: untraced {got['untraced']:,.0f}  traced {got['traced']:,.0f} ops/s"
+            f"  ratio {ratios[-1]:.3f}"
         )
+        if args.against:
+            against.append(got["against"] / got["untraced"])
+            line += f"  against {against[-1]:.3f}"
+        print(line, flush=True)
     lo, hi = bootstrap_ci(ratios)
     result = {
         "benchmark": f"taskset -c {args.cpu} perf bench sched pipe -l {args.loops}",
@@ -147,6 +171,13 @@ def main() -> int:
         "attach": "raw_tracepoint" if args.raw_tp else "tp_btf where the kernel takes it",
         "drops_total": sum(drops),
     }
+    if args.against:
+        quotients = [t / a for t, a in zip(ratios, against, strict=True)]
+        result["against"] = str(args.against)
+        result["against_ratio_median"] = statistics.median(against)
+        result["against_ratio_ci95"] = list(bootstrap_ci(against))
+        result["traced_over_against_median"] = statistics.median(quotients)
+        result["traced_over_against_ci95"] = list(bootstrap_ci(quotients))
     if args.events:
         result["events_recorded_median"] = statistics.median(e.get("recorded", 0) for e in events)
         result["events_lost_total"] = sum(e.get("lost", 0) for e in events)

@@ -15,6 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 apt_pkgs=(bpfcc-tools python3-bpfcc bpftool linux-perf linux-headers-amd64 python3-venv gcc make sudo
+          bpftrace  # the tests' independent per-thread count (tests/oracle.py)
           chromium chromium-driver
           qemu-system-x86 busybox-static zstd xz-utils debootstrap)  # the last line: fptrace lab
 missing=()

@@ -167,8 +167,9 @@ def task_table(
     dropped = fpu[fpu["event"] == "dropped"]
     act = fpu[fpu["event"] == "regs_activated"]
     save_bytes = _per_pid(deact, "bytes").sub(_per_pid(dropped, "bytes"), fill_value=0)
-    act_bytes = _per_pid(act, "bytes")
-    act_count = _per_pid(act, "count")
+    load = act["load_fpu"]
+    act_load = act[load.notna() & (load.fillna(0).astype("int64") == 1)]
+    act_unknown = act[load.isna()]
     xf = deact["xfeatures"].astype("uint64")
     avx512 = _per_pid(deact[(xf & AVX512_MASK) != 0], "count")
     amx = _per_pid(deact[(xf & AMX_MASK) != 0], "count")
@@ -180,9 +181,14 @@ def task_table(
         return series.reindex(idx, fill_value=0).astype("float64")
 
     t["bytes_saved"] = col(save_bytes).clip(lower=0)
-    # Restores read what was saved; scale by how many activations were restores.
-    ratio = (t["restores"] / col(act_count).where(col(act_count) > 0)).fillna(0)
-    t["bytes_restored"] = col(act_bytes) * ratio
+    # A restore reads the buffer as XSTATE_BV says.  Where load_fpu was not read, the
+    # activations' bytes are scaled by how many of them were taken as restores.
+    unknown_n = col(_per_pid(act_unknown, "count"))
+    paired = (t["restores"] - col(_per_pid(act_load, "count"))).clip(lower=0)
+    ratio = (paired / unknown_n.where(unknown_n > 0)).fillna(0)
+    t["bytes_restored"] = (
+        col(_per_pid(act_load, "bytes")) + col(_per_pid(act_unknown, "bytes")) * ratio
+    )
     t["saves_per_s"] = t["saves"] / duration_s if duration_s > 0 else 0.0
     # A dead task's final switch saves once more after its counters were read: clip at 1.
     t["switch_save_share"] = (
@@ -206,7 +212,14 @@ def task_table(
     t["est_restore_ns"] = (
         t["restores"] * model.restore.base_ns + t["bytes_restored"] * model.restore.ns_per_byte
     )
-    t["est_ns"] = t["est_save_ns"] + t["est_restore_ns"]
+    # Signal frames (kernel-fpu.md §1.3): at delivery an XSAVE of the user state to the
+    # stack (standard format: user_size bytes) and an XRSTOR of the init state (no bytes
+    # read); at sigreturn an XRSTOR from the frame.  Both are outside the switch path.
+    frame = col(user_size)
+    t["est_signal_ns"] = t["signal_frames"] * (
+        model.save.base_ns + frame * model.save.ns_per_byte + model.restore.base_ns
+    ) + t["sigreturns"] * (model.restore.base_ns + frame * model.restore.ns_per_byte)
+    t["est_ns"] = t["est_save_ns"] + t["est_restore_ns"] + t["est_signal_ns"]
     oncpu = t["oncpu_ns"].astype("float64")
     t["est_oncpu_share"] = (t["est_ns"] / oncpu.where(oncpu > 0)).astype(float)
     return t.reset_index().sort_values("saves", ascending=False).reset_index(drop=True)
@@ -319,6 +332,11 @@ def headline(
         "amx_save_share": amx / saves if saves else 0.0,
         "fork_copies": int(tasks["fork_copies"].sum()) if not tasks.empty else 0,
         "signal_frames": int(tasks["signal_frames"].sum()) if not tasks.empty else 0,
+        "sigreturns": int(tasks["sigreturns"].sum()) if not tasks.empty else 0,
+        "est_signal_ns": float(tasks["est_signal_ns"].sum()) if not tasks.empty else 0.0,
+        "restores_estimated_tasks": (
+            int(tasks["restores_estimated"].sum()) if not tasks.empty else 0
+        ),
         "signal_frame_bytes": float(tasks["signal_frame_bytes"].sum()) if not tasks.empty else 0,
         "xcomp_requests": int(tasks["xcomp_requests"].sum()) if not tasks.empty else 0,
         "vso_replacements": int(vso["prev_vso"].notna().sum()) if not vso.empty else 0,
@@ -358,8 +376,21 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         components=summary.live_components(c),
         vso_sizes=summary.vso_sizes(rec.vso),
         cost=model,
-        warnings=[*rec.warnings, *drop_warnings(headline_)],
+        warnings=[*rec.warnings, *drop_warnings(headline_), *estimate_warnings(headline_)],
     )
+
+
+def estimate_warnings(headline: dict[str, Any]) -> list[str]:
+    """Figures that are estimates rather than counts, where the run makes them uncertain."""
+    n = headline["restores_estimated_tasks"]
+    if not n:
+        return []
+    return [
+        f"restores of {n:,} task{'s' if n != 1 else ''} that caught signals are estimated "
+        "(load_fpu was not recorded): two per signal are taken off, too many where a handler "
+        "leaves with siglongjmp; record on a kernel where fptrace reads load_fpu "
+        "(`fptrace doctor`) for exact ones"
+    ]
 
 
 DROPS = "DROPS:"  # how the losses warning starts (views may show it as an alert instead)

@@ -4,10 +4,13 @@ Classification follows ../shared/docs/kernel-fpu.md §1, by pairing rather than 
 ``load_fpu`` alone:
 - a *save* is a ``regs_deactivated`` that is not the exit path; the exit path is always
   followed by ``dropped`` for the same buffer, so saves = regs_deactivated - dropped;
-- a *restore* is a ``regs_activated`` from the return-to-user path.  The other
-  ``regs_activated`` (signal delivery, sigreturn, KVM) run with TIF_NEED_FPU_LOAD clear, so
-  where ``load_fpu`` was read it decides; where it was not (the default on the switch path,
-  for overhead), two per caught signal are subtracted (see ``_restores``).
+- a *restore* is a ``regs_activated`` from the return-to-user path, which runs with
+  TIF_NEED_FPU_LOAD set.  The other ``regs_activated`` (signal delivery, sigreturn, KVM) run
+  with it clear.  fptrace reads it at every ``regs_activated``, so ``load_fpu`` decides.
+  Only where it is null (a kernel without it, a failed calibration, a recording made before
+  fptrace read it by default) are restores estimated by pairing: two per caught signal are
+  subtracted, which is too many for a handler that leaves with siglongjmp (no sigreturn).
+  Such tasks are marked ``restores_estimated`` and the report says so.
 """
 
 from __future__ import annotations
@@ -28,21 +31,33 @@ def _event_counts(counts: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return table.reset_index()
 
 
-def _restores(counts: pd.DataFrame, cols: list[str]) -> pd.Series:
-    """Restores per task.
-
-    Where ``load_fpu`` was read (``record --load-fpu``): the ``regs_activated`` with it set.
-    Otherwise by pairing: every caught signal adds two ``regs_activated`` that are not
-    restores of the task's buffer (``fpu__clear_user_states`` at delivery and the sigreturn
-    restore from the user frame, kernel-fpu.md §1.3).
-    """
+def _activations(counts: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """``regs_activated`` per task, split by ``load_fpu``: 1 (``act_load``), 0
+    (``act_other``: signal delivery, sigreturn, KVM) and null (``act_unknown``)."""
     act = counts[counts["event"] == "regs_activated"]
-    known = act[act["load_fpu"].notna()]
-    exact = known[known["load_fpu"].astype("int64") == 1].groupby(cols)["count"].sum()
-    unknown = act[act["load_fpu"].isna()].groupby(cols)["count"].sum()
-    sigs = counts[counts["event"] == "signal_deliver"].groupby(cols)["count"].sum()
-    paired = unknown.sub(2 * sigs.reindex(unknown.index, fill_value=0)).clip(lower=0)
-    return exact.add(paired, fill_value=0).astype("int64").rename("restores")
+    load = act["load_fpu"]
+    parts = {
+        "act_load": act[load.notna() & (load.fillna(0).astype("int64") == 1)],
+        "act_other": act[load.notna() & (load.fillna(1).astype("int64") == 0)],
+        "act_unknown": act[load.isna()],
+    }
+    return pd.DataFrame({k: v.groupby(cols)["count"].sum() for k, v in parts.items()}).fillna(0)
+
+
+def _classify(ev: pd.DataFrame) -> pd.DataFrame:
+    """restores, sigreturns and whether they had to be estimated, from the activations.
+
+    sigreturns: each caught signal fires one ``regs_activated`` (load_fpu clear) at delivery
+    and one at sigreturn, if the handler returns; so sigreturns = other - signal frames.
+    """
+    sigs = ev["signal_deliver"]
+    unknown = ev["act_unknown"]
+    ev["restores"] = (ev["act_load"] + (unknown - 2 * sigs).clip(lower=0)).astype("int64")
+    exact = unknown == 0
+    # Estimated: assume every handler returned (what the pairing above assumes too).
+    ev["sigreturns"] = (ev["act_other"] - sigs).clip(lower=0).where(exact, sigs).astype("int64")
+    ev["restores_estimated"] = ~exact & (sigs > 0)
+    return ev
 
 
 def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
@@ -53,12 +68,17 @@ def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
         if name not in ev.columns:
             ev[name] = 0
     ev["saves"] = (ev["regs_deactivated"] - ev["dropped"]).clip(lower=0)
-    ev = ev.merge(_restores(counts, cols).reset_index(), on=cols, how="left")
-    ev["restores"] = ev["restores"].fillna(0).astype("int64")
+    ev = ev.merge(_activations(counts, cols).reset_index(), on=cols, how="left")
+    for name in ("act_load", "act_other", "act_unknown"):
+        ev[name] = ev[name].fillna(0).astype("int64") if name in ev.columns else 0
+    ev = _classify(ev)
     # A save whose task came back to the same CPU with its registers intact needs no restore.
     ev["restores_skipped"] = (ev["saves"] - ev["restores"]).clip(lower=0)
     ev = ev.rename(columns={"copy_dst": "fork_copies", "signal_deliver": "signal_frames"})
-    keep = ["pid", "tgid", "saves", "restores", "restores_skipped", "fork_copies", "signal_frames"]
+    keep = [
+        *("pid", "tgid", "saves", "restores", "restores_skipped", "fork_copies"),
+        *("signal_frames", "sigreturns", "restores_estimated"),
+    ]
     ev = ev[keep]
     if not tasks.empty:
         info = tasks[["pid", "comm", "switches", "oncpu_ns"]].astype(

@@ -384,16 +384,26 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
         vso = vso_of(fpu);
         xfeatures = read_u64((void *)regs_of(vso) + 512);
     }
-    // load_fpu costs one more read, ~2.5% of a context switch on the reference VM, so on the
-    // two switch-path events it is read only with --load-fpu (LOAD_ON_SWITCH); saves and
-    // restores are then classified by pairing (docs/recording-format.md).
+    // load_fpu: TIF_NEED_FPU_LOAD of current.  On regs_activated it is what tells a restore of
+    // the task's buffer (set) from the signal and KVM paths (clear), so it is always read
+    // there: pairing with signal deliveries cannot see a handler that never returns
+    // (siglongjmp).  In the tp_btf variant the read is a plain load through the BTF-typed
+    // current task (CURRENT_TASK_BTF), not a helper call.  On regs_deactivated it is read
+    // only with --load-fpu (LOAD_ON_SWITCH): saves are classified by pairing with `dropped`,
+    // which is exact, and the read would cost on every switch (docs/overhead.md).
     u16 load_bits = LOAD_NOT_READ;
 #ifdef TASK_TIF_OFF
 #ifndef LOAD_ON_SWITCH
-    if (event != EV_REGS_DEACTIVATED && event != EV_REGS_ACTIVATED)
+    if (event != EV_REGS_DEACTIVATED)
 #endif
     {
-        u64 tif = read_u64((const void *)bpf_get_current_task() + TASK_TIF_OFF);
+        u64 tif;
+#ifdef CURRENT_TASK_BTF
+        if (direct)
+            tif = *(u64 *)((void *)bpf_get_current_task_btf() + TASK_TIF_OFF);
+        else
+#endif
+            tif = read_u64((const void *)bpf_get_current_task() + TASK_TIF_OFF);
         load_bits = ((tif >> TIF_BIT_0) & 1) | (((tif >> TIF_BIT_1) & 1) << 1);
     }
 #endif

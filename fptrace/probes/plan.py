@@ -331,6 +331,9 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
     fpu_probes = [p for p in plan.attached() if p.kind == "raw_tracepoint"]
     if fpu_probes and all(p.btf_id for p in fpu_probes) and not opts.raw_tp:
         plan.macros["FPU_DIRECT"] = 1  # compile the tp_btf variant (direct loads)
+        tif = "TASK_TIF_OFF" in plan.macros
+        if tif and btf is not None and btf.has_func("bpf_get_current_task_btf"):  # 5.11+
+            plan.macros["CURRENT_TASK_BTF"] = 1
     plan.self_tgid = opts.self_tgid
     for i, bit in enumerate(TIF_CANDIDATE_BITS):
         plan.macros[f"TIF_BIT_{i}"] = bit

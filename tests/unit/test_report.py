@@ -33,6 +33,7 @@ def test_bytes_shares_and_cost_for_a_known_task(tmp_path: Path) -> None:
             count(1, "regs_deactivated", 30, xf=0xE6, load=None),  # AVX-512 live
             count(1, "regs_deactivated", 10, xf=0x02, load=None),  # SSE only
             count(1, "regs_activated", 25, xf=0xE6, load=1),
+            count(1, "regs_activated", 4, xf=0, load=0),  # 2 deliveries + 2 sigreturns
             count(1, "signal_deliver", 2, xf=10, load=None),
         ],
         [task(1, "app", switches=50, oncpu_ns=1_000_000)],
@@ -48,7 +49,11 @@ def test_bytes_shares_and_cost_for_a_known_task(tmp_path: Path) -> None:
     assert t.avx512_share == 0.75 and t.amx_share == 0
     assert t.saves_per_s == 10 and t.switch_save_share == 0.8
     assert t.signal_frame_bytes == 2 * 2696  # deliveries x the VSO's user_size
-    expect_ns = 40 * 35 + t.bytes_saved * 0.04 + 25 * 35 + t.bytes_restored * 0.04
+    assert t.sigreturns == 2
+    # Per frame: XSAVE of user_size bytes + XRSTOR of the init state; per sigreturn: XRSTOR.
+    signal_ns = 2 * (35 + 2696 * 0.04 + 35) + 2 * (35 + 2696 * 0.04)
+    assert t.est_signal_ns == pytest.approx(signal_ns)
+    expect_ns = 40 * 35 + t.bytes_saved * 0.04 + 25 * 35 + t.bytes_restored * 0.04 + signal_ns
     assert t.est_ns == pytest.approx(expect_ns)
     assert t.est_oncpu_share == pytest.approx(expect_ns / 1_000_000)
     h = d.headline
@@ -170,6 +175,35 @@ def test_drops_are_shown_prominently(tmp_path: Path) -> None:
     render_report(lossy, console)
     assert warning in console.export_text()
     assert json.loads(render_json(clean))["warnings"] == []
+
+
+def test_restores_estimated_by_pairing_are_said_to_be_estimates(tmp_path: Path) -> None:
+    paired = data(
+        tmp_path / "a",
+        [
+            count(1, "regs_deactivated", 10, xf=0xE6, load=None),
+            count(1, "regs_activated", 14, xf=0xE6, load=None),  # 10 restores + 2 x 2 signal
+            count(1, "signal_deliver", 2, xf=10, load=None),
+            count(2, "regs_activated", 5, xf=0xE6, load=None),  # no signals: no doubt
+        ],
+    )
+    t = paired.tasks.set_index("pid")
+    assert t.loc[1, "restores"] == 10 and t.loc[2, "restores"] == 5
+    assert t.loc[1, "bytes_restored"] == 10 * AMD.bytes_saved(0xE6)
+    [warning] = json.loads(render_json(paired))["warnings"]
+    assert warning.startswith("restores of 1 task that caught signals are estimated")
+    console = Console(record=True, width=300)
+    render_report(paired, console)
+    assert warning in console.export_text()
+    exact = data(
+        tmp_path / "b",
+        [
+            count(1, "regs_activated", 10, load=1),
+            count(1, "regs_activated", 2, load=0),
+            count(1, "signal_deliver", 2, xf=10, load=None),
+        ],
+    )
+    assert json.loads(render_json(exact))["warnings"] == []
 
 
 def test_untrusted_strings_cannot_drive_a_terminal():

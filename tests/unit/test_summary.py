@@ -69,3 +69,37 @@ def test_without_load_fpu_each_caught_signal_removes_two_restores(tmp_path: Path
         ],
     )
     assert summary.per_task(r.counts, r.tasks).iloc[0].restores == 100
+
+
+def test_a_handler_that_longjmps_leaves_the_restores_alone(tmp_path: Path) -> None:
+    # load_fpu read at every regs_activated: 10 deliveries, no sigreturn (siglongjmp).
+    r = rec(
+        tmp_path,
+        [
+            count(1, "regs_deactivated", 60, load=None),
+            count(1, "regs_activated", 50, load=1),
+            count(1, "regs_activated", 10, load=0),
+            count(1, "signal_deliver", 10, xf=10, load=None),
+            count(2, "regs_deactivated", 60, load=None),
+            count(2, "regs_activated", 50, load=1),
+            count(2, "regs_activated", 20, load=0),  # handlers that return: + 10 sigreturns
+            count(2, "signal_deliver", 10, xf=10, load=None),
+        ],
+    )
+    t = summary.per_task(r.counts, r.tasks).set_index("pid")
+    assert t.loc[1, ["restores", "sigreturns", "restores_estimated"]].tolist() == [50, 0, False]
+    assert t.loc[2, ["restores", "sigreturns", "restores_estimated"]].tolist() == [50, 10, False]
+
+
+def test_restores_paired_with_signals_are_marked_estimated(tmp_path: Path) -> None:
+    r = rec(
+        tmp_path,
+        [
+            count(1, "regs_activated", 30, load=None),
+            count(1, "signal_deliver", 10, xf=10, load=None),
+            count(2, "regs_activated", 30, load=None),  # no signals: pairing is exact
+        ],
+    )
+    t = summary.per_task(r.counts, r.tasks).set_index("pid")
+    assert t.loc[1, ["restores", "sigreturns", "restores_estimated"]].tolist() == [10, 10, True]
+    assert t.loc[2, ["restores", "sigreturns", "restores_estimated"]].tolist() == [30, 0, False]
