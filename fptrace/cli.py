@@ -130,7 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="count xstate permission requests (arch_prctl); default on for a command or -p, "
         "off with -a: a syscall tracepoint slows every syscall of every task",
     )
-    r.add_argument("-q", "--quiet", action="store_true", help="no live status or summary")
+    r.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="only errors on stderr: no 'attached' line, live status or summary (a script "
+        "can wait for <output>/manifest.json instead, written once the probes are attached)",
+    )
     r.add_argument("--ebpf", action="store_true", help="print the BPF C and its -D flags, exit")
     r.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS… to run and trace")
 
@@ -584,8 +590,8 @@ def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> 
             err.file.flush()
 
     def note(line: str) -> None:
-        if not args.quiet:
-            err.print(Text(f"fptrace: {line}"))
+        if not args.quiet:  # one line each, whatever the width: scripts read them
+            err.print(Text(f"fptrace: {line}"), soft_wrap=True)
 
     result = record(opts, status=status, note=note)
     if live:
@@ -598,8 +604,7 @@ def _cmd_record(args: argparse.Namespace, console: Console, argv: list[str]) -> 
         from fptrace.recording.loader import load_recording
         from fptrace.reports.terminal import WIDTH, render_report
 
-        startup = result.manifest.get("startup_s")
-        err.print(Text(f"fptrace: probes attached {startup} s after start; wrote {result.path}"))
+        err.print(Text(f"fptrace: wrote {result.path}"), soft_wrap=True)
         render_report(
             build(load_recording(result.path), DEFAULT),
             Console(highlight=False, width=min(console.width, WIDTH)),

@@ -675,8 +675,9 @@ def record(
             recorder = Recorder(writer, session, layout, host["xstate"])
             try:
                 exit_code = _record_session(
-                    opts, session, recorder, writer, plan, manifest, child, stop, status, t_start
-                )
+                    opts, session, recorder, writer, plan, manifest, child, stop, status, t_start,
+                    note,
+                )  # fmt: skip
             finally:
                 if recorder.events is not None and recorder.events.running:
                     recorder.events.abort()  # before the session (and its ring) goes away
@@ -707,11 +708,14 @@ def _record_session(
     stop: _Stop,
     status: Status | None,
     t_start: float,
+    note: Status | None = None,
 ) -> int:
     """From attached probes to a finished recording; returns the command's exit code."""
     manifest["attach_monotonic_ns"] = recorder.t0
     manifest["startup_s"] = round(time.monotonic() - t_start, 3)
     writer.write_manifest(manifest)
+    if note is not None:  # scripts wait on this line (or on the manifest) to know it is live
+        note(attached_line(manifest, writer.path, opts))
     if child is not None:
         child.release()
     exit_code = _loop(opts, recorder, child, stop, status)
@@ -753,6 +757,27 @@ def _record_session(
         }
     writer.finalize(manifest)
     return exit_code
+
+
+def attached_line(manifest: dict[str, Any], path: Path, opts: RecordOptions) -> str:
+    """The one line that says tracing is live: what, since when, where, and how it ends."""
+    kinds: dict[str, int] = {}
+    for item in manifest["probes"]["attached"]:
+        kinds[item["kind"]] = kinds.get(item["kind"], 0) + 1
+    how = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    ends = (
+        "until the command exits"
+        if opts.command
+        else f"for {opts.duration:g} s"
+        if opts.duration is not None
+        else "until the traced processes exit"
+        if opts.pids
+        else "until Ctrl-C or SIGTERM"
+    )
+    return (
+        f"attached {sum(kinds.values())} probes ({how}) {manifest['startup_s']} s after start; "
+        f"recording to {path} {ends}"
+    )
 
 
 def _loop(

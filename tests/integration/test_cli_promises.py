@@ -1,8 +1,9 @@
 """What the README and --help promise about `record`'s command line, on the real kernel.
 
-The live status line and the summary (through a real pseudo-terminal), privileges under
-sudo (a real `sudo` through the installed launcher, as a test user), `-p` with several
-processes and the threads and children they had before attach, and `--ebpf`.
+The "attached" line a script waits on, the live status line and the summary (through a
+real pseudo-terminal), privileges under sudo (a real `sudo` through the installed launcher,
+as a test user), `-p` with several processes and the threads and children they had before
+attach, and `--ebpf`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ import pytest
 
 from fptrace.analysis import summary
 from tests.conftest import skip_or_fail
-from tests.integration.conftest import fptrace, release_when_attached
+from tests.integration.conftest import (
+    attached_programs,
+    fptrace,
+    release_when_attached,
+)
 
 N = 3000
 TOL = 10  # start-up, exec and exit, as in the known-answer test
@@ -62,8 +67,50 @@ def test_live_status_line_and_summary_in_a_terminal(pingpong, tmp_path):
     assert len(status) >= 2, screen
     assert any(int(n.replace(",", "")) > 1000 for _, n, _ in status)  # the workload's events
     assert [float(t) for t, _, _ in status] == sorted(float(t) for t, _, _ in status)
-    assert "probes attached" in screen and str(out) in screen
+    assert "fptrace: attached " in screen and f"recording to {out}" in screen
     assert "Top tasks by saves" in screen and "pingpong" in screen
+
+
+@pytest.mark.parametrize("stdout", ["pipe", "file"])
+def test_one_attached_line_on_stderr_once_the_probes_are_live(tmp_path, stdout):
+    """Whatever stdout is, stderr says once, in one line, when tracing is live."""
+    out, ready = tmp_path / "r", tmp_path / "ready"
+    sink = subprocess.PIPE if stdout == "pipe" else (tmp_path / "stdout").open("w")
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "fptrace", "record", "-o", str(out), "--"),
+            *("sh", "-c", f"while [ ! -e {ready} ]; do sleep 0.05; done"),
+        ],
+        stdout=sink,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, COLUMNS="40"),  # a narrow terminal must not fold the line
+    )
+    try:
+        assert proc.stderr is not None
+        before = []
+        for line in proc.stderr:
+            if line.startswith("fptrace: attached "):
+                break
+            before.append(line)
+        else:
+            pytest.fail(f"no attached line: {before}")
+        # When the line is read, the probes are attached and the recording has begun.
+        assert attached_programs(proc) and (out / "manifest.json").exists()
+        assert re.fullmatch(
+            rf"fptrace: attached (\d+) probes \([^)]*tracepoint[^)]*\) [\d.]+ s after start; "
+            rf"recording to {re.escape(str(out))} until the command exits\n",
+            line,
+        ), line
+        ready.touch()
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=120) == 0, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not any("fptrace: attached" in ln for ln in [*before, rest]), (before, rest)  # once
+    assert f"fptrace: wrote {out}\n" in rest  # not folded either
 
 
 def test_summary_without_a_terminal_has_the_known_answer(pingpong, tmp_path):
