@@ -115,12 +115,42 @@ def bytes_of(layout: Layout | None, xstate_bv: pd.Series) -> pd.Series:
     return pd.Series(out, index=xstate_bv.index, dtype="int64")
 
 
-def timeline(raw: pd.DataFrame, layout: Layout | None, interval_s: float) -> pd.DataFrame:
-    """Per interval and live-state class: saves, activations (regs_activated), bytes saved.
+def interval_spans(intervals: pd.DataFrame | None, n: int, interval_s: float) -> pd.DataFrame:
+    """Per interval: its real start and end in seconds since attach.
+
+    From the recording's intervals table; a recording made before it existed gets the
+    nominal grid (interval i ends at (i + 1) x --interval), which a late drain makes wrong.
+    """
+    if intervals is not None and not intervals.empty:
+        spans = intervals[["interval", "start_ns", "end_ns"]].astype("int64")
+        return pd.DataFrame(
+            {
+                "interval": spans["interval"],
+                "start_s": spans["start_ns"] / 1e9,
+                "end_s": spans["end_ns"] / 1e9,
+            }
+        )
+    idx = pd.Series(range(n), dtype="int64")
+    return pd.DataFrame(
+        {"interval": idx, "start_s": idx * interval_s, "end_s": (idx + 1) * interval_s}
+    )
+
+
+def timeline(
+    raw: pd.DataFrame,
+    layout: Layout | None,
+    interval_s: float,
+    intervals: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per interval and live-state class: saves, activations (regs_activated), bytes saved,
+    and the same per second of the interval's real span (``t_s``: its end).
 
     ``raw`` is the second result of :func:`aggregate_counts`.
     """
-    cols = ["interval", "t_s", "state", "saves", "activations", "bytes_saved"]
+    cols = [
+        *("interval", "t_s", "start_s", "end_s", "state", "saves", "activations"),
+        *("bytes_saved", "saves_per_s", "activations_per_s", "bytes_saved_per_s"),
+    ]
     if raw.empty:
         return pd.DataFrame(columns=cols)
     df = raw.copy()
@@ -141,7 +171,12 @@ def timeline(raw: pd.DataFrame, layout: Layout | None, interval_s: float) -> pd.
         .astype("int64")
         .reset_index()
     )
-    out["t_s"] = (out["interval"] + 1) * interval_s
+    n = int(out["interval"].max()) + 1
+    out = out.merge(interval_spans(intervals, n, interval_s), on="interval", how="left")
+    out["t_s"] = out["end_s"]
+    span = (out["end_s"] - out["start_s"]).where(lambda d: d > 0)
+    for name in ("saves", "activations", "bytes_saved"):
+        out[f"{name}_per_s"] = (out[name] / span).astype("float64")
     return out[cols].sort_values(["interval", "state"]).reset_index(drop=True)
 
 
@@ -371,7 +406,9 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         headline=headline_,
         tasks=tasks,
         vsos=vsos,
-        timeline=timeline(raw_timeline, layout, float(rec.manifest.get("interval_s", 1.0))),
+        timeline=timeline(
+            raw_timeline, layout, float(rec.manifest.get("interval_s", 1.0)), rec.intervals
+        ),
         heatmap=heatmap(c, rec.tasks),
         components=summary.live_components(c),
         vso_sizes=summary.vso_sizes(rec.vso),

@@ -87,6 +87,7 @@ class Recording:
     recovered: bool = False  # rebuilt from interval parts (fptrace did not finish cleanly)
     warnings: list[str] = field(default_factory=list)
     bench: pd.DataFrame | None = None  # benchmark results, if `fptrace bench` wrote them
+    intervals: pd.DataFrame | None = None  # real interval spans (None: recorded before them)
     _counts_in_memory: pa.Table | None = None  # recovered recordings: merged from parts
 
     @property
@@ -185,6 +186,7 @@ def load_recording(path: str | Path) -> Recording:
             vso=_to_pandas(tables["vso"]),
             recovered=True,
             bench=_to_pandas(tables["bench"]) if "bench" in tables else None,
+            intervals=_to_pandas(tables["intervals"]) if "intervals" in tables else None,
             warnings=[
                 "recording did not finish cleanly; rebuilt from its interval parts "
                 "(at most the last interval is missing)"
@@ -200,12 +202,16 @@ def load_recording(path: str | Path) -> Recording:
             _check_counts_file(tpath)
         else:
             small[name] = _read_table(tpath, name)
-    bench_file = path / "bench.parquet"
-    bench = _to_pandas(_read_table(bench_file, "bench")) if bench_file.exists() else None
+
+    def optional(name: str) -> pd.DataFrame | None:
+        tpath = path / f"{name}.parquet"
+        return _to_pandas(_read_table(tpath, name)) if tpath.exists() else None
+
     return Recording(
         path=path,
         manifest=manifest,
         tasks=_to_pandas(small["tasks"]),
         vso=_to_pandas(small["vso"]),
-        bench=bench,
+        bench=optional("bench"),
+        intervals=optional("intervals"),
     )

@@ -110,7 +110,23 @@ EVENTS_SCHEMA = pa.schema(
         ("load_fpu", pa.int8()),  # null where not read (see counts)
     ]
 )
-OPTIONAL_TABLES: dict[str, pa.Schema] = {"bench": BENCH_SCHEMA, "events": EVENTS_SCHEMA}
+# One row per drain interval: when it really began and ended.  Under load a drain can come
+# seconds late; rates and the timeline divide by these, never by the nominal --interval.
+# Optional only so that recordings made before it existed still load.
+INTERVALS_SCHEMA = pa.schema(
+    [
+        ("interval", pa.int32()),
+        ("start_ns", pa.int64()),  # CLOCK_MONOTONIC, ns since attach: the previous drain's end
+        ("end_ns", pa.int64()),  # when this drain's snapshot of the kernel counts completed
+        ("due_ns", pa.int64()),  # when the drain was due (null: the final one, at stop)
+        ("events", pa.int64()),  # events counted in it
+    ]
+)
+OPTIONAL_TABLES: dict[str, pa.Schema] = {
+    "bench": BENCH_SCHEMA,
+    "events": EVENTS_SCHEMA,
+    "intervals": INTERVALS_SCHEMA,
+}
 
 #: Every table a recording may hold, by name.
 ALL_TABLES = TABLES | OPTIONAL_TABLES

@@ -72,18 +72,21 @@ def timeline_figures(data: ReportData) -> list[dict[str, Any]]:
     if tl.empty:
         return []
     figs = []
+    # Rates over each interval's measured span, drawn as wide as that span: a drain that
+    # came late is a wide bar of the same height, not a spike.
     for value, title, axis in (
-        ("saves", "Saves per interval, by live state", "saves"),
-        ("bytes_saved", "Bytes saved per interval (estimate), by live state", "bytes"),
+        ("saves_per_s", "Saves per second, by live state", "saves/s"),
+        ("bytes_saved_per_s", "Bytes saved per second (estimate), by live state", "bytes/s"),
     ):
         fig = go.Figure()
         for state in STATE_CLASSES:
             part = tl[tl["state"] == state]
-            if part.empty or part[value].sum() == 0:
+            if part.empty or part[value].fillna(0).sum() == 0:
                 continue
             fig.add_trace(
                 go.Bar(
-                    x=part["t_s"],
+                    x=(part["start_s"] + part["end_s"]) / 2,
+                    width=part["end_s"] - part["start_s"],
                     y=part[value],
                     name=state,
                     marker_color=STATE_COLORS[state],

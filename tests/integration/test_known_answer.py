@@ -73,16 +73,16 @@ def test_pingpong_saves_restores_sizes_and_live_state(record, pingpong, cpu, mod
             assert with_bit >= total - 3, (with_bit, total)
         else:
             assert with_bit <= 3, (with_bit, total)
-    # With --load-fpu restores are classified by the calibrated TIF_NEED_FPU_LOAD bit, and
-    # every one of them had it set; by default it is not read on the switch path.
+    # Restores are classified by the calibrated TIF_NEED_FPU_LOAD bit, read at every
+    # regs_activated, and every one of the ping-pong's had it set; --load-fpu reads it at
+    # regs_deactivated too, which is not read by default (it costs on every switch).
     assert rec.manifest["load_fpu"]["tif_bit"] in (14, 19)
     acts = rec.counts[rec.counts["event"] == "regs_activated"]
-    if load_fpu:
-        assert acts["load_fpu"].notna().all()
-        mine = acts[acts["pid"].isin([work["parent_pid"], work["child_pid"]])]
-        assert int(mine[mine["load_fpu"] == 1]["count"].sum()) >= 2 * N
-    else:
-        assert acts["load_fpu"].isna().all()
+    assert acts["load_fpu"].notna().all()
+    mine = acts[acts["pid"].isin([work["parent_pid"], work["child_pid"]])]
+    assert int(mine[mine["load_fpu"] == 1]["count"].sum()) >= 2 * N
+    deacts = rec.counts[rec.counts["event"] == "regs_deactivated"]["load_fpu"]
+    assert deacts.notna().all() if load_fpu else deacts.isna().all()
     # xstate permission requests are counted in command mode (probe attached).
     attached = {p["name"] for p in rec.manifest["probes"]["attached"]}
     assert "syscalls:sys_enter_arch_prctl" in attached

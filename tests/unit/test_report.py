@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from rich.console import Console
 
@@ -217,3 +218,32 @@ def test_untrusted_strings_cannot_drive_a_terminal():
     console.print(text("[bold]x\x1b]0;pwned\x07"))
     out = console.export_text(styles=False)
     assert out == "[bold]x\\x1b]0;pwned\\x07\n"  # markup shown, the title escape inert
+
+
+def test_the_timeline_divides_by_each_interval_s_measured_span() -> None:
+    from fptrace.analysis.report import timeline
+
+    raw = pd.DataFrame(
+        {
+            "interval": [0, 1, 2],
+            "event": ["regs_deactivated"] * 3,
+            "xfeatures": [0x2, 0x2, 0x2],
+            "count": [100, 1000, 100],
+        }
+    )
+    # The second drain came 9 s late: ten times the events over ten times the time.
+    spans = pd.DataFrame(
+        {
+            "interval": [0, 1, 2],
+            "start_ns": [0, 1_000_000_000, 11_000_000_000],
+            "end_ns": [1_000_000_000, 11_000_000_000, 12_000_000_000],
+        }
+    )
+    tl = timeline(raw, None, 1.0, spans)
+    assert tl["saves_per_s"].tolist() == [100.0, 100.0, 100.0]  # no spike
+    assert tl["t_s"].tolist() == [1.0, 11.0, 12.0]
+    assert tl["start_s"].tolist() == [0.0, 1.0, 11.0]
+    # A recording made before intervals were measured: the nominal grid, as before.
+    old = timeline(raw, None, 1.0, None)
+    assert old["t_s"].tolist() == [1.0, 2.0, 3.0]
+    assert old["saves_per_s"].tolist() == [100.0, 1000.0, 100.0]
