@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--load-fpu",
         action="store_true",
-        help="also read load_fpu (TIF_NEED_FPU_LOAD) at every switch-path event: exact "
-        "restore classification, ~2.5%% more overhead on switch-heavy loads",
+        help="also read load_fpu (TIF_NEED_FPU_LOAD) at regs_deactivated (it is always read "
+        "at regs_activated, so restores are exact without it): a read on every switch, about as "
+        "much again as the one at regs_activated (~0.8%% on a switch-heavy benchmark)",
     )
     r.add_argument(
         "--arch-prctl",
