@@ -22,7 +22,7 @@ from fptrace.analysis.cost import CostModel
 from fptrace.recording.loader import Recording
 from fptrace.xstate import AMX_MASK, AVX512_MASK, Layout, bits, component_name, decode
 
-KEYS = ["pid", "tgid", "vso", "event", "xfeatures", "load_fpu", "arg"]
+KEYS = ["task", "pid", "tgid", "vso", "event", "xfeatures", "load_fpu", "arg"]
 SWITCH_EVENTS = ("regs_deactivated", "regs_activated", "dropped")
 # Live-state classes for stacking, most expensive first.
 STATE_CLASSES = ("AMX", "AVX-512", "AVX", "SSE/x87", "init")
@@ -180,8 +180,8 @@ def timeline(
     return out[cols].sort_values(["interval", "state"]).reset_index(drop=True)
 
 
-def _per_pid(frame: pd.DataFrame, values: str) -> pd.Series:
-    return frame.groupby("pid")[values].sum() if not frame.empty else pd.Series(dtype="int64")
+def _per_task(frame: pd.DataFrame, values: str) -> pd.Series:
+    return frame.groupby("task")[values].sum() if not frame.empty else pd.Series(dtype="int64")
 
 
 def task_table(
@@ -201,15 +201,15 @@ def task_table(
     deact = fpu[fpu["event"] == "regs_deactivated"]
     dropped = fpu[fpu["event"] == "dropped"]
     act = fpu[fpu["event"] == "regs_activated"]
-    save_bytes = _per_pid(deact, "bytes").sub(_per_pid(dropped, "bytes"), fill_value=0)
+    save_bytes = _per_task(deact, "bytes").sub(_per_task(dropped, "bytes"), fill_value=0)
     load = act["load_fpu"]
     act_load = act[load.notna() & (load.fillna(0).astype("int64") == 1)]
     act_unknown = act[load.isna()]
     xf = deact["xfeatures"].astype("uint64")
-    avx512 = _per_pid(deact[(xf & AVX512_MASK) != 0], "count")
-    amx = _per_pid(deact[(xf & AMX_MASK) != 0], "count")
+    avx512 = _per_task(deact[(xf & AVX512_MASK) != 0], "count")
+    amx = _per_task(deact[(xf & AMX_MASK) != 0], "count")
     perm = c[(c["event"] == "xcomp_perm") & c["arg"].isin(XCOMP_REQUEST_OPTIONS)]
-    t = base.set_index("pid")
+    t = base.set_index("task")
     idx = t.index
 
     def col(series: pd.Series) -> pd.Series:
@@ -218,11 +218,11 @@ def task_table(
     t["bytes_saved"] = col(save_bytes).clip(lower=0)
     # A restore reads the buffer as XSTATE_BV says.  Where load_fpu was not read, the
     # activations' bytes are scaled by how many of them were taken as restores.
-    unknown_n = col(_per_pid(act_unknown, "count"))
-    paired = (t["restores"] - col(_per_pid(act_load, "count"))).clip(lower=0)
+    unknown_n = col(_per_task(act_unknown, "count"))
+    paired = (t["restores"] - col(_per_task(act_load, "count"))).clip(lower=0)
     ratio = (paired / unknown_n.where(unknown_n > 0)).fillna(0)
     t["bytes_restored"] = (
-        col(_per_pid(act_load, "bytes")) + col(_per_pid(act_unknown, "bytes")) * ratio
+        col(_per_task(act_load, "bytes")) + col(_per_task(act_unknown, "bytes")) * ratio
     )
     t["saves_per_s"] = t["saves"] / duration_s if duration_s > 0 else 0.0
     # A dead task's final switch saves once more after its counters were read: clip at 1.
@@ -230,19 +230,19 @@ def task_table(
         (t["saves"] / t["switches"].where(t["switches"] > 0)).astype(float).clip(upper=1.0)
     )
     t["untraced_saves"] = (t["restores"] - t["saves"]).clip(lower=0)
-    deact_n = col(_per_pid(deact, "count"))
+    deact_n = col(_per_task(deact, "count"))
     t["avx512_share"] = (col(avx512) / deact_n.where(deact_n > 0)).fillna(0)
     t["amx_share"] = (col(amx) / deact_n.where(deact_n > 0)).fillna(0)
     if not vso.empty:
-        user_size = vso.groupby("pid")["user_size"].max().astype("float64")
-        reallocs = vso[vso["prev_vso"].notna()].groupby("pid").size()
-        nvso = vso.groupby("pid").size()
+        user_size = vso.groupby("task")["user_size"].max().astype("float64")
+        reallocs = vso[vso["prev_vso"].notna()].groupby("task").size()
+        nvso = vso.groupby("task").size()
     else:
         user_size = reallocs = nvso = pd.Series(dtype="float64")
     t["vsos"] = col(nvso).astype("int64")
     t["vso_replacements"] = col(reallocs).astype("int64")
     t["signal_frame_bytes"] = t["signal_frames"] * col(user_size)
-    t["xcomp_requests"] = col(_per_pid(perm, "count")).astype("int64")
+    t["xcomp_requests"] = col(_per_task(perm, "count")).astype("int64")
     t["est_save_ns"] = t["saves"] * model.save.base_ns + t["bytes_saved"] * model.save.ns_per_byte
     t["est_restore_ns"] = (
         t["restores"] * model.restore.base_ns + t["bytes_restored"] * model.restore.ns_per_byte
@@ -281,8 +281,8 @@ def vso_table(c: pd.DataFrame, vso: pd.DataFrame, tasks: pd.DataFrame, layout: L
     out["activations"] = out["vso"].map(by["regs_activated"]).fillna(0).astype("int64")
     out["live_components"] = [", ".join(decode(live.get(v, 0))) for v in out["vso"]]
     out["footprint"] = out["layout_size"].fillna(out["size"]).astype("int64")
-    comm = tasks.set_index("pid")["comm"] if not tasks.empty else pd.Series(dtype=str)
-    out["comm"] = out["pid"].map(comm).fillna("?")
+    comm = tasks.set_index("task")["comm"] if not tasks.empty else pd.Series(dtype=str)
+    out["comm"] = out["task"].map(comm).fillna("?")
     return out.sort_values("saves", ascending=False).reset_index(drop=True)
 
 
@@ -291,17 +291,19 @@ def heatmap(c: pd.DataFrame, tasks: pd.DataFrame, top: int = 30) -> pd.DataFrame
     deact = c[c["event"] == "regs_deactivated"]
     if deact.empty:
         return pd.DataFrame()
-    totals = deact.groupby("pid")["count"].sum().sort_values(ascending=False).head(top)
+    totals = deact.groupby("task")["count"].sum().sort_values(ascending=False).head(top)
     comps = sorted({b for x in deact["xfeatures"] for b in bits(int(x))})
     rows = {}
-    comm = tasks.set_index("pid")["comm"] if not tasks.empty else pd.Series(dtype=str)
-    for pid, total in totals.items():
-        mine = deact[deact["pid"] == pid]
+    comm = tasks.set_index("task")["comm"] if not tasks.empty else pd.Series(dtype=str)
+    pid_of = deact.groupby("task")["pid"].first()
+    for task, total in totals.items():
+        mine = deact[deact["task"] == task]
+        pid = pid_of[task]
         shares = {}
         for b in comps:
             hit = mine[(mine["xfeatures"].astype("uint64") & (1 << b)) != 0]["count"].sum()
             shares[component_name(b)] = hit / total if total else 0.0
-        rows[f"{comm.get(pid, '?')} ({pid})"] = shares
+        rows[f"{comm.get(task, '?')} ({pid})"] = shares
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

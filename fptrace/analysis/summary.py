@@ -62,7 +62,7 @@ def _classify(ev: pd.DataFrame) -> pd.DataFrame:
 
 def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     """One row per task: saves, restores, skipped restores, fork copies, signals, switches."""
-    cols = ["pid", "tgid"]
+    cols = ["task", "pid", "tgid"]  # task: the per-recording id (a pid can be reused)
     ev = _event_counts(counts, cols)
     for name in ("regs_deactivated", "regs_activated", "dropped", "copy_dst", "signal_deliver"):
         if name not in ev.columns:
@@ -76,15 +76,15 @@ def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     ev["restores_skipped"] = (ev["saves"] - ev["restores"]).clip(lower=0)
     ev = ev.rename(columns={"copy_dst": "fork_copies", "signal_deliver": "signal_frames"})
     keep = [
-        *("pid", "tgid", "saves", "restores", "restores_skipped", "fork_copies"),
+        *("task", "pid", "tgid", "saves", "restores", "restores_skipped", "fork_copies"),
         *("signal_frames", "sigreturns", "restores_estimated"),
     ]
     ev = ev[keep]
     if not tasks.empty:
-        info = tasks[["pid", "comm", "switches", "oncpu_ns"]].astype(
-            {"pid": "int64", "switches": "int64", "oncpu_ns": "int64"}
+        info = tasks[["task", "comm", "switches", "oncpu_ns"]].astype(
+            {"task": "int64", "switches": "int64", "oncpu_ns": "int64"}
         )
-        ev = ev.astype({"pid": "int64"}).merge(info, on="pid", how="left")
+        ev = ev.astype({"task": "int64", "pid": "int64"}).merge(info, on="task", how="left")
     else:
         ev["comm"], ev["switches"], ev["oncpu_ns"] = "", 0, 0
     ev["comm"] = ev["comm"].fillna("?").astype(str)

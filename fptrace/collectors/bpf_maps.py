@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fptrace.collectors import bpf_sys
 
@@ -156,6 +158,57 @@ class Map:
         raw = ctypes.create_string_buffer(bytes(value), self.spec.value_size)
         bpf_sys.map_update(self.fd, self._key(key), raw)
 
+    def delete(self, key: Any) -> bool:
+        """Remove ``key``; False if it was not there."""
+        return bpf_sys.map_delete(self.fd, self._key(key))
+
+    def pop(self, key: Any) -> Any:
+        """Remove ``key`` and return the value it had at that instant (None if absent).
+
+        Atomic where the kernel can (5.14+); before, a lookup then a delete.
+        """
+        buf = self._value_buffer()
+        k = self._key(key)
+        try:
+            if not bpf_sys.map_pop(self.fd, k, buf):
+                return None
+        except OSError:
+            value = self.lookup(key)
+            self.delete(key)
+            return value
+        return self._leaves(buf)
+
+    def pop_many(self, keys: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``pop`` for many keys (tuples in the key struct's field order)."""
+        if not keys:
+            return []
+        packed = np.array(keys, dtype=np.dtype(self.Key)).tobytes()
+        try:
+            raw = bpf_sys.map_pop_many(self.fd, packed, self.spec.key_size, self.spec.value_size)
+        except OSError:  # before 5.14: no atomic pop for hash maps
+            return [self.pop(self.Key(*k)) for k in keys]
+        return [None if r is None else self.Leaf.from_buffer_copy(r) for r in raw]
+
+    def delete_many(self, keys: Sequence[tuple[Any, ...] | int]) -> None:
+        """Remove ``keys`` (tuples in the key struct's field order, or ints for an integer
+        key; absent ones are skipped), in batches where the kernel has them."""
+        if not keys:
+            return
+        ks = self.spec.key_size
+        packed = np.array(keys, dtype=np.dtype(self.Key)).tobytes()
+        buf = ctypes.create_string_buffer(packed, ks * len(keys))
+        done = 0
+        while done < len(keys):
+            rest = (ctypes.c_char * (ks * (len(keys) - done))).from_buffer(buf, ks * done)
+            try:
+                n = bpf_sys.map_delete_batch(self.fd, rest, len(keys) - done)
+            except OSError:  # before 5.6
+                n = 0
+            done += n
+            if done < len(keys):  # not there, or no batch op: this one alone
+                bpf_sys.map_delete(self.fd, (ctypes.c_char * ks).from_buffer(buf, ks * done))
+                done += 1
+
     def keys(self) -> Iterator[Any]:
         prev: ctypes.Array[ctypes.c_char] | None = None
         while True:
@@ -171,6 +224,28 @@ class Map:
             v = self.lookup(k)
             if v is not None:
                 yield k, v
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every key and value as numpy structured arrays: no Python object per element,
+        which is what keeps a drain of 100k+ elements cheap.  Plain (not per-CPU) maps."""
+        if self.percpu:
+            raise TypeError(f"{self.spec.name}: per-CPU maps have one value per CPU")
+        kt, vt = np.dtype(self.Key), np.dtype(self.Leaf)
+        n = self.spec.max_entries
+        ks, vs = self.spec.key_size, self.spec.value_size
+        keys = ctypes.create_string_buffer(ks * n)
+        values = ctypes.create_string_buffer(vs * n)
+        try:
+            total = bpf_sys.map_lookup_batch(self.fd, keys, values, ks, vs, n)
+        except OSError:  # before 5.6: one lookup each
+            pairs = list(self.items())
+            k = np.frombuffer(b"".join(bytes(a) for a, _ in pairs), dtype=kt)
+            v = np.frombuffer(b"".join(bytes(b) for _, b in pairs), dtype=vt)
+            return k, v
+        return (
+            np.frombuffer(memoryview(keys), dtype=kt, count=total).copy(),
+            np.frombuffer(memoryview(values), dtype=vt, count=total).copy(),
+        )
 
     def items_lookup_batch(self) -> list[tuple[Any, Any]]:
         """Every (key, value) in a few ``BPF_MAP_LOOKUP_BATCH`` calls (5.6+; else OSError)."""

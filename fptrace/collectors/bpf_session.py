@@ -10,10 +10,13 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fptrace.collectors import bpf_sys
 from fptrace.collectors.bpf_maps import Map
@@ -42,10 +45,15 @@ class Snapshot:
     tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
     deferred: int = 0  # cached counts left to a later snapshot (a CPU evicted meanwhile)
+    in_map: set[CountKey] = field(default_factory=set)  # keys in the shared map (not cache)
+    complete: bool = True  # every CPU's cache was read (none evicted during the read)
 
 
-def _struct_dict(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name, *_ in obj._fields_}
+def _records(values: np.ndarray, skip: str = "") -> list[dict[str, Any]]:
+    """A structured array's rows as dicts of plain ints (``skip``: a field left out)."""
+    names = [n for n in values.dtype.names or () if n != skip and not n.startswith("pad")]
+    columns = [values[n].tolist() for n in names]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 class BpfSession:
@@ -276,12 +284,20 @@ class BpfSession:
         after = list(seq[seq.Key(0)])
         unstable = {cpu for cpu, (b, a) in enumerate(zip(before, after, strict=True)) if b != a}
         snap.counts, snap.deferred = combine(counts, cached, unstable)
-        for k, v in self.maps["vsos"].items():
-            snap.vsos[(k.vso, k.pid)] = _struct_dict(v)
-        for k, v in self.maps["tasks"].items():
-            info = _struct_dict(v)
-            info["comm"] = bytes(v.comm).split(b"\0", 1)[0].decode("utf-8", "replace")
-            snap.tasks[k.value] = info
+        snap.in_map = set(counts)
+        snap.complete = not unstable
+        keys, values = self.maps["vsos"].arrays()
+        for key, row in zip(
+            zip(keys["vso"].tolist(), keys["pid"].tolist(), strict=True),
+            _records(values),
+            strict=True,
+        ):
+            snap.vsos[key] = row
+        keys, values = self.maps["tasks"].arrays()
+        comms = np.ascontiguousarray(values["comm"]).view("S16").reshape(-1).tolist()
+        for pid, row, comm in zip(keys.tolist(), _records(values, skip="comm"), comms, strict=True):
+            row["comm"] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+            snap.tasks[pid] = row
         drops = self.maps["drops"]
         for i, name in enumerate(DROP_COUNTERS):
             snap.drops[name] = sum(drops[drops.Key(i)])
@@ -305,14 +321,49 @@ class BpfSession:
                 )
         return out
 
+    def take_counts(self, keys: Iterable[CountKey]) -> dict[CountKey, tuple[int, int]]:
+        """Remove ``keys`` (of tasks that are gone) from the shared map, exactly.
+
+        Returns, per key, (the count the removal took, the count in per-CPU cache slots
+        right after).  Each map element is removed and read in one step, then the cache is
+        read: whatever the kernel still holds of a key afterwards is in a slot, or on its
+        way from a slot into the map, and ``Deltas.take(gone=…)`` accounts for both.
+        """
+        order = list(keys)
+        values = self.maps["counts"].pop_many(order)
+        popped = {k: v.count if v is not None else 0 for k, v in zip(order, values, strict=True)}
+        in_slots: dict[CountKey, int] = dict.fromkeys(popped, 0)
+        for _, key, (count, _, _) in self._read_cache():
+            if key in in_slots:
+                in_slots[key] += count
+        return {k: (popped[k], in_slots[k]) for k in popped}
+
+    def forget(
+        self,
+        tasks: dict[int, int],
+        vsos: Iterable[tuple[int, int]],
+        targets: Iterable[int],
+    ) -> None:
+        """Remove drained exited tasks from the kernel's maps (their rows are written;
+        their counts were taken with :meth:`take_counts`).
+
+        ``tasks``: pid -> start_ns; an entry is removed only if it is still that task (the
+        pid may belong to a new one by now).
+        """
+        table = self.maps["tasks"]
+        gone = []
+        for pid, start in tasks.items():
+            info = table.lookup(table.Key(pid))
+            if info is not None and info.exit_ns and info.start_ns == start:
+                gone.append(pid)
+        table.delete_many(gone)
+        self.maps["vsos"].delete_many([(addr, pid, 0) for addr, pid in vsos])
+        if "targets" in self.maps:
+            self.maps["targets"].delete_many(list(targets))
+
     def _read_counts(self) -> dict[CountKey, CountVal]:
-        table = self.maps["counts"]
-        try:
-            items = list(table.items_lookup_batch())
-        except Exception:  # kernels before 5.6 have no batch ops
-            items = list(table.items())
-        out: dict[CountKey, CountVal] = {}
-        for k, v in items:
-            key = (k.pid, k.tgid, k.vso, k.xfeatures, k.event, k.load_bits, k.arg)
-            out[key] = (v.count, v.first_ns, v.last_ns)
-        return out
+        k, v = self.maps["counts"].arrays()
+        names = ("pid", "tgid", "vso", "xfeatures", "event", "load_bits", "arg")
+        keys = zip(*(k[n].tolist() for n in names), strict=True)
+        vals = zip(v["count"].tolist(), v["first_ns"].tolist(), v["last_ns"].tolist(), strict=True)
+        return dict(zip(keys, vals, strict=True))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import resource
@@ -24,10 +25,13 @@ NR_PERF_EVENT_OPEN = 298
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_LOOKUP_AND_DELETE_ELEM = 21
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_DELETE_BATCH = 27
 
 BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
@@ -187,6 +191,62 @@ def map_update(
     bpf(
         BPF_MAP_UPDATE_ELEM, MAP_ELEM.pack(fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0)
     )
+
+
+def map_delete(fd: int, key: ctypes.Array[ctypes.c_char]) -> bool:
+    """Delete the element at ``key``; False when there was none."""
+    try:
+        bpf(BPF_MAP_DELETE_ELEM, MAP_ELEM.pack(fd, 0, ctypes.addressof(key), 0, 0))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def map_pop(fd: int, key: ctypes.Array[ctypes.c_char], value: ctypes.Array[ctypes.c_char]) -> bool:
+    """Remove the element at ``key`` and fill ``value`` with what it held at that instant
+    (hash maps: 5.14+, else OSError EINVAL); False when there was none."""
+    attr = MAP_ELEM.pack(fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0)
+    try:
+        bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def map_pop_many(fd: int, keys: bytes, key_size: int, value_size: int) -> list[bytes | None]:
+    """``map_pop`` for many packed keys: one attr and two buffers for all of them (the
+    per-call Python cost is what dominates when thousands of exited tasks' keys go)."""
+    n = len(keys) // key_size
+    key = ctypes.create_string_buffer(key_size)
+    value = ctypes.create_string_buffer(value_size)
+    attr = ctypes.create_string_buffer(
+        MAP_ELEM.pack(fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0), ATTR_SIZE
+    )
+    out: list[bytes | None] = []
+    for i in range(n):
+        ctypes.memmove(key, keys[i * key_size : (i + 1) * key_size], key_size)
+        if _libc.syscall(NR_BPF, BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr, ATTR_SIZE) == 0:
+            out.append(value.raw[:value_size])
+            continue
+        err = ctypes.get_errno()
+        if err != errno.ENOENT:
+            raise OSError(err, os.strerror(err))
+        out.append(None)
+    return out
+
+
+def map_delete_batch(fd: int, keys: ctypes.Array[ctypes.c_char], count: int) -> int:
+    """Delete ``count`` packed keys in one call (5.6+; else OSError); returns how many went.
+
+    A key that is not there stops the kernel's walk (ENOENT): the caller deletes the rest
+    one by one.
+    """
+    attr = ctypes.create_string_buffer(
+        MAP_BATCH.pack(0, 0, ctypes.addressof(keys), 0, count, fd, 0, 0), ATTR_SIZE
+    )
+    with contextlib.suppress(FileNotFoundError):
+        bpf(BPF_MAP_DELETE_BATCH, attr)
+    return int(struct.unpack_from("<I", attr, 32)[0])
 
 
 def map_next_key(

@@ -35,7 +35,7 @@ import pyarrow as pa
 from fptrace import __version__
 from fptrace.cache import cache_dir, cache_write_dir, write_atomic
 from fptrace.collectors.bpf_session import BpfSession, Snapshot
-from fptrace.collectors.counting import Deltas
+from fptrace.collectors.counting import CountKey, Deltas
 from fptrace.collectors.host import collect_host
 from fptrace.collectors.procfs import (
     TaskMeta,
@@ -52,6 +52,7 @@ from fptrace.probes.kernel import LiveKernel, find_tracefs
 from fptrace.probes.plan import (
     EVENT_NAMES,
     LOAD_NOT_READ,
+    MIN_TASKS,
     PlanOptions,
     ProbePlan,
     plan_probes,
@@ -106,11 +107,13 @@ class VsoNamer:
     def __init__(self) -> None:
         self._key = secrets.token_bytes(32)
 
-    def __call__(self, addr: int, pid: int) -> str | None:
+    def __call__(self, addr: int, task: int) -> str | None:
+        """The id of buffer ``addr`` of task ``task`` (the recording's task id, not the
+        pid: a pid and even an address can be reused by a later task)."""
         if not addr:
             return None
-        digest = hashlib.blake2b(struct.pack("<QI", addr, pid), key=self._key, digest_size=8)
-        return digest.hexdigest()
+        raw = struct.pack("<QQ", addr, task)
+        return hashlib.blake2b(raw, key=self._key, digest_size=8).hexdigest()
 
 
 def _tif_cache() -> Path:
@@ -160,7 +163,24 @@ def plan_options(opts: RecordOptions) -> PlanOptions:
         arch_prctl=opts.arch_prctl if opts.arch_prctl is not None else not opts.system,
         events_pages=ring_pages(opts.ring_mb) if opts.events else 0,
         raw_tp=os.environ.get("FPTRACE_RAW_TP") == "1",
+        pid_max=pid_max(),
     )
+
+
+def own_rss() -> int:
+    """This process's resident memory in bytes (/proc/self/statm), 0 if unreadable."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def pid_max() -> int:
+    """The kernel's pid space (sizes the BPF maps); the small-machine default if unreadable."""
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return MIN_TASKS
 
 
 def ring_pages(megabytes: int) -> int:
@@ -384,9 +404,16 @@ class Recorder:
         self.t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self.interval = 0
         self.interval_start = 0  # ns since attach: where the next interval begins
+        # Task identity: pids are reused, (pid, start time) is not.  Each task gets a
+        # per-recording id, in the order fptrace first saw it.
+        self.task_of: dict[int, tuple[int, int]] = {}  # pid -> (start_ns, task id) now
+        self.next_task = 1
+        self.exiting: dict[int, int] = {}  # pid -> start_ns: seen exited at the last drain
+        self.pruned_tasks = 0
         self.lateness_ns: list[int] = []  # per scheduled drain: how late it came
         self.deltas = Deltas()
         self.seen_vsos: set[tuple[int, int]] = set()
+        self.sizes: dict[tuple[int, int], int | None] = {}  # (xcomp_bv, xfeatures) -> size
         self.meta: dict[int, TaskMeta] = {}
         self.meta_execs: dict[int, int] = {}
         self.live_counters: dict[int, tuple[int, int]] = {}
@@ -415,17 +442,23 @@ class Recorder:
             self.lateness_ns.append(max(now - self.rel(due_ns), 0))
         self.last = snap
         bit = self.session.tif_bit_index
+        self._identify(snap)
+        final = self._final_tasks(snap)
+        gone = self._take_final_counts(snap, final)
         rows = []
         events = 0
-        for key, delta, (_, first, last) in self.deltas.take(snap.counts):
+        taken = self.deltas.take(snap.counts, gone, snap.complete)
+        for key, delta, (_, first, last) in taken:
             pid, tgid, vso, xfeatures, event, load_bits, arg = key
+            task = self.task(pid)[1]
             is_fpu = event < 32
             rows.append(
                 {
                     "interval": self.interval,
+                    "task": task,
                     "pid": pid,
                     "tgid": tgid,
-                    "vso": self.name_vso(vso, pid),
+                    "vso": self.name_vso(vso, task),
                     "event": EVENT_NAMES.get(event, f"event{event}"),
                     "xfeatures": xfeatures,
                     "load_fpu": (load_bits >> bit) & 1
@@ -450,19 +483,93 @@ class Recorder:
                     "end_ns": now,
                     "due_ns": None if due_ns is None else self.rel(due_ns),
                     "events": events,
+                    "map_tasks": len(snap.tasks),
+                    "map_keys": len(snap.in_map),
+                    "map_vsos": len(snap.vsos),
+                    "recorder_rss_bytes": own_rss(),
                 }
             ],
         )
         self.interval_start = now
         self.writer.append("vso", self._new_vsos(snap))
-        self.writer.replace("tasks", self._tasks(snap))
         if self.events is not None:
             table = self.events_table(self.events.take(), bit)
             self.writer.append_table("events", table)
             self.events_written += table.num_rows
+        rows = self._tasks(snap)
+        self.writer.append("tasks", [r for r in rows if r["pid"] in final])  # once, for good
+        self.writer.replace("tasks", [r for r in rows if r["pid"] not in final])
+        self._forget(snap, final)
         self.interval += 1
         self.total_events += events
         return events
+
+    def _identify(self, snap: Snapshot) -> None:
+        """Give each task in the snapshot its id: a pid with a new start time is a new task."""
+        for pid, t in snap.tasks.items():
+            start = t.get("start_ns", 0)
+            known = self.task_of.get(pid)
+            if known is None or (start and known[0] != start):
+                if known is not None and known[0] == 0:  # its start time was not read yet
+                    self.task_of[pid] = (start, known[1])
+                    continue
+                self.task_of[pid] = (start, self.next_task)
+                self.next_task += 1
+
+    def task(self, pid: int) -> tuple[int, int]:
+        """(start_ns, task id) of the task that has ``pid`` now (one is made if unknown)."""
+        known = self.task_of.get(pid)
+        if known is None:  # counted, but its task entry was not recorded (task map full)
+            known = self.task_of[pid] = (0, self.next_task)
+            self.next_task += 1
+        return known
+
+    def _final_tasks(self, snap: Snapshot) -> set[int]:
+        """Tasks that had exited already at the previous drain: nothing more can come from
+        them (the last event of a task is its final switch, right after it exits)."""
+        exited = {pid: t.get("start_ns", 0) for pid, t in snap.tasks.items() if t["exit_ns"]}
+        final = {pid for pid, start in exited.items() if self.exiting.get(pid) == start}
+        self.exiting = {pid: start for pid, start in exited.items() if pid not in final}
+        return final
+
+    def _take_final_counts(
+        self, snap: Snapshot, final: set[int]
+    ) -> dict[CountKey, tuple[int, int]]:
+        """Take final tasks' keys (and removed keys a cache slot has put back) out of the
+        kernel's shared map with their exact counts (collectors/counting.py)."""
+        take = getattr(self.session, "take_counts", None)
+        if take is None:  # the ftrace backend keeps no kernel maps
+            return {}
+        keys = {k for k in snap.counts if k[0] in final}
+        keys |= {k for k in self.deltas.base if k[0] in final}
+        keys |= {k for k in snap.in_map if k in self.deltas.retired}
+        return dict(take(keys))
+
+    def _forget(self, snap: Snapshot, final: set[int]) -> None:
+        """Remove final tasks from the kernel's maps and from this recorder's memory, so
+        that both stay bounded by the live tasks however many come and go."""
+        forget = getattr(self.session, "forget", None)
+        if forget is None:  # the ftrace backend keeps no kernel maps
+            return
+        alive_tgids = {t["tgid"] or pid for pid, t in snap.tasks.items() if pid not in final}
+        targets = [
+            pid
+            for pid in final
+            if pid != (snap.tasks[pid]["tgid"] or pid) or pid not in alive_tgids
+        ]
+        forget(
+            {pid: snap.tasks[pid].get("start_ns", 0) for pid in final},
+            [(addr, pid) for addr, pid in snap.vsos if pid in final],
+            targets,
+        )
+        for pid in final:
+            self.task_of.pop(pid, None)
+            self.live_counters.pop(pid, None)
+            if pid not in alive_tgids:  # a process whose every task is gone
+                self.meta.pop(pid, None)
+                self.meta_execs.pop(pid, None)
+        self.seen_vsos = {v for v in self.seen_vsos if v[1] not in final}
+        self.pruned_tasks += len(final)
 
     def events_table(self, recs: np.ndarray, bit: int | None) -> pa.Table:
         """Ring records -> the events table, vectorised: no sort, no Python object per row.
@@ -476,7 +583,10 @@ class Recorder:
         inv, uniq = pd.factorize(key)
         first = np.zeros(len(uniq), dtype=np.int64)
         first[inv[::-1]] = np.arange(len(inv) - 1, -1, -1)  # first row of each pair
-        ids = [self.name_vso(int(recs["vso"][i]), int(recs["pid"][i])) for i in first]
+        ids = []
+        for i in first:
+            pid = int(recs["pid"][i])
+            ids.append(self.name_vso(int(recs["vso"][i]), self.task(pid)[1]))
         no_vso = np.array([i is None for i in ids], dtype=bool)
         load = recs["load_bits"].astype(np.int64)
         unread = ((load & LOAD_NOT_READ) != 0) | (recs["event"] >= 32) | (bit is None)
@@ -507,10 +617,15 @@ class Recorder:
             if (addr, pid) in self.seen_vsos:
                 continue
             self.seen_vsos.add((addr, pid))
-            layout_size = unsized_vso_size(self.xstate, self.layout, v["xcomp_bv"], v["xfeatures"])
+            task = self.task(pid)[1]
+            shape = (v["xcomp_bv"], v["xfeatures"])
+            if shape not in self.sizes:  # a few shapes, thousands of buffers under churn
+                self.sizes[shape] = unsized_vso_size(self.xstate, self.layout, *shape)
+            layout_size = self.sizes[shape]
             rows.append(
                 {
-                    "vso": self.name_vso(addr, pid),
+                    "vso": self.name_vso(addr, task),
+                    "task": task,
                     "pid": pid,
                     "tgid": v["tgid"],
                     # Before 5.16 the kernel keeps no size: the layout's is the size.
@@ -524,7 +639,7 @@ class Recorder:
                     "is_valloc": bool(v["flags"] & 1),
                     "is_guest": bool(v["flags"] & 2),
                     "first_ns": self.rel(v["first_ns"]),
-                    "prev_vso": self.name_vso(v["prev_vso"], pid),
+                    "prev_vso": self.name_vso(v["prev_vso"], task),
                 }
             )
         return rows
@@ -551,6 +666,7 @@ class Recorder:
                 )
             rows.append(
                 {
+                    "task": self.task(pid)[1],
                     "pid": pid,
                     "tgid": tgid,
                     "ppid": t["ppid"] or meta.ppid,

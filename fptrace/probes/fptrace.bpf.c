@@ -79,6 +79,7 @@ struct task_info {
     u32 execs;
     u32 forked;          // 1 if created during the recording
     char comm[16];
+    u64 start_ns;        // task->start_time: with the pid, the task's identity (pids are reused)
 };
 
 #ifdef EVENTS
@@ -260,23 +261,40 @@ static __always_inline int is_traced(u32 tgid)
 #endif
 }
 
+static __always_inline u64 task_start(const void *task)
+{
+#ifdef TASK_START_OFF
+    return read_u64(task + TASK_START_OFF);
+#else
+    return 0;
+#endif
+}
+
 // First sight of a task: remember who it is and its switch/runtime counters, so that the
 // recording gives switches and on-CPU time during the trace without a sched_switch probe.
+// An entry of an exited task whose pid the kernel gave to a new one is replaced (user
+// space removes exited tasks' entries once drained, so this only happens when a pid comes
+// back within an interval or two).
 static __always_inline struct task_info *note_task(u32 pid, u32 tgid, const void *task, u64 now)
 {
+    u64 start = task_start(task);
     struct task_info *ti = tasks.lookup(&pid);
-    if (ti) {
+    if (ti && !(ti->exit_ns && ti->start_ns && start && ti->start_ns != start)) {
         if (ti->tgid == 0)  // created by the fork probe, which cannot see the child's tgid
             ti->tgid = tgid;
+        if (ti->start_ns == 0)
+            ti->start_ns = start;
         return ti;
     }
     struct task_info fresh = {};
+    fresh.start_ns = start;
     fresh.tgid = tgid;
     fresh.first_ns = now;
     fresh.base_runtime = task_runtime(task);
     fresh.base_switches = task_switches(task);
     bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
-    if (tasks.insert(&pid, &fresh) != 0) {
+    int failed = ti ? tasks.update(&pid, &fresh) : tasks.insert(&pid, &fresh);
+    if (failed) {
         ti = tasks.lookup(&pid);  // raced with another CPU
         if (!ti)
             count_drop(DROP_TASK_FULL, 1);
@@ -561,9 +579,11 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     u32 child_tgid = 0;
     u64 child_vso = 0;
 #if defined(EV_COPY_DST) && defined(PROBE_FORK)
+    u64 pc_task = 0;
     u32 self = bpf_get_current_pid_tgid();
     struct pending_copy *pc = pending_copies.lookup(&self);
     if (pc) {
+        pc_task = pc->task;
         child_tgid = read_u32((void *)pc->task + TASK_TGID_OFF);
         child_vso = pc->vso;
         bump_direct(child, child_tgid, child_vso, EV_COPY_DST, pc->xfeatures, pc->load_bits, 0);
@@ -576,17 +596,23 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
         count_drop(DROP_TARGET_FULL, 1);
 #endif
     struct task_info *ti = tasks.lookup(&child);
+    if (ti && ti->exit_ns)  // an exited task's entry not yet removed: the pid is the child's now
+        ti = NULL;
     if (ti) {
         ti->ppid = ptgid;
         ti->forked = 1;
     } else {
         struct task_info fresh = {};
+#if defined(EV_COPY_DST) && defined(PROBE_FORK)
+        if (pc_task)
+            fresh.start_ns = task_start((const void *)pc_task);
+#endif
         fresh.tgid = child_tgid;
         fresh.ppid = ptgid;
         fresh.forked = 1;
         fresh.first_ns = now_ns();
         bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
-        if (tasks.insert(&child, &fresh) != 0 && !tasks.lookup(&child))
+        if (tasks.update(&child, &fresh) != 0 && !tasks.lookup(&child))
             count_drop(DROP_TASK_FULL, 1);
     }
 #if defined(EV_COPY_DST) && defined(PROBE_FORK)

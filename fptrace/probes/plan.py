@@ -44,14 +44,27 @@ TIF_CANDIDATE_BITS = (14, 19)
 # load_bits value of events whose load_fpu is deliberately not read (regs_deactivated).
 LOAD_NOT_READ = 0x8000
 
-# Map capacities (entries).  counts holds one entry per (task, VSO, event, XSTATE_BV);
-# entries of exited tasks are deleted once drained, so this bounds live keys, not history.
-MAP_SIZES: dict[str, int] = {
-    "MAX_COUNTS": 65536,
-    "MAX_VSOS": 32768,
-    "MAX_TASKS": 32768,
-    "MAX_TARGETS": 32768,
-}
+# Map capacities (entries), derived from the machine's pid space (map_sizes).  The tasks
+# map is keyed by pid, so it never holds more than pid_max entries (an exited task's entry
+# is replaced when its pid is reused, and removed once drained, collectors/recorder.py);
+# counts holds a few keys per task (event x XSTATE_BV x load_fpu) and the VSOs one or two
+# per task, for live tasks and those exited within the last two intervals.
+KEYS_PER_TASK = 4
+VSOS_PER_TASK = 2
+MIN_TASKS = 32768  # the default pid_max of a small machine
+MAX_TASKS_CAP = 131072  # preallocated: ~30 MB of kernel memory for all maps at the cap
+
+
+def map_sizes(pid_max: int) -> dict[str, int]:
+    """Map capacities for a kernel whose pids go up to ``pid_max`` (docs/overhead.md)."""
+    tasks = min(max(pid_max, MIN_TASKS), MAX_TASKS_CAP)
+    return {
+        "MAX_COUNTS": KEYS_PER_TASK * tasks,
+        "MAX_VSOS": VSOS_PER_TASK * tasks,
+        "MAX_TASKS": tasks,
+        "MAX_TARGETS": tasks,
+    }
+
 
 # Kernel-side event-loss counters (index in the per-CPU ``drops`` array).
 DROP_COUNTERS = (
@@ -114,6 +127,7 @@ class PlanOptions:
     events_pages: int = 0  # --events: ring buffer size in pages (a power of 2), 0 = off
     arch_prctl: bool = True  # attach the (system-wide costly) syscall tracepoint
     raw_tp: bool = False  # FPTRACE_RAW_TP=1: plain raw tracepoints even where tp_btf works
+    pid_max: int = MIN_TASKS  # /proc/sys/kernel/pid_max: sizes the maps
 
 
 def _member_off(btf: StructInfo, struct: str, member: str) -> int | None:
@@ -164,6 +178,8 @@ def layout_macros(btf: StructInfo) -> tuple[dict[str, int], list[str], list[str]
             macros[f"TASK_{name.upper()}_OFF"] = task[name].offset
         else:
             fatal.append(f"BTF 'struct task_struct' lacks member '{name}'")
+    if "start_time" in task:  # the task's identity with its pid (pids are reused)
+        macros["TASK_START_OFF"] = task["start_time"].offset
     runtime = _member_off(btf, "sched_entity", "sum_exec_runtime")
     if "se" in task and runtime is not None:
         macros["TASK_RUNTIME_OFF"] = task["se"].offset + runtime
@@ -339,5 +355,5 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         plan.macros[f"TIF_BIT_{i}"] = bit
     for name, ident in AUX_EVENT_IDS.items():
         plan.macros[f"AUX_{name.upper()}"] = ident
-    plan.macros.update(MAP_SIZES)
+    plan.macros.update(map_sizes(opts.pid_max))
     return plan

@@ -31,6 +31,13 @@ DICTIONARY_COLUMNS = {"counts": ["vso", "event"]}
 BATCH_ROWS = 1 << 20
 
 
+def with_task_ids(table: pa.Table) -> pa.Table:
+    """Recordings made before the ``task`` column: each pid was one task (as they assumed)."""
+    if "task" in table.schema.names or "pid" not in table.schema.names:
+        return table
+    return table.append_column("task", table.column("pid").cast(pa.int64()))
+
+
 def _check_columns(path: Path, found: pa.Schema, name: str) -> None:
     missing = [f.name for f in ALL_TABLES[name] if f.name not in found.names]
     if missing:
@@ -49,6 +56,7 @@ def _read_table(path: Path, name: str) -> pa.Table:
         table = pq.read_table(path, read_dictionary=DICTIONARY_COLUMNS.get(name))
     except (OSError, pa.ArrowException) as exc:
         raise _corrupt(path, exc) from exc
+    table = with_task_ids(table)
     _check_columns(path, table.schema, name)
     table = table.select(ALL_TABLES[name].names)
     try:
@@ -102,7 +110,16 @@ class Recording:
             return
         try:
             pf = pq.ParquetFile(self.counts_file, read_dictionary=DICTIONARY_COLUMNS["counts"])
-            yield from pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            if "task" in pf.schema_arrow.names:
+                yield from pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+                return
+            # Written before the task column: each pid was one task.
+            want = None if columns is None else [c for c in columns if c != "task"]
+            if want is not None and columns and "task" in columns and "pid" not in want:
+                want.append("pid")
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=want):
+                table = with_task_ids(pa.Table.from_batches([batch]))
+                yield from table.select(columns or table.schema.names).to_batches()
         except (OSError, pa.ArrowException) as exc:
             raise _corrupt(self.counts_file, exc) from exc
 
@@ -157,6 +174,8 @@ def _check_counts_file(path: Path) -> None:
         schema = pq.ParquetFile(path).schema_arrow
     except (OSError, pa.ArrowException) as exc:
         raise _corrupt(path, exc) from exc
+    if "task" not in schema.names and "pid" in schema.names:
+        schema = schema.append(pa.field("task", pa.int64()))  # iter_counts adds it
     _check_columns(path, schema, "counts")
     for f in TABLES["counts"]:
         got = schema.field(f.name).type

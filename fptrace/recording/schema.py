@@ -16,6 +16,7 @@ PARTS_DIR = ".parts"  # per-interval files while recording; merged away on a cle
 COUNTS_SCHEMA = pa.schema(
     [
         ("interval", pa.int32()),  # drain interval index, 0-based
+        ("task", pa.int64()),  # per-recording task id (pids are reused; this is not)
         ("pid", pa.int32()),  # thread id (kernel pid)
         ("tgid", pa.int32()),  # process id
         ("vso", pa.string()),  # opaque VSO id; null for events not about a buffer
@@ -31,6 +32,7 @@ COUNTS_SCHEMA = pa.schema(
 
 TASKS_SCHEMA = pa.schema(
     [
+        ("task", pa.int64()),  # per-recording task id (pids are reused; this is not)
         ("pid", pa.int32()),
         ("tgid", pa.int32()),
         ("ppid", pa.int32()),  # parent process id; 0 if unknown
@@ -49,6 +51,7 @@ TASKS_SCHEMA = pa.schema(
 VSO_SCHEMA = pa.schema(
     [
         ("vso", pa.string()),
+        ("task", pa.int64()),  # per-recording task id (pids are reused; this is not)
         ("pid", pa.int32()),
         ("tgid", pa.int32()),
         ("size", pa.int64()),  # fpstate->size (0 on kernels before 5.16)
@@ -120,6 +123,12 @@ INTERVALS_SCHEMA = pa.schema(
         ("end_ns", pa.int64()),  # when this drain's snapshot of the kernel counts completed
         ("due_ns", pa.int64()),  # when the drain was due (null: the final one, at stop)
         ("events", pa.int64()),  # events counted in it
+        # Bounded state, measured at the drain: entries in the kernel's maps (tasks, count
+        # keys, VSOs) and the recorder's own resident memory.
+        ("map_tasks", pa.int64()),
+        ("map_keys", pa.int64()),
+        ("map_vsos", pa.int64()),
+        ("recorder_rss_bytes", pa.int64()),
     ]
 )
 OPTIONAL_TABLES: dict[str, pa.Schema] = {

@@ -165,17 +165,17 @@ class RecordingWriter:
 
 
 def merge_parts(parts: Path) -> dict[str, pa.Table]:
-    """Concatenate each table's part files (``tasks``: the latest snapshot only).
+    """Concatenate each table's part files: the numbered ones, then the 'latest' snapshot
+    (``tasks``: exited tasks are appended once, for good; the live ones are replaced at
+    every interval).
 
     Core tables are always present (empty if no part); optional ones only if written.
     """
     out: dict[str, pa.Table] = {}
     for name, schema in ALL_TABLES.items():
         latest = parts / f"{name}-latest.parquet"
-        if latest.exists():
-            files = [latest]
-        else:
-            files = sorted(p for p in parts.glob(f"{name}-[0-9]*.parquet"))
+        files = sorted(p for p in parts.glob(f"{name}-[0-9]*.parquet"))
+        files += [latest] if latest.exists() else []
         # ParquetFile, not read_table (which imports pyarrow.dataset), and a cast only where
         # a part's schema differs (a cast imports pyarrow.compute): ~3 s of a lab guest's
         # record under TCG for what is a plain concatenation.

@@ -13,6 +13,7 @@ from tests.unit.test_xstate import AMD
 def count(pid: int, event: str, n: int, xf: int = 0xA2, load: int | None = 1, **kw: Any):
     row = {
         "interval": 0,
+        "task": pid,  # one task per pid unless a test says otherwise (kw)
         "pid": pid,
         "tgid": pid,
         "vso": f"v{pid}" if event not in ("signal_deliver", "xcomp_perm") else None,
@@ -29,6 +30,7 @@ def count(pid: int, event: str, n: int, xf: int = 0xA2, load: int | None = 1, **
 
 def task(pid: int, comm: str = "worker", switches: int = 100, **kw: Any) -> dict[str, Any]:
     row = {
+        "task": pid,  # one task per pid unless a test says otherwise (kw)
         "pid": pid,
         "tgid": pid,
         "ppid": 1,
@@ -48,6 +50,7 @@ def task(pid: int, comm: str = "worker", switches: int = 100, **kw: Any) -> dict
 def vso(pid: int, size: int = 2448, **kw: Any) -> dict[str, Any]:
     row = {
         "vso": f"v{pid}",
+        "task": pid,  # one task per pid unless a test says otherwise (kw)
         "pid": pid,
         "tgid": pid,
         "size": size,

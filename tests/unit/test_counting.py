@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from fptrace.collectors.counting import Deltas, combine
+from fptrace.collectors.counting import RETIRED_MAX_AGE, Deltas, combine
 
 A = (1, 1, 0xA, 0xE6, 0, 0, 0)  # the key in the slot before the miss
 B = (2, 2, 0xB, 0xA2, 0, 0, 0)  # the key that evicts it
@@ -167,3 +167,68 @@ def test_combine_leaves_out_only_the_cpus_that_evicted():
     assert got == {A: (12, 5, 30)} and deferred == 3
     got, deferred = combine(counts, cached, unstable=set())
     assert got == {A: (14, 5, 30), B: (1, 3, 3)} and deferred == 0
+
+
+def gone_step(kernel: dict, got: dict, name: str) -> None:
+    """One memory operation of an eviction (zero, merge) or of take_counts (pop, read)."""
+    if name == "zero":
+        kernel["saved"], kernel["slot"] = kernel["slot"], 0
+    elif name == "merge":
+        kernel["map"] = kernel.get("map", 0) + kernel["saved"]
+    elif name == "pop":
+        got["popped"] = kernel.pop("map", 0)
+    elif name == "read":
+        got["left"] = kernel["slot"]
+
+
+def test_a_gone_task_s_key_is_taken_exactly_whatever_its_slot_does_meanwhile():
+    """Removing an exited task's key (BpfSession.take_counts: pop the map element, then read
+    the cache) while its cache slot is evicted (zero, then merge into the map) by another
+    key: in every order, the deltas add up to exactly what happened, later snapshots and
+    removals included.  Reading the cache before popping would lose or double the slot."""
+    for pop_first in (True, False):
+        outcomes = set()
+        for order in set(itertools.permutations(["zero", "merge", "pop", "read"])):
+            if order.index("zero") > order.index("merge"):
+                continue
+            first, second = ("pop", "read") if pop_first else ("read", "pop")
+            if order.index(first) > order.index(second):
+                continue
+            kernel = {"map": 7, "slot": 5, "saved": 0}  # A: 12 events in all, 10 counted so far
+            deltas = Deltas()
+            deltas.take({A: (10, 1, 1)})
+            got = {}
+
+            for name in order:
+                gone_step(kernel, got, name)
+            total = deltas.take({}, {A: (got["popped"], got["left"])})
+            counted = 10 + sum(d for _, d, _ in total)
+            for _ in range(3):  # later drains: whatever is back in the map is taken again
+                if "map" in kernel:
+                    grew = deltas.take({}, {A: (kernel.pop("map"), kernel["slot"])})
+                else:
+                    seen = {A: (kernel["slot"], 1, 1)} if kernel["slot"] else {}
+                    grew = deltas.take(seen)
+                counted += sum(d for _, d, _ in grew)
+            outcomes.add(counted)
+        if pop_first:
+            assert outcomes == {12}, outcomes
+        else:
+            assert outcomes != {12}, outcomes  # the checker can fail
+
+
+def test_retired_keys_are_forgotten_after_two_absent_snapshots():
+    deltas = Deltas()
+    deltas.take({A: (5, 1, 1), B: (3, 1, 1)})
+    assert deltas.take({}, {A: (3, 2)}) == []  # 3 taken out of the map, 2 left in a slot
+    assert deltas.take({A: (2, 1, 1)}) == []  # its slot part, already counted
+    assert deltas.take({}, complete=False) == [] and A in deltas.retired  # maybe unread
+    assert deltas.take({}) == [] and A in deltas.retired
+    deltas.take({})
+    assert A not in deltas.retired and A not in deltas.base and B in deltas.base
+    deltas.take({}, {B: (3, 0)})
+    for _ in range(RETIRED_MAX_AGE - 1):
+        deltas.take({}, complete=False)
+    assert B in deltas.retired
+    deltas.take({}, complete=False)
+    assert B not in deltas.retired  # bounded even when no snapshot is complete

@@ -187,3 +187,12 @@ def test_the_tp_btf_build_needs_every_fpu_probe_to_have_a_btf_id() -> None:
     assert "FPU_DIRECT" not in plan_probes(kernel, raw).macros
     del kernel.fake_btf.typedefs["btf_trace_x86_fpu_dropped"]
     assert "FPU_DIRECT" not in plan_probes(kernel, ALL).macros  # one build for all events
+
+
+def test_map_sizes_follow_the_pid_space() -> None:
+    from fptrace.probes.plan import MAX_TASKS_CAP, MIN_TASKS, map_sizes
+
+    small = map_sizes(32768)
+    assert small["MAX_TASKS"] == 32768 and small["MAX_COUNTS"] == 4 * 32768
+    assert map_sizes(1000)["MAX_TASKS"] == MIN_TASKS  # never below a small machine's
+    assert map_sizes(4_194_304)["MAX_TASKS"] == MAX_TASKS_CAP  # preallocated: capped

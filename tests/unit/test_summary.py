@@ -103,3 +103,31 @@ def test_restores_paired_with_signals_are_marked_estimated(tmp_path: Path) -> No
     t = summary.per_task(r.counts, r.tasks).set_index("pid")
     assert t.loc[1, ["restores", "sigreturns", "restores_estimated"]].tolist() == [10, 10, True]
     assert t.loc[2, ["restores", "sigreturns", "restores_estimated"]].tolist() == [30, 0, False]
+
+
+def test_two_tasks_that_had_the_same_pid_are_two_rows(tmp_path: Path) -> None:
+    # pid 7 was one process, then (after pid reuse) another: the recording's task ids differ.
+    r = rec(
+        tmp_path,
+        [
+            count(7, "regs_deactivated", 10, load=None, task=1),
+            count(7, "regs_deactivated", 3, load=None, task=2),
+        ],
+        [task(7, "first", task=1), task(7, "second", task=2)],
+    )
+    t = summary.per_task(r.counts, r.tasks).set_index("task")
+    assert t.loc[1, ["pid", "saves", "comm"]].tolist() == [7, 10, "first"]
+    assert t.loc[2, ["pid", "saves", "comm"]].tolist() == [7, 3, "second"]
+
+
+def test_a_recording_from_before_task_ids_loads_with_one_task_per_pid(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = write(tmp_path / "r", [count(5, "regs_deactivated", 4, load=None)], [task(5)])
+    for name in ("counts", "tasks", "vso"):
+        table = pq.read_table(path / f"{name}.parquet")
+        pq.write_table(table.drop_columns(["task"]), path / f"{name}.parquet")
+    r = load_recording(path)
+    assert r.tasks["task"].tolist() == [5] and r.counts["task"].tolist() == [5]
+    assert [b.column("task").to_pylist() for b in r.iter_counts(["task", "count"])] == [[5]]
+    assert summary.per_task(r.counts, r.tasks).iloc[0].saves == 4
