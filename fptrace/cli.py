@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also read load_fpu (TIF_NEED_FPU_LOAD) at regs_deactivated (it is always read "
         "at regs_activated, so restores are exact without it): a read on every switch, about as "
-        "much again as the one at regs_activated (~0.8%% on a switch-heavy benchmark)",
+        "much again as the one at regs_activated (up to a percent or two when switch-bound)",
     )
     r.add_argument(
         "--arch-prctl",
