@@ -443,7 +443,9 @@ class Recorder:
         self.last = snap
         bit = self.session.tif_bit_index
         self._identify(snap)
-        final = self._final_tasks(snap)
+        # Only a backend with kernel maps removes tasks; the ftrace one keeps them all, so
+        # none is final before the end (else it would be written again at later drains).
+        final = self._final_tasks(snap) if hasattr(self.session, "forget") else set()
         gone = self._take_final_counts(snap, final)
         rows = []
         events = 0

@@ -75,3 +75,16 @@ def test_more_processes_than_pids_each_a_task_nothing_lost_state_bounded(forker,
     tasks_held = iv["map_tasks"].astype("int64").tolist()
     assert max(tasks_held) < children // 2, tasks_held
     assert int(iv["map_keys"].max()) < 8 * max(tasks_held)
+
+
+def test_the_ftrace_backend_writes_each_task_once_under_churn(forker, tmp_path):
+    """It keeps no kernel maps and removes nothing: no task may be written twice."""
+    out = tmp_path / "r"
+    run = fptrace(
+        "record", "-q", "--backend", "ftrace", "--interval", "0.1", "-o", str(out),
+        "--", str(forker), "--children", "3000", timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rec = load_recording(out)
+    assert rec.manifest["intervals"] >= 3
+    assert len(rec.tasks) == rec.tasks["task"].nunique() == 3001
