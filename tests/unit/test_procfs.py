@@ -14,14 +14,21 @@ def test_descendants_follow_the_whole_tree_and_leave_out_the_roots():
     root = subprocess.Popen(["sh", "-c", "sh -c 'sleep 30 & wait' & sleep 30 & wait"])
     try:
         deadline = time.monotonic() + 10
-        while len(found := descendants([root.pid])) < 3 and time.monotonic() < deadline:
+        while True:  # until every shell has forked and every child has exec'd its sleep
+            found = descendants([root.pid])
+            comms = sorted(Path(f"/proc/{p}/comm").read_text().strip() for p in found)
+            if comms == ["sh", "sleep", "sleep"] or time.monotonic() > deadline:
+                break
             time.sleep(0.02)
-        comms = sorted(Path(f"/proc/{p}/comm").read_text().strip() for p in found)
         assert comms == ["sh", "sleep", "sleep"], comms
         assert root.pid not in found
         assert descendants([]) == set()
     finally:  # end the sleeps: each shell's `wait` returns, so every parent reaps its child
         for p in descendants([root.pid]):
-            if Path(f"/proc/{p}/comm").read_text().strip() == "sleep":
+            try:  # an inner shell exits as soon as its sleep is killed: it may be gone
+                comm = Path(f"/proc/{p}/comm").read_text().strip()
+            except FileNotFoundError:
+                continue
+            if comm == "sleep":
                 subprocess.run(["kill", str(p)], check=False)
         root.wait(timeout=10)
