@@ -46,7 +46,6 @@ class Snapshot:
     drops: dict[str, int] = field(default_factory=dict)
     deferred: int = 0  # cached counts left to a later snapshot (a CPU evicted meanwhile)
     in_map: set[CountKey] = field(default_factory=set)  # keys in the shared map (not cache)
-    complete: bool = True  # every CPU's cache was read (none evicted during the read)
 
 
 def _records(values: np.ndarray, skip: str = "") -> list[dict[str, Any]]:
@@ -285,7 +284,6 @@ class BpfSession:
         unstable = {cpu for cpu, (b, a) in enumerate(zip(before, after, strict=True)) if b != a}
         snap.counts, snap.deferred = combine(counts, cached, unstable)
         snap.in_map = set(counts)
-        snap.complete = not unstable
         keys, values = self.maps["vsos"].arrays()
         for key, row in zip(
             zip(keys["vso"].tolist(), keys["pid"].tolist(), strict=True),

@@ -20,8 +20,7 @@ Exited tasks' keys are removed from the shared map once final (collectors/record
 with their exact cumulative counts (``BpfSession.take_counts``), but a per-CPU cache slot
 may still hold part of one and later put it back into ``counts`` (eviction).
 ``Deltas.take(gone=…)`` moves such a key's baseline to the part the kernel still holds, and
-keeps it until the key has been absent from two complete snapshots in a row: what comes
-back is not counted again.
+keeps it while that part can still come back: what comes back is not counted again.
 """
 
 from __future__ import annotations
@@ -54,7 +53,12 @@ def combine(
     return out, deferred
 
 
-RETIRED_MAX_AGE = 10  # snapshots a removed key's baseline is kept at most
+# How long a removed key's baseline is kept after the key was last seen, in snapshots: long
+# while a cache slot is known to hold part of it (it comes back when the slot is evicted),
+# short otherwise (only a count that was moving from a slot to the map as the key was
+# removed can still come back, and that is over in microseconds).
+RETIRED_MAX_AGE = 10
+RETIRED_SHORT_AGE = 2
 
 
 class Deltas:
@@ -62,14 +66,16 @@ class Deltas:
 
     def __init__(self) -> None:
         self.base: dict[CountKey, int] = {}
-        # removed keys -> [complete snapshots absent since, snapshots since removal]
-        self.retired: dict[CountKey, list[int]] = {}
+        # Removed keys -> the snapshot after which they are forgotten; the buckets (by that
+        # snapshot) let a drain expire them without walking every removed key.
+        self.retired: dict[CountKey, int] = {}
+        self._buckets: dict[int, set[CountKey]] = {}
+        self._now = 0
 
     def take(
         self,
         counts: dict[CountKey, CountVal],
         gone: dict[CountKey, tuple[int, int]] | None = None,
-        complete: bool = True,
     ) -> list[tuple[CountKey, int, CountVal]]:
         """(key, increment since the highest count seen before, value) for keys that grew.
 
@@ -77,18 +83,19 @@ class Deltas:
         the count still in cache slots right after).  What the kernel still holds of such
         a key — in slots, or zeroed in a slot and not yet merged — comes back later, into a
         map element that is removed again; the baseline is moved so that none of it is
-        counted twice and all of it is counted once.  A removed key is forgotten once two
-        ``complete`` snapshots (every CPU's cache read) in a row lack it, or after
-        ``RETIRED_MAX_AGE`` snapshots (memory stays bounded under constant churn, where few
-        snapshots are complete; by then its slots have long been evicted).
+        counted twice and all of it is counted once.  A removed key is forgotten
+        ``RETIRED_MAX_AGE`` snapshots after it was last seen in a slot, or
+        ``RETIRED_SHORT_AGE`` after its removal if no slot held any of it.
         """
+        self._now += 1
         gone = gone or {}
         out: list[tuple[CountKey, int, CountVal]] = []
+        retired = self.retired
         for key, val in counts.items():
             if key in gone:
                 continue
-            if key in self.retired:
-                self.retired[key][0] = 0
+            if key in retired:
+                self._stamp(key, RETIRED_MAX_AGE)  # still in the kernel: keep it
             self._grow(key, val, out)
         for key, (popped, left) in gone.items():
             old = counts.get(key)
@@ -96,15 +103,19 @@ class Deltas:
             self._grow(key, val, out)
             # What we have counted beyond what the removal took is still in the kernel.
             self.base[key] -= popped
-            self.retired[key] = [0, 0]
-        for key, age in list(self.retired.items()):
-            age[1] += 1
-            if key not in counts and key not in gone and complete:
-                age[0] += 1
-            if age[0] >= 2 or age[1] > RETIRED_MAX_AGE:
-                del self.retired[key]
+            self._stamp(key, RETIRED_MAX_AGE if left else RETIRED_SHORT_AGE)
+        for at in [b for b in self._buckets if b <= self._now]:
+            for key in self._buckets.pop(at):
+                del retired[key]
                 self.base.pop(key, None)
         return out
+
+    def _stamp(self, key: CountKey, age: int) -> None:
+        old = self.retired.get(key)
+        if old is not None:
+            self._buckets[old].discard(key)
+        self.retired[key] = self._now + age
+        self._buckets.setdefault(self._now + age, set()).add(key)
 
     def _grow(
         self, key: CountKey, val: CountVal, out: list[tuple[CountKey, int, CountVal]]

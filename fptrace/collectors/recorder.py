@@ -449,7 +449,7 @@ class Recorder:
         gone = self._take_final_counts(snap, final)
         rows = []
         events = 0
-        taken = self.deltas.take(snap.counts, gone, snap.complete)
+        taken = self.deltas.take(snap.counts, gone)
         for key, delta, (_, first, last) in taken:
             pid, tgid, vso, xfeatures, event, load_bits, arg = key
             task = self.task(pid)[1]

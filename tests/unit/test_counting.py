@@ -15,10 +15,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from fptrace.collectors.counting import RETIRED_MAX_AGE, Deltas, combine
+from fptrace.collectors.counting import RETIRED_MAX_AGE, RETIRED_SHORT_AGE, Deltas, combine
 
 A = (1, 1, 0xA, 0xE6, 0, 0, 0)  # the key in the slot before the miss
 B = (2, 2, 0xB, 0xA2, 0, 0, 0)  # the key that evicts it
+C = (3, 3, 0xC, 0xA2, 0, 0, 0)
 CPU = 0
 
 
@@ -217,18 +218,23 @@ def test_a_gone_task_s_key_is_taken_exactly_whatever_its_slot_does_meanwhile():
             assert outcomes != {12}, outcomes  # the checker can fail
 
 
-def test_retired_keys_are_forgotten_after_two_absent_snapshots():
+def test_removed_keys_are_forgotten_once_nothing_of_them_can_come_back():
     deltas = Deltas()
-    deltas.take({A: (5, 1, 1), B: (3, 1, 1)})
-    assert deltas.take({}, {A: (3, 2)}) == []  # 3 taken out of the map, 2 left in a slot
-    assert deltas.take({A: (2, 1, 1)}) == []  # its slot part, already counted
-    assert deltas.take({}, complete=False) == [] and A in deltas.retired  # maybe unread
-    assert deltas.take({}) == [] and A in deltas.retired
-    deltas.take({})
-    assert A not in deltas.retired and A not in deltas.base and B in deltas.base
-    deltas.take({}, {B: (3, 0)})
-    for _ in range(RETIRED_MAX_AGE - 1):
-        deltas.take({}, complete=False)
-    assert B in deltas.retired
-    deltas.take({}, complete=False)
-    assert B not in deltas.retired  # bounded even when no snapshot is complete
+    deltas.take({A: (5, 1, 1), B: (3, 1, 1), C: (4, 1, 1)})
+    assert deltas.take({}, {A: (3, 2), B: (3, 0)}) == []  # A: 2 left in a slot; B: none
+    for _ in range(RETIRED_SHORT_AGE):
+        assert deltas.take({A: (2, 1, 1)}) == []  # A's slot part, already counted
+    assert B not in deltas.retired and B not in deltas.base  # nothing of it in the kernel
+    assert A in deltas.retired and deltas.base[A] == 2 and C in deltas.base
+    assert deltas.take({}, {A: (2, 0)}) == []  # the slot was evicted: taken from the map
+    for _ in range(RETIRED_SHORT_AGE):
+        deltas.take({})
+    assert A not in deltas.retired and A not in deltas.base
+    # A slot part that keeps being seen keeps its key; one never seen again is forgotten.
+    deltas.take({}, {C: (1, 3)})
+    for _ in range(3 * RETIRED_MAX_AGE):
+        deltas.take({C: (3, 1, 1)})
+    assert C in deltas.retired
+    for _ in range(RETIRED_MAX_AGE + 1):
+        deltas.take({})
+    assert C not in deltas.retired and not deltas._buckets
