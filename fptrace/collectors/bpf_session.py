@@ -356,8 +356,9 @@ class BpfSession:
                 gone.append(pid)
         table.delete_many(gone)
         self.maps["vsos"].delete_many([(addr, pid, 0) for addr, pid in vsos])
-        if "targets" in self.maps:
-            self.maps["targets"].delete_many(list(targets))
+        if "targets" in self.maps:  # not a pid a new traced task has taken meanwhile
+            removed = set(gone)
+            self.maps["targets"].delete_many([pid for pid in targets if pid in removed])
 
     def _read_counts(self) -> dict[CountKey, CountVal]:
         k, v = self.maps["counts"].arrays()
