@@ -46,6 +46,7 @@ from fptrace.collectors.procfs import (
 )
 from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
 from fptrace.collectors.ring import RingReader
+from fptrace.collectors.task_ids import TaskIds
 from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError
 from fptrace.probes.headers import choose_headers
 from fptrace.probes.kernel import LiveKernel, find_tracefs
@@ -326,8 +327,10 @@ POLL_S = 0.005  # ring consumer period
 class EventStream:
     """Empties the BPF ring in a thread (so it never fills), converts in bulk at each drain."""
 
-    def __init__(self, ring: RingReader) -> None:
+    def __init__(self, ring: RingReader, pending: Callable[[], np.ndarray]) -> None:
         self.ring = ring
+        self.pending = pending  # the events still in the per-CPU batches, not in the ring
+        self.horizon = 0  # at the last take: no event older than this was still unread
         self._chunks: list[np.ndarray] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -339,9 +342,9 @@ class EventStream:
         # per-call overhead on tiny reads would cost more CPU than the events themselves.  The
         # ring holds far more than a pause's worth (256 MiB: ~4 s at 1.5 M events/s).
         while not self._stop.is_set():
-            got = self.ring.read()
-            if len(got):
-                with self._lock:
+            with self._lock:  # take() reads too: one reader at a time moves the position
+                got = self.ring.read()
+                if len(got):
                     self._chunks.append(got)
             time.sleep(POLL_S)
 
@@ -363,6 +366,16 @@ class EventStream:
         self._thread.join()
 
     def take(self) -> np.ndarray:
+        """Every event committed so far.  Sets ``horizon``: an event not taken yet is either
+        in a CPU's unfinished batch (looked at first) or newer than that look, except a
+        batch being committed at that very moment, which the next take will have."""
+        if self.running:
+            seen = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            waiting = self.pending()["ts"]
+            self.horizon = min(seen, int(waiting.min())) if len(waiting) else seen
+            with self._lock:
+                if len(got := self.ring.read()):
+                    self._chunks.append(got)
         with self._lock:
             chunks, self._chunks = self._chunks, []
         return np.concatenate(chunks) if chunks else np.empty(0, dtype=RING_DTYPE)
@@ -372,6 +385,7 @@ class ParsedEvents:
     """The ftrace backend's events: its parser keeps them; the same interface as EventStream."""
 
     running = False
+    horizon = 0  # this backend removes no task: no ended task is kept for its events
 
     def __init__(self, session: Any) -> None:
         self.session = session
@@ -404,10 +418,11 @@ class Recorder:
         self.t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self.interval = 0
         self.interval_start = 0  # ns since attach: where the next interval begins
-        # Task identity: pids are reused, (pid, start time) is not.  Each task gets a
-        # per-recording id, in the order fptrace first saw it.
-        self.task_of: dict[int, tuple[int, int]] = {}  # pid -> (start_ns, task id) now
-        self.next_task = 1
+        # Task identity: pids are reused, (pid, start time) is not (collectors/task_ids.py).
+        # Ended tasks are kept only for events, which can arrive after their task is gone.
+        self.tasks = TaskIds(history=session.ring is not None)
+        self.drained_at = self.t0  # CLOCK_MONOTONIC of the last drain's snapshot
+        self.horizon = 0  # the previous drain's: no event older than it is still to come
         self.exiting: dict[int, int] = {}  # pid -> start_ns: seen exited at the last drain
         self.pruned_tasks = 0
         self.lateness_ns: list[int] = []  # per scheduled drain: how late it came
@@ -422,7 +437,7 @@ class Recorder:
         # Events come from the BPF ring (a consumer thread), or straight from the ftrace parser.
         self.events: Any = None
         if session.ring is not None:
-            self.events = EventStream(session.ring)
+            self.events = EventStream(session.ring, session.partial_events)
         elif getattr(session, "keep_events", False):
             self.events = ParsedEvents(session)
         self.events_written = 0
@@ -437,12 +452,13 @@ class Recorder:
         """
         self.session.calibrate()
         snap = self.session.snapshot()
-        now = self.rel(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+        self.drained_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        now = self.rel(self.drained_at)
         if due_ns is not None:
             self.lateness_ns.append(max(now - self.rel(due_ns), 0))
         self.last = snap
         bit = self.session.tif_bit_index
-        self._identify(snap)
+        self.tasks.identify({pid: t.get("start_ns", 0) for pid, t in snap.tasks.items()})
         # Only a backend with kernel maps removes tasks; the ftrace one keeps them all, so
         # none is final before the end (else it would be written again at later drains).
         final = self._final_tasks(snap) if hasattr(self.session, "forget") else set()
@@ -452,7 +468,7 @@ class Recorder:
         taken = self.deltas.take(snap.counts, gone)
         for key, delta, (_, first, last) in taken:
             pid, tgid, vso, xfeatures, event, load_bits, arg = key
-            task = self.task(pid)[1]
+            task = self.tasks(pid)
             is_fpu = event < 32
             rows.append(
                 {
@@ -498,6 +514,10 @@ class Recorder:
             table = self.events_table(self.events.take(), bit)
             self.writer.append_table("events", table)
             self.events_written += table.num_rows
+            # Records in flight at the previous take have been read by now: no event older
+            # than its horizon can still come, so the tasks that ended before it can go.
+            self.tasks.prune(self.horizon)
+            self.horizon = self.events.horizon
         rows = self._tasks(snap)
         self.writer.append("tasks", [r for r in rows if r["pid"] in final])  # once, for good
         self.writer.replace("tasks", [r for r in rows if r["pid"] not in final])
@@ -505,26 +525,6 @@ class Recorder:
         self.interval += 1
         self.total_events += events
         return events
-
-    def _identify(self, snap: Snapshot) -> None:
-        """Give each task in the snapshot its id: a pid with a new start time is a new task."""
-        for pid, t in snap.tasks.items():
-            start = t.get("start_ns", 0)
-            known = self.task_of.get(pid)
-            if known is None or (start and known[0] != start):
-                if known is not None and known[0] == 0:  # its start time was not read yet
-                    self.task_of[pid] = (start, known[1])
-                    continue
-                self.task_of[pid] = (start, self.next_task)
-                self.next_task += 1
-
-    def task(self, pid: int) -> tuple[int, int]:
-        """(start_ns, task id) of the task that has ``pid`` now (one is made if unknown)."""
-        known = self.task_of.get(pid)
-        if known is None:  # counted, but its task entry was not recorded (task map full)
-            known = self.task_of[pid] = (0, self.next_task)
-            self.next_task += 1
-        return known
 
     def _final_tasks(self, snap: Snapshot) -> set[int]:
         """Tasks that had exited already at the previous drain: nothing more can come from
@@ -565,7 +565,7 @@ class Recorder:
             targets,
         )
         for pid in final:
-            self.task_of.pop(pid, None)
+            self.tasks.retire(pid, until=self.drained_at)
             self.live_counters.pop(pid, None)
             if pid not in alive_tgids:  # a process whose every task is gone
                 self.meta.pop(pid, None)
@@ -576,19 +576,18 @@ class Recorder:
     def events_table(self, recs: np.ndarray, bit: int | None) -> pa.Table:
         """Ring records -> the events table, vectorised: no sort, no Python object per row.
 
-        Event codes index a fixed name table directly; (buffer, owner) pairs are factorized
+        Event codes index a fixed name table directly; each event's task is the one that had
+        its pid at its time (collectors/task_ids.py); (buffer, task) pairs are factorized
         with a hash table, and each distinct pair is named once.
         """
         import pandas as pd  # only --events needs it: kept off every record's start-up
 
-        key = recs["vso"] ^ (recs["pid"].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-        inv, uniq = pd.factorize(key)
+        tasks = self.tasks.of_events(recs["pid"], recs["ts"])
+        vinv, vuniq = pd.factorize(recs["vso"])
+        inv, uniq = pd.factorize(tasks * max(len(vuniq), 1) + vinv)
         first = np.zeros(len(uniq), dtype=np.int64)
         first[inv[::-1]] = np.arange(len(inv) - 1, -1, -1)  # first row of each pair
-        ids = []
-        for i in first:
-            pid = int(recs["pid"][i])
-            ids.append(self.name_vso(int(recs["vso"][i]), self.task(pid)[1]))
+        ids = [self.name_vso(int(recs["vso"][i]), int(tasks[i])) for i in first]
         no_vso = np.array([i is None for i in ids], dtype=bool)
         load = recs["load_bits"].astype(np.int64)
         unread = ((load & LOAD_NOT_READ) != 0) | (recs["event"] >= 32) | (bit is None)
@@ -596,6 +595,7 @@ class Recorder:
             {
                 "ts_ns": np.maximum(recs["ts"].astype(np.int64) - self.t0, 0),
                 "cpu": recs["cpu"].astype(np.int16),
+                "task": tasks,
                 "pid": recs["pid"].astype(np.int32),
                 "tgid": recs["tgid"].astype(np.int32),
                 # Dictionary arrays: no Python object per row (the ring consumer needs the GIL).
@@ -619,7 +619,7 @@ class Recorder:
             if (addr, pid) in self.seen_vsos:
                 continue
             self.seen_vsos.add((addr, pid))
-            task = self.task(pid)[1]
+            task = self.tasks(pid)
             shape = (v["xcomp_bv"], v["xfeatures"])
             if shape not in self.sizes:  # a few shapes, thousands of buffers under churn
                 self.sizes[shape] = unsized_vso_size(self.xstate, self.layout, *shape)
@@ -668,7 +668,7 @@ class Recorder:
                 )
             rows.append(
                 {
-                    "task": self.task(pid)[1],
+                    "task": self.tasks(pid),
                     "pid": pid,
                     "tgid": tgid,
                     "ppid": t["ppid"] or meta.ppid,

@@ -105,6 +105,7 @@ EVENTS_SCHEMA = pa.schema(
     [
         ("ts_ns", pa.int64()),  # ns since the probes were attached
         ("cpu", pa.int16()),
+        ("task", pa.int64()),  # the recording's task id, as in counts (pids are reused)
         ("pid", pa.int32()),
         ("tgid", pa.int32()),
         ("vso", pa.string()),
