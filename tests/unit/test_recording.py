@@ -96,3 +96,29 @@ def test_corrupt_or_missing_table_is_named(tmp_path: Path) -> None:
 def test_empty_recording_loads(tmp_path: Path) -> None:
     rec = load_recording(write(tmp_path / "r"))
     assert rec.counts.empty and rec.tasks.empty and rec.vso.empty
+
+
+def test_the_final_merge_streams_the_parts_in_bounded_row_groups(tmp_path: Path, monkeypatch):
+    """A long recording's end must not load every table whole (609 MB at the end of 200,000
+    processes): the merge holds at most about MERGE_ROWS rows, so the counts file is written
+    in several row groups, each part whole and in order, and nothing is lost."""
+    import pyarrow.parquet as pq
+
+    from fptrace.recording import writer as w
+    from tests.unit.recordings import manifest
+
+    monkeypatch.setattr(w, "MERGE_ROWS", 25, raising=False)
+    rec = RecordingWriter(tmp_path / "r")
+    for i in range(40):  # 40 intervals of 10 count rows each
+        rec.append("counts", [count(100 + j, "regs_deactivated", i, interval=i) for j in range(10)])
+    rec.append("tasks", [task(100 + j, exit_ns=5) for j in range(10)])
+    rec.replace("tasks", [task(7)])
+    rec.finalize(manifest())
+    meta = pq.ParquetFile(tmp_path / "r" / "counts.parquet").metadata
+    groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert sum(groups) == 400 and len(groups) >= 400 // 35 and max(groups) <= 25 + 10
+    r = load_recording(tmp_path / "r")
+    assert r.counts["interval"].tolist() == [i for i in range(40) for _ in range(10)]
+    assert r.tasks["pid"].tolist() == [*range(100, 110), 7]  # the final ones, then the live
+    assert not (tmp_path / "r" / ".parts").exists()
+    assert not list((tmp_path / "r").glob("*.tmp"))
