@@ -77,8 +77,8 @@ class TaskIds:
         import pandas as pd  # only --events needs it: kept off every record's start-up
 
         out = np.full(len(pids), -1, dtype=np.int64)
-        inv, upids = pd.factorize(pids)
         if self.past:
+            inv, upids = pd.factorize(pids)
             in_past = np.fromiter((int(p) in self.past for p in upids), bool, len(upids))
             rows = np.flatnonzero(in_past[inv])
             rows = rows[np.argsort(pids[rows], kind="stable")]

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,13 +143,10 @@ class RecordingWriter:
 
     @staticmethod
     def _write_table(dest: Path, tbl: pa.Table, compression: str = "snappy") -> None:
-        """Write whole or not at all: a temporary file renamed into place."""
-        tmp = dest.with_name(dest.name + ".tmp")
         try:
-            pq.write_table(tbl, tmp, compression=compression)
-            os.replace(tmp, dest)
+            with _written_whole(dest) as tmp:
+                pq.write_table(tbl, tmp, compression=compression)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise OutputWriteError(dest, exc) from exc
 
     def finalize(self, manifest: dict[str, Any]) -> None:
@@ -161,6 +158,18 @@ class RecordingWriter:
         self.write_manifest(manifest)
         shutil.rmtree(self.parts, ignore_errors=True)
         chown_tree(self.path)
+
+
+@contextlib.contextmanager
+def _written_whole(dest: Path) -> Iterator[Path]:
+    """A temporary path to write ``dest`` at: renamed into place if the block succeeds,
+    removed otherwise, so that a file is there whole or not at all."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # Rows per row group of a merged table.  The merge streams part by part and holds at most
@@ -210,21 +219,17 @@ def write_merged(parts: Path, dest: Path) -> None:
         files = _part_files(parts, name)
         if not files and name not in TABLES:
             continue
-        final = dest / f"{name}.parquet"
-        tmp = final.with_name(final.name + ".tmp")
-        try:
-            with pq.ParquetWriter(tmp, schema) as out:
-                held: list[pa.Table] = []
-                rows = 0
-                for f in files:
-                    held.append(_read_part(f, schema))
-                    rows += held[-1].num_rows
-                    if rows >= MERGE_ROWS:
-                        out.write_table(pa.concat_tables(held))
-                        held, rows = [], 0
-                if held:
+        with (
+            _written_whole(dest / f"{name}.parquet") as tmp,
+            pq.ParquetWriter(tmp, schema) as out,
+        ):
+            held: list[pa.Table] = []
+            rows = 0
+            for f in files:
+                held.append(_read_part(f, schema))
+                rows += held[-1].num_rows
+                if rows >= MERGE_ROWS:
                     out.write_table(pa.concat_tables(held))
-            os.replace(tmp, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                    held, rows = [], 0
+            if held:
+                out.write_table(pa.concat_tables(held))
