@@ -122,6 +122,13 @@ def test_saves_and_restores_per_thread_on_a_switch_heavy_threaded_workload(
     _, theirs, ours = traced(
         tmp_path / "r", perf, "bench", "sched", "messaging", "-t", "-g", "4", "-l", "1000"
     )
-    busy = [t for t, c in theirs.items() if c.get("deactivated", 0) >= 100]
-    assert len(busy) >= 100, f"only {len(busy)} of {len(theirs)} threads switched 100+ times"
+    # The workload must have switched a lot for the comparison to mean something.  How
+    # often each thread blocks depends on the CPU's speed (a fast CPU fills the socket
+    # buffers with fewer switches: CI saw 84 of 161 threads at 100+, here ~105), so the
+    # bar is half the threads at 50+ and 20,000 switches in all.
+    switches = sorted(c.get("deactivated", 0) for c in theirs.values())
+    busy = [n for n in switches if n >= 50]
+    assert len(busy) >= len(theirs) // 2 and sum(switches) >= 20_000, (
+        f"only {len(busy)} of {len(theirs)} threads switched 50+ times, {sum(switches)} in all"
+    )
     assert compare(theirs, ours) == []
