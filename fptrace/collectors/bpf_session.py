@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -276,6 +276,14 @@ class BpfSession:
 
     def snapshot(self) -> Snapshot:
         snap = Snapshot()
+        # Tasks first: a task seen freed here had counted all its events already, so the
+        # counts read next hold them all (else its last keys could reach the map after
+        # the counts were read, and be missed when the task is removed).
+        keys, values = self.maps["tasks"].arrays()
+        comms = np.ascontiguousarray(values["comm"]).view("S16").reshape(-1).tolist()
+        for pid, row, comm in zip(keys.tolist(), _records(values, skip="comm"), comms, strict=True):
+            row["comm"] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+            snap.tasks[pid] = row
         seq = self.maps["seq"]
         before = list(seq[seq.Key(0)])
         counts = self._read_counts()  # first: see collectors/counting.py
@@ -291,11 +299,6 @@ class BpfSession:
             strict=True,
         ):
             snap.vsos[key] = row
-        keys, values = self.maps["tasks"].arrays()
-        comms = np.ascontiguousarray(values["comm"]).view("S16").reshape(-1).tolist()
-        for pid, row, comm in zip(keys.tolist(), _records(values, skip="comm"), comms, strict=True):
-            row["comm"] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
-            snap.tasks[pid] = row
         drops = self.maps["drops"]
         for i, name in enumerate(DROP_COUNTERS):
             snap.drops[name] = sum(drops[drops.Key(i)])
@@ -319,22 +322,49 @@ class BpfSession:
                 )
         return out
 
-    def take_counts(self, keys: Iterable[CountKey]) -> dict[CountKey, tuple[int, int]]:
+    def take_counts(
+        self, keys: Iterable[CountKey], pids: Collection[int] = ()
+    ) -> tuple[dict[CountKey, tuple[int, int]], dict[CountKey, CountVal]]:
         """Remove ``keys`` (of tasks that are gone) from the shared map, exactly.
 
         Returns, per key, (the count the removal took, the count in per-CPU cache slots
         right after).  Each map element is removed and read in one step, then the cache is
         read: whatever the kernel still holds of a key afterwards is in a slot, or on its
         way from a slot into the map, and ``Deltas.take(gone=…)`` accounts for both.
+
+        The snapshot can miss a key of the ended tasks ``pids`` altogether: one in the slot
+        of a CPU it left out (that CPU was evicting), or one evicted from a slot into the
+        map after the map was read and before the slot was (so in neither read; a task that
+        lived less than a drain).  Such a key is still in a slot when the cache is read
+        here, or in the map read once more after that (no slot holds it any more, so what
+        that read takes is all of it); it is taken too, and its value returned in the
+        second dict: what the snapshot missed.
         """
+        counts = self.maps["counts"]
         order = list(keys)
-        values = self.maps["counts"].pop_many(order)
+        values = counts.pop_many(order)
         popped = {k: v.count if v is not None else 0 for k, v in zip(order, values, strict=True)}
-        in_slots: dict[CountKey, int] = dict.fromkeys(popped, 0)
-        for _, key, (count, _, _) in self._read_cache():
-            if key in in_slots:
-                in_slots[key] += count
-        return {k: (popped[k], in_slots[k]) for k in popped}
+        left: dict[CountKey, int] = dict.fromkeys(popped, 0)
+        missed: dict[CountKey, CountVal] = {}
+        for _, key, val in self._read_cache():
+            if key not in left:
+                if key[0] not in pids:
+                    continue
+                popped[key] = left[key] = 0
+                missed[key] = (0, val[1], val[2])
+            left[key] += val[0]
+            if key in missed:
+                old = missed[key]
+                missed[key] = (old[0] + val[0], min(old[1], val[1]), max(old[2], val[2]))
+        if pids:
+            k, _ = counts.arrays()
+            mine = k[np.isin(k["pid"], np.fromiter(pids, dtype=np.int64, count=len(pids)))]
+            late = [key for key in _count_keys(mine) if key not in left]
+            for key, v in zip(late, counts.pop_many(late), strict=True):
+                if v is not None:
+                    popped[key], left[key] = v.count, 0
+                    missed[key] = (v.count, v.first_ns, v.last_ns)
+        return {k: (popped[k], left[k]) for k in popped}, missed
 
     def forget(
         self,
@@ -362,7 +392,11 @@ class BpfSession:
 
     def _read_counts(self) -> dict[CountKey, CountVal]:
         k, v = self.maps["counts"].arrays()
-        names = ("pid", "tgid", "vso", "xfeatures", "event", "load_bits", "arg")
-        keys = zip(*(k[n].tolist() for n in names), strict=True)
         vals = zip(v["count"].tolist(), v["first_ns"].tolist(), v["last_ns"].tolist(), strict=True)
-        return dict(zip(keys, vals, strict=True))
+        return dict(zip(_count_keys(k), vals, strict=True))
+
+
+def _count_keys(k: np.ndarray) -> Iterator[CountKey]:
+    """The counts map's keys (a structured array) as :data:`CountKey` tuples."""
+    names = ("pid", "tgid", "vso", "xfeatures", "event", "load_bits", "arg")
+    return zip(*(k[n].tolist() for n in names), strict=True)

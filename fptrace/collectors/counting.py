@@ -70,6 +70,9 @@ class Deltas:
         # snapshot) let a drain expire them without walking every removed key.
         self.retired: dict[CountKey, int] = {}
         self._buckets: dict[int, set[CountKey]] = {}
+        # Removed keys -> whose they were (the recorder's task id): what comes back of a
+        # key after its task was removed is that task's, whoever has the pid by then.
+        self.owner: dict[CountKey, int] = {}
         self._now = 0
 
     def take(
@@ -108,6 +111,7 @@ class Deltas:
             for key in self._buckets.pop(at):
                 del retired[key]
                 self.base.pop(key, None)
+                self.owner.pop(key, None)
         return out
 
     def _stamp(self, key: CountKey, age: int) -> None:

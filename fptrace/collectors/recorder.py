@@ -466,9 +466,12 @@ class Recorder:
         rows = []
         events = 0
         taken = self.deltas.take(snap.counts, gone)
+        owner = self.deltas.owner
+        for key in gone:  # before _forget retires their pids; a key back again keeps its own
+            owner.setdefault(key, self.tasks(key[0]))
         for key, delta, (_, first, last) in taken:
             pid, tgid, vso, xfeatures, event, load_bits, arg = key
-            task = self.tasks(pid)
+            task = owner[key] if key in owner else self.tasks(pid)
             is_fpu = event < 32
             rows.append(
                 {
@@ -527,10 +530,15 @@ class Recorder:
         return events
 
     def _final_tasks(self, snap: Snapshot) -> set[int]:
-        """Tasks that had exited already at the previous drain: nothing more can come from
-        them (the last event of a task is its final switch, right after it exits)."""
+        """Tasks nothing more can come from: freed (sched_process_free follows the final
+        switch), or, where that probe is missing, exited already at the previous drain (the
+        last event of a task is its final switch, right after it exits)."""
         exited = {pid: t.get("start_ns", 0) for pid, t in snap.tasks.items() if t["exit_ns"]}
-        final = {pid for pid, start in exited.items() if self.exiting.get(pid) == start}
+        final = {
+            pid
+            for pid, start in exited.items()
+            if snap.tasks[pid].get("freed_ns") or self.exiting.get(pid) == start
+        }
         self.exiting = {pid: start for pid, start in exited.items() if pid not in final}
         return final
 
@@ -545,7 +553,10 @@ class Recorder:
         keys = {k for k in snap.counts if k[0] in final}
         keys |= {k for k in self.deltas.base if k[0] in final}
         keys |= {k for k in snap.in_map if k in self.deltas.retired}
-        return dict(take(keys))
+        gone, missed = take(keys, final)
+        for key, val in missed.items():  # keys of theirs this snapshot did not see at all
+            snap.counts.setdefault(key, val)
+        return dict(gone)
 
     def _forget(self, snap: Snapshot, final: set[int]) -> None:
         """Remove final tasks from the kernel's maps and from this recorder's memory, so

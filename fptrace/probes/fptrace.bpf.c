@@ -80,6 +80,7 @@ struct task_info {
     u32 forked;          // 1 if created during the recording
     char comm[16];
     u64 start_ns;        // task->start_time: with the pid, the task's identity (pids are reused)
+    u64 freed_ns;        // sched_process_free: after the task's final switch, nothing more comes
 };
 
 #ifdef EVENTS
@@ -645,6 +646,21 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     ti->end_runtime = task_runtime(task);
     ti->end_switches = task_switches(task);
     ti->exit_ns = now_ns();
+    return 0;
+}
+#endif
+
+#ifdef PROBE_FREE
+// The task_struct's RCU-delayed free: it follows the final switch (finish_task_switch
+// drops the dead task's last rcu_users reference), so every event of the task is counted by
+// now and user space can remove it at the next drain.  The pid was released earlier and may
+// be a new task's already: only an exited entry is the one being freed.
+TRACEPOINT_PROBE(sched, sched_process_free)
+{
+    u32 pid = args->pid;
+    struct task_info *ti = tasks.lookup(&pid);
+    if (ti && ti->exit_ns && !ti->freed_ns)
+        ti->freed_ns = now_ns();
     return 0;
 }
 #endif

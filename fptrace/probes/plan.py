@@ -300,6 +300,13 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         ),
         ("sched:sched_process_exec", sched, "PROBE_EXEC", False, "task names after exec"),
         ("sched:sched_process_exit", sched, "PROBE_EXIT", False, "final switches and on-CPU time"),
+        (
+            "sched:sched_process_free",
+            sched,
+            "PROBE_FREE",
+            False,
+            "exited tasks leave the maps a drain sooner",
+        ),
         ("signal:signal_deliver", signal, "PROBE_SIGNAL", False, "signal frames (XSAVE to stack)"),
         (
             "syscalls:sys_enter_arch_prctl",

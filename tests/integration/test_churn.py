@@ -77,6 +77,30 @@ def test_more_processes_than_pids_each_a_task_nothing_lost_state_bounded(forker,
     assert int(iv["map_keys"].max()) < 8 * max(tasks_held)
 
 
+def test_a_freed_task_leaves_the_maps_at_the_first_drain_after(tmp_path):
+    """sched_process_free follows a task's final switch: a task freed before a drain is
+    written and removed at that drain, so the maps hold one drain period of churn, not two
+    (before: an exited task stayed until the drain after the one that saw it exit)."""
+    children = 200
+    out = tmp_path / "r"
+    run = fptrace(
+        "record", "-q", "-o", str(out), "--interval", "1", "--",
+        "sh", "-c", f"sleep 0.2; for i in $(seq {children}); do /bin/true; done; sleep 2.5",
+        timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rec = load_recording(out)
+    assert "sched:sched_process_free" in [p["name"] for p in rec.manifest["probes"]["attached"]]
+    iv = rec.intervals
+    assert iv is not None and len(iv) >= 3
+    ended = rec.tasks[rec.tasks["comm"] == "true"]
+    assert len(ended) == children and ended["exit_ns"].max() < iv["end_ns"].iloc[0]
+    held = iv["map_tasks"].astype("int64").tolist()
+    # The first drain sees them all (exited and freed), the second only the shell and sleep.
+    assert held[0] > children and held[1] <= 3, held
+    assert len(rec.tasks) == rec.tasks["task"].nunique()
+
+
 def test_the_ftrace_backend_writes_each_task_once_under_churn(forker, tmp_path):
     """It keeps no kernel maps and removes nothing: no task may be written twice."""
     out = tmp_path / "r"

@@ -87,6 +87,7 @@ def _groups(fpu_events: list[str], field_set: set[str] = FIELDS, syscalls: bool 
             "sched_process_fork": {"parent_pid", "child_pid"},
             "sched_process_exec": {"filename", "pid", "old_pid"},
             "sched_process_exit": {"comm", "pid", "prio"},
+            "sched_process_free": {"comm", "pid", "prio"},
             "sched_switch": {"prev_pid", "next_pid"},
         },
         "signal": {"signal_deliver": {"sig", "errno", "code", "sa_handler", "sa_flags"}},
