@@ -178,16 +178,24 @@ class Map:
             return value
         return self._leaves(buf)
 
-    def pop_many(self, keys: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """``pop`` for many keys (tuples in the key struct's field order)."""
-        if not keys:
-            return []
-        packed = np.array(keys, dtype=np.dtype(self.Key)).tobytes()
+    def pop_array(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``pop`` for many keys (a structured array of this map's key type): whether each
+        was there, and the values (a structured array of the value type; zeros where not).
+        """
+        vt = np.dtype(self.Leaf)
+        if not len(keys):
+            return np.zeros(0, bool), np.zeros(0, vt)
+        packed = np.ascontiguousarray(keys, dtype=np.dtype(self.Key)).tobytes()
         try:
-            raw = bpf_sys.map_pop_many(self.fd, packed, self.spec.key_size, self.spec.value_size)
+            found, raw = bpf_sys.map_pop_many(
+                self.fd, packed, self.spec.key_size, self.spec.value_size
+            )
         except OSError:  # before 5.14: no atomic pop for hash maps
-            return [self.pop(self.Key(*k)) for k in keys]
-        return [None if r is None else self.Leaf.from_buffer_copy(r) for r in raw]
+            ks = self.spec.key_size
+            got = [self.pop(self.Key.from_buffer_copy(packed, i * ks)) for i in range(len(keys))]
+            found = [g is not None for g in got]
+            raw = b"".join(bytes(g) if g is not None else bytes(vt.itemsize) for g in got)
+        return np.array(found, dtype=bool), np.frombuffer(raw, dtype=vt).copy()
 
     def delete_many(self, keys: Sequence[tuple[Any, ...] | int]) -> None:
         """Remove ``keys`` (tuples in the key struct's field order, or ints for an integer

@@ -10,18 +10,21 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fptrace.collectors import bpf_sys
+if TYPE_CHECKING:
+    import pandas as pd
+
+from fptrace.collectors import bpf_sys, counting
 from fptrace.collectors.bpf_maps import Map
 from fptrace.collectors.bpf_object import TRACEPOINT_PREFIX, BpfObject, get_object
-from fptrace.collectors.counting import CountKey, CountVal, combine
+from fptrace.collectors.counting import CountKey, CountVal
 from fptrace.collectors.ring import RingReader
 from fptrace.collectors.tp_btf import load_tp_btf, open_tp_btf
 from fptrace.errors import EnvironmentProblem
@@ -40,12 +43,12 @@ def bpf_source() -> str:
 class Snapshot:
     """Cumulative in-kernel state at one moment."""
 
-    counts: dict[CountKey, CountVal] = field(default_factory=dict)
+    counts: pd.DataFrame = field(default_factory=counting.empty)  # collectors/counting.py
     vsos: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
     tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
     deferred: int = 0  # cached counts left to a later snapshot (a CPU evicted meanwhile)
-    in_map: set[CountKey] = field(default_factory=set)  # keys in the shared map (not cache)
+    in_map: pd.Index | None = None  # ids of the keys in the shared map (not the cache)
 
 
 def _records(values: np.ndarray, skip: str = "") -> list[dict[str, Any]]:
@@ -286,12 +289,13 @@ class BpfSession:
             snap.tasks[pid] = row
         seq = self.maps["seq"]
         before = list(seq[seq.Key(0)])
-        counts = self._read_counts()  # first: see collectors/counting.py
+        k, v = self.maps["counts"].arrays()  # first: see collectors/counting.py
         cached = self._read_cache()
         after = list(seq[seq.Key(0)])
         unstable = {cpu for cpu, (b, a) in enumerate(zip(before, after, strict=True)) if b != a}
-        snap.counts, snap.deferred = combine(counts, cached, unstable)
-        snap.in_map = set(counts)
+        counts = counting.table(k, v)  # after the reads: the window between them stays short
+        snap.counts, snap.deferred = counting.combine(counts, cached, unstable)
+        snap.in_map = counts.index
         keys, values = self.maps["vsos"].arrays()
         for key, row in zip(
             zip(keys["vso"].tolist(), keys["pid"].tolist(), strict=True),
@@ -322,49 +326,58 @@ class BpfSession:
                 )
         return out
 
-    def take_counts(
-        self, keys: Iterable[CountKey], pids: Collection[int] = ()
-    ) -> tuple[dict[CountKey, tuple[int, int]], dict[CountKey, CountVal]]:
-        """Remove ``keys`` (of tasks that are gone) from the shared map, exactly.
+    def take_counts(self, ids: pd.Index, pids: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Remove the keys ``ids`` (of tasks that are gone) from the shared map, exactly.
 
-        Returns, per key, (the count the removal took, the count in per-CPU cache slots
-        right after).  Each map element is removed and read in one step, then the cache is
-        read: whatever the kernel still holds of a key afterwards is in a slot, or on its
-        way from a slot into the map, and ``Deltas.take(gone=…)`` accounts for both.
+        Returns a table indexed by key id of (``popped``: the count the removal took,
+        ``left``: the count in per-CPU cache slots right after).  Each map element is
+        removed and read in one step, then the cache is read: whatever the kernel still
+        holds of a key afterwards is in a slot, or on its way from a slot into the map, and
+        ``Deltas.take(gone=…)`` accounts for both.
 
         The snapshot can miss a key of the ended tasks ``pids`` altogether: one in the slot
         of a CPU it left out (that CPU was evicting), or one evicted from a slot into the
         map after the map was read and before the slot was (so in neither read; a task that
         lived less than a drain).  Such a key is still in a slot when the cache is read
         here, or in the map read once more after that (no slot holds it any more, so what
-        that read takes is all of it); it is taken too, and its value returned in the
-        second dict: what the snapshot missed.
+        that read takes is all of it); it is taken too, and its counts returned as the
+        second table (a count table): what the snapshot missed.
         """
+        import pandas as pd
+
         counts = self.maps["counts"]
-        order = list(keys)
-        values = counts.pop_many(order)
-        popped = {k: v.count if v is not None else 0 for k, v in zip(order, values, strict=True)}
-        left: dict[CountKey, int] = dict.fromkeys(popped, 0)
-        missed: dict[CountKey, CountVal] = {}
-        for _, key, val in self._read_cache():
-            if key not in left:
-                if key[0] not in pids:
-                    continue
-                popped[key] = left[key] = 0
-                missed[key] = (0, val[1], val[2])
-            left[key] += val[0]
-            if key in missed:
-                old = missed[key]
-                missed[key] = (old[0] + val[0], min(old[1], val[1]), max(old[2], val[2]))
-        if pids:
-            k, _ = counts.arrays()
-            mine = k[np.isin(k["pid"], np.fromiter(pids, dtype=np.int64, count=len(pids)))]
-            late = [key for key in _count_keys(mine) if key not in left]
-            for key, v in zip(late, counts.pop_many(late), strict=True):
-                if v is not None:
-                    popped[key], left[key] = v.count, 0
-                    missed[key] = (v.count, v.first_ns, v.last_ns)
-        return {k: (popped[k], left[k]) for k in popped}, missed
+        found, values = counts.pop_array(self._map_keys(counting.key_fields(ids)))
+        gone = pd.DataFrame(
+            {"popped": np.where(found, values["count"], 0).astype(np.int64), "left": 0},
+            index=ids,
+        )
+        slots = counting.table_of((key, val) for _, key, val in self._read_cache())
+        held = slots.index.isin(ids)
+        gone.loc[slots.index[held], "left"] = slots["count"].to_numpy()[held]
+        missed = slots[~held & np.isin(slots["pid"].to_numpy(), pids)]
+        k, _ = counts.arrays()
+        k = k[np.isin(k["pid"], pids)]
+        late = k[~pd.Index(counting.key_ids(k), dtype=object).isin(gone.index.union(missed.index))]
+        if len(late):
+            found, values = counts.pop_array(late)
+            if found.any():
+                missed = pd.concat([missed, counting.table(late[found], values[found])])
+        # A key found in a slot stays there (all of it is "left"); one found in the map
+        # was taken whole.
+        in_slot = missed.index.isin(slots.index)
+        n = missed["count"].to_numpy(np.int64)
+        extra = pd.DataFrame(
+            {"popped": np.where(in_slot, 0, n), "left": np.where(in_slot, n, 0)},
+            index=missed.index,
+        )
+        return pd.concat([gone, extra]), missed
+
+    def _map_keys(self, keys: np.ndarray) -> np.ndarray:
+        """:data:`counting.KEY_DTYPE` keys in the counts map's own key layout."""
+        out = np.zeros(len(keys), dtype=np.dtype(self.maps["counts"].Key))
+        for name in counting.KEY_FIELDS:
+            out[name] = keys[name]
+        return out
 
     def forget(
         self,
@@ -389,14 +402,3 @@ class BpfSession:
         if "targets" in self.maps:  # not a pid a new traced task has taken meanwhile
             removed = set(gone)
             self.maps["targets"].delete_many([pid for pid in targets if pid in removed])
-
-    def _read_counts(self) -> dict[CountKey, CountVal]:
-        k, v = self.maps["counts"].arrays()
-        vals = zip(v["count"].tolist(), v["first_ns"].tolist(), v["last_ns"].tolist(), strict=True)
-        return dict(zip(_count_keys(k), vals, strict=True))
-
-
-def _count_keys(k: np.ndarray) -> Iterator[CountKey]:
-    """The counts map's keys (a structured array) as :data:`CountKey` tuples."""
-    names = ("pid", "tgid", "vso", "xfeatures", "event", "load_bits", "arg")
-    return zip(*(k[n].tolist() for n in names), strict=True)

@@ -213,10 +213,11 @@ def map_pop(fd: int, key: ctypes.Array[ctypes.c_char], value: ctypes.Array[ctype
     return True
 
 
-def map_pop_many(fd: int, keys: bytes, key_size: int, value_size: int) -> list[bytes | None]:
+def map_pop_many(fd: int, keys: bytes, key_size: int, value_size: int) -> tuple[list[bool], bytes]:
     """``map_pop`` for many packed keys: the keys and the values each in one buffer and one
     attr rewritten in place (the per-call Python cost is what dominates when thousands of
-    exited tasks' keys go at once)."""
+    exited tasks' keys go at once).  Returns whether each key was there, and the values
+    packed (zeros for a key that was not)."""
     n = len(keys) // key_size
     kbuf = ctypes.create_string_buffer(keys, len(keys))
     vbuf = ctypes.create_string_buffer(value_size * n)
@@ -233,8 +234,7 @@ def map_pop_many(fd: int, keys: bytes, key_size: int, value_size: int) -> list[b
         if err != errno.ENOENT:
             raise OSError(err, os.strerror(err))
         found.append(False)
-    raw = vbuf.raw
-    return [raw[i * value_size : (i + 1) * value_size] if f else None for i, f in enumerate(found)]
+    return found, vbuf.raw
 
 
 def map_delete_batch(fd: int, keys: ctypes.Array[ctypes.c_char], count: int) -> int:

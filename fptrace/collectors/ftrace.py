@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from fptrace.collectors import counting
 from fptrace.collectors.bpf_session import Snapshot
 from fptrace.collectors.counting import CountKey, CountVal
 from fptrace.collectors.ftrace_raw import (
@@ -225,7 +226,10 @@ class FtraceSession:
                 with self._lock:
                     self.tasks[pid]["end_runtime"], self.tasks[pid]["end_switches"] = live
         return Snapshot(
-            counts=counts, vsos=vsos, tasks=tasks, drops={"ftrace_overrun": self.overruns()}
+            counts=counting.table_of(counts),
+            vsos=vsos,
+            tasks=tasks,
+            drops={"ftrace_overrun": self.overruns()},
         )
 
     def overruns(self) -> int:

@@ -27,15 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 from fptrace import __version__
 from fptrace.cache import cache_dir, cache_write_dir, write_atomic
+from fptrace.collectors import counting
 from fptrace.collectors.bpf_session import BpfSession, Snapshot
-from fptrace.collectors.counting import CountKey, Deltas
+from fptrace.collectors.counting import Deltas
 from fptrace.collectors.host import collect_host
 from fptrace.collectors.procfs import (
     TaskMeta,
@@ -310,6 +314,11 @@ class BlockedChild:
         return 128 - code if code < 0 else code
 
 
+def event_names(codes: np.ndarray) -> pa.DictionaryArray:
+    """Event codes -> their names, as a dictionary array over :func:`event_name_table`."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), event_name_table())
+
+
 @functools.cache
 def event_name_table() -> pa.Array:
     """Event code -> name, indexable by the code itself (codes are small integers).
@@ -463,38 +472,12 @@ class Recorder:
         # none is final before the end (else it would be written again at later drains).
         final = self._final_tasks(snap) if hasattr(self.session, "forget") else set()
         gone = self._take_final_counts(snap, final)
-        rows = []
-        events = 0
         taken = self.deltas.take(snap.counts, gone)
-        owner = self.deltas.owner
-        for key in gone:  # before _forget retires their pids; a key back again keeps its own
-            owner.setdefault(key, self.tasks(key[0]))
-        for key, delta, (_, first, last) in taken:
-            pid, tgid, vso, xfeatures, event, load_bits, arg = key
-            task = owner[key] if key in owner else self.tasks(pid)
-            is_fpu = event < 32
-            rows.append(
-                {
-                    "interval": self.interval,
-                    "task": task,
-                    "pid": pid,
-                    "tgid": tgid,
-                    "vso": self.name_vso(vso, task),
-                    "event": EVENT_NAMES.get(event, f"event{event}"),
-                    "xfeatures": xfeatures,
-                    "load_fpu": (load_bits >> bit) & 1
-                    if is_fpu and bit is not None and not load_bits & LOAD_NOT_READ
-                    else None,
-                    "arg": arg,
-                    "count": delta,
-                    "first_ns": self.rel(first),
-                    # Hits are not timed in the kernel (too costly): last seen no later than
-                    # the end of this interval, and no earlier than the kernel's own mark.
-                    "last_ns": max(self.rel(last), now),
-                }
-            )
-            events += delta
-        self.writer.append("counts", rows)
+        if gone is not None and len(gone):  # before _forget retires their pids
+            pids = counting.key_fields(gone.index)["pid"].astype(np.int64)
+            self.deltas.claim(gone.index, self.tasks.of_pids(pids))
+        self.writer.append_table("counts", self._counts_table(taken, now, bit))
+        events = int(taken["delta"].sum())
         self.writer.append(
             "intervals",
             [
@@ -505,7 +488,7 @@ class Recorder:
                     "due_ns": None if due_ns is None else self.rel(due_ns),
                     "events": events,
                     "map_tasks": len(snap.tasks),
-                    "map_keys": len(snap.in_map),
+                    "map_keys": 0 if snap.in_map is None else len(snap.in_map),
                     "map_vsos": len(snap.vsos),
                     "recorder_rss_bytes": own_rss(),
                 }
@@ -542,21 +525,78 @@ class Recorder:
         self.exiting = {pid: start for pid, start in exited.items() if pid not in final}
         return final
 
-    def _take_final_counts(
-        self, snap: Snapshot, final: set[int]
-    ) -> dict[CountKey, tuple[int, int]]:
+    def _take_final_counts(self, snap: Snapshot, final: set[int]) -> pd.DataFrame | None:
         """Take final tasks' keys (and removed keys a cache slot has put back) out of the
         kernel's shared map with their exact counts (collectors/counting.py)."""
+        import pandas as pd
+
         take = getattr(self.session, "take_counts", None)
-        if take is None:  # the ftrace backend keeps no kernel maps
-            return {}
-        keys = {k for k in snap.counts if k[0] in final}
-        keys |= {k for k in self.deltas.base if k[0] in final}
-        keys |= {k for k in snap.in_map if k in self.deltas.retired}
-        gone, missed = take(keys, final)
-        for key, val in missed.items():  # keys of theirs this snapshot did not see at all
-            snap.counts.setdefault(key, val)
-        return dict(gone)
+        if take is None or snap.in_map is None:  # the ftrace backend keeps no kernel maps
+            return None
+        counts = snap.counts
+        pids = np.fromiter(final, dtype=np.int64, count=len(final))
+        ids = counts.index[np.isin(counts["pid"].to_numpy(), pids)]
+        ids = ids.union(self.deltas.of_pids(pids))
+        ids = ids.union(snap.in_map.intersection(self.deltas.retired()))
+        if not len(ids) and not len(pids):
+            return None
+        gone, missed = take(ids, pids)
+        new = missed[~missed.index.isin(counts.index)]  # keys this snapshot did not see
+        if len(new):
+            snap.counts = pd.concat([counts, new])
+        return gone
+
+    def _counts_table(self, taken: pd.DataFrame, now: int, bit: int | None) -> pa.Table:
+        """The counts rows of one interval, column by column (no Python object per row).
+
+        A key removed with its task and back since (a cache slot put part of it back) is
+        named by the task it belonged to (``Deltas.owners``), whoever has the pid now.
+        """
+        pid = taken["pid"].to_numpy(np.int64)
+        task = self.deltas.owners(taken.index)
+        named = task < 0
+        if named.any():
+            task[named] = self.tasks.of_pids(pid[named])
+        event = taken["event"].to_numpy(np.int64)
+        load = taken["load_bits"].to_numpy(np.int64)
+        unread = (event >= 32) | (bit is None) | ((load & LOAD_NOT_READ) != 0)
+        first = taken["first_ns"].to_numpy(np.int64)
+        last = taken["last_ns"].to_numpy(np.int64)
+        return pa.table(
+            {
+                "interval": np.full(len(taken), self.interval, dtype=np.int32),
+                "task": task,
+                "pid": pid.astype(np.int32),
+                "tgid": taken["tgid"].to_numpy(np.int32),
+                "vso": self._vso_column(taken["vso"].to_numpy(np.uint64), task).cast(pa.string()),
+                "event": event_names(event).cast(pa.string()),
+                "xfeatures": taken["xfeatures"].to_numpy(np.uint64),
+                "load_fpu": pa.array(
+                    ((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8()
+                ),
+                "arg": taken["arg"].to_numpy(np.uint32),
+                "count": taken["delta"].to_numpy(np.int64),
+                "first_ns": np.where(first != 0, np.maximum(first - self.t0, 0), 0),
+                # Hits are not timed in the kernel (too costly): last seen no later than
+                # the end of this interval, and no earlier than the kernel's own mark.
+                "last_ns": np.maximum(np.where(last != 0, np.maximum(last - self.t0, 0), 0), now),
+            }
+        )
+
+    def _vso_column(self, vso: np.ndarray, task: np.ndarray) -> pa.DictionaryArray:
+        """The VSO ids of (buffer address, task) pairs: each distinct pair named once."""
+        import pandas as pd
+
+        vinv, vuniq = pd.factorize(vso)
+        inv, uniq = pd.factorize(task * max(len(vuniq), 1) + vinv)
+        first = np.zeros(len(uniq), dtype=np.int64)
+        first[inv[::-1]] = np.arange(len(inv) - 1, -1, -1)  # first row of each pair
+        ids = [self.name_vso(int(vso[i]), int(task[i])) for i in first]
+        no_vso = np.array([i is None for i in ids], dtype=bool)
+        return pa.DictionaryArray.from_arrays(
+            pa.array(inv.astype(np.int32), mask=no_vso[inv] if len(inv) else None),
+            pa.array([i or "" for i in ids], type=pa.string()),
+        )
 
     def _forget(self, snap: Snapshot, final: set[int]) -> None:
         """Remove final tasks from the kernel's maps and from this recorder's memory, so
@@ -591,15 +631,7 @@ class Recorder:
         its pid at its time (collectors/task_ids.py); (buffer, task) pairs are factorized
         with a hash table, and each distinct pair is named once.
         """
-        import pandas as pd  # only --events needs it: kept off every record's start-up
-
         tasks = self.tasks.of_events(recs["pid"], recs["ts"])
-        vinv, vuniq = pd.factorize(recs["vso"])
-        inv, uniq = pd.factorize(tasks * max(len(vuniq), 1) + vinv)
-        first = np.zeros(len(uniq), dtype=np.int64)
-        first[inv[::-1]] = np.arange(len(inv) - 1, -1, -1)  # first row of each pair
-        ids = [self.name_vso(int(recs["vso"][i]), int(tasks[i])) for i in first]
-        no_vso = np.array([i is None for i in ids], dtype=bool)
         load = recs["load_bits"].astype(np.int64)
         unread = ((load & LOAD_NOT_READ) != 0) | (recs["event"] >= 32) | (bit is None)
         return pa.table(
@@ -610,13 +642,8 @@ class Recorder:
                 "pid": recs["pid"].astype(np.int32),
                 "tgid": recs["tgid"].astype(np.int32),
                 # Dictionary arrays: no Python object per row (the ring consumer needs the GIL).
-                "vso": pa.DictionaryArray.from_arrays(
-                    pa.array(inv.astype(np.int32), mask=no_vso[inv] if len(inv) else None),
-                    pa.array([i or "" for i in ids], type=pa.string()),
-                ),
-                "event": pa.DictionaryArray.from_arrays(
-                    pa.array(recs["event"].astype(np.int32)), event_name_table()
-                ),
+                "vso": self._vso_column(recs["vso"].astype(np.uint64), tasks),
+                "event": event_names(recs["event"]),
                 "xfeatures": recs["xfeatures"].astype(np.uint64),
                 "load_fpu": pa.array(
                     ((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8()

@@ -96,6 +96,13 @@ class TaskIds:
                 out[grp[inside]] = ids[kk[inside]]
         rest = out < 0
         if rest.any():
-            rinv, rpids = pd.factorize(pids[rest])
-            out[rest] = np.array([self(int(p)) for p in rpids], dtype=np.int64)[rinv]
+            out[rest] = self.of_pids(pids[rest])
         return out
+
+    def of_pids(self, pids: np.ndarray) -> np.ndarray:
+        """The id of the task that has each pid now (:meth:`__call__` for each distinct
+        pid, which makes one for an unknown pid)."""
+        import pandas as pd
+
+        inv, upids = pd.factorize(pids)
+        return np.array([self(int(p)) for p in upids], dtype=np.int64)[inv]

@@ -15,7 +15,34 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from fptrace.collectors.counting import RETIRED_MAX_AGE, RETIRED_SHORT_AGE, Deltas, combine
+import pandas as pd
+
+from fptrace.collectors import counting
+from fptrace.collectors.counting import RETIRED_MAX_AGE, RETIRED_SHORT_AGE, Deltas
+
+
+def combine(counts: dict, cached: list, unstable: set) -> tuple[dict, int]:
+    """counting.combine on tables, in and out as {key: (count, first, last)}."""
+    got, deferred = counting.combine(counting.table_of(counts), cached, unstable)
+    return counting.as_dict(got), deferred
+
+
+def gone(removed: dict) -> pd.DataFrame:
+    """{key: (popped, left)} as the table BpfSession.take_counts returns."""
+    ids = counting.ids_of(removed)
+    return pd.DataFrame(
+        {"popped": [p for p, _ in removed.values()], "left": [n for _, n in removed.values()]},
+        index=pd.Index(ids, dtype=object),
+    )
+
+
+def take(d: Deltas, counts: dict, removed: dict | None = None) -> list[tuple]:
+    """Deltas.take on tables, out as [(key, delta, (count, first, last))]."""
+    out = d.take(counting.table_of(counts), gone(removed) if removed else None)
+    rows = counting.as_dict(out)
+    deltas = dict(zip(rows, out["delta"].tolist(), strict=True))
+    return [(k, deltas[k], v) for k, v in rows.items()]
+
 
 A = (1, 1, 0xA, 0xE6, 0, 0, 0)  # the key in the slot before the miss
 B = (2, 2, 0xB, 0xA2, 0, 0, 0)  # the key that evicts it
@@ -152,7 +179,7 @@ def test_deltas_make_up_for_an_under_read_and_never_count_twice():
     totals: dict = {}
     per_interval = []
     for snap in snapshots:
-        rows = d.take(snap)
+        rows = take(d, snap)
         per_interval.append({key: delta for key, delta, _ in rows})
         for key, delta, _ in rows:
             assert delta > 0
@@ -197,19 +224,19 @@ def test_a_gone_task_s_key_is_taken_exactly_whatever_its_slot_does_meanwhile():
                 continue
             kernel = {"map": 7, "slot": 5, "saved": 0}  # A: 12 events in all, 10 counted so far
             deltas = Deltas()
-            deltas.take({A: (10, 1, 1)})
+            take(deltas, {A: (10, 1, 1)})
             got = {}
 
             for name in order:
                 gone_step(kernel, got, name)
-            total = deltas.take({}, {A: (got["popped"], got["left"])})
+            total = take(deltas, {}, {A: (got["popped"], got["left"])})
             counted = 10 + sum(d for _, d, _ in total)
             for _ in range(3):  # later drains: whatever is back in the map is taken again
                 if "map" in kernel:
-                    grew = deltas.take({}, {A: (kernel.pop("map"), kernel["slot"])})
+                    grew = take(deltas, {}, {A: (kernel.pop("map"), kernel["slot"])})
                 else:
                     seen = {A: (kernel["slot"], 1, 1)} if kernel["slot"] else {}
-                    grew = deltas.take(seen)
+                    grew = take(deltas, seen)
                 counted += sum(d for _, d, _ in grew)
             outcomes.add(counted)
         if pop_first:
@@ -220,21 +247,21 @@ def test_a_gone_task_s_key_is_taken_exactly_whatever_its_slot_does_meanwhile():
 
 def test_removed_keys_are_forgotten_once_nothing_of_them_can_come_back():
     deltas = Deltas()
-    deltas.take({A: (5, 1, 1), B: (3, 1, 1), C: (4, 1, 1)})
-    assert deltas.take({}, {A: (3, 2), B: (3, 0)}) == []  # A: 2 left in a slot; B: none
+    take(deltas, {A: (5, 1, 1), B: (3, 1, 1), C: (4, 1, 1)})
+    assert take(deltas, {}, {A: (3, 2), B: (3, 0)}) == []  # A: 2 left in a slot; B: none
     for _ in range(RETIRED_SHORT_AGE):
-        assert deltas.take({A: (2, 1, 1)}) == []  # A's slot part, already counted
-    assert B not in deltas.retired and B not in deltas.base  # nothing of it in the kernel
-    assert A in deltas.retired and deltas.base[A] == 2 and C in deltas.base
-    assert deltas.take({}, {A: (2, 0)}) == []  # the slot was evicted: taken from the map
+        assert take(deltas, {A: (2, 1, 1)}) == []  # A's slot part, already counted
+    assert not deltas.is_retired(B) and deltas.base(B) is None  # nothing of it in the kernel
+    assert deltas.is_retired(A) and deltas.base(A) == 2 and deltas.base(C) == 4
+    assert take(deltas, {}, {A: (2, 0)}) == []  # the slot was evicted: taken from the map
     for _ in range(RETIRED_SHORT_AGE):
-        deltas.take({})
-    assert A not in deltas.retired and A not in deltas.base
+        take(deltas, {})
+    assert not deltas.is_retired(A) and deltas.base(A) is None
     # A slot part that keeps being seen keeps its key; one never seen again is forgotten.
-    deltas.take({}, {C: (1, 3)})
+    take(deltas, {}, {C: (1, 3)})
     for _ in range(3 * RETIRED_MAX_AGE):
-        deltas.take({C: (3, 1, 1)})
-    assert C in deltas.retired
+        take(deltas, {C: (3, 1, 1)})
+    assert deltas.is_retired(C)
     for _ in range(RETIRED_MAX_AGE + 1):
-        deltas.take({})
-    assert C not in deltas.retired and not deltas._buckets
+        take(deltas, {})
+    assert not deltas.is_retired(C) and len(deltas.state) == 0
