@@ -125,6 +125,8 @@ def main() -> int:
         "drain_lateness": rec.manifest.get("drains"),
         "rss_mb_first_half_max": round(max(r for _, r in rss[:half]) / 1024, 1) if half else None,
         "rss_mb_second_half_max": round(max(r for _, r in rss[half:]) / 1024, 1) if rss else None,
+        # VmRSS every 0.5 s, to tell the drains' level from the end (the final merge).
+        "rss_mb_series": [round(r / 1024) for _, r in rss],
         "map_entries_max_bpftool": {
             n: max((o[n] for _, o in occupancy if n in o), default=0) for n in MAPS
         },

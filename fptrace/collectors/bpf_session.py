@@ -392,11 +392,10 @@ class BpfSession:
         pid may belong to a new one by now).
         """
         table = self.maps["tasks"]
-        gone = []
-        for pid, start in tasks.items():
-            info = table.lookup(table.Key(pid))
-            if info is not None and info.exit_ns and info.start_ns == start:
-                gone.append(pid)
+        pids, infos = table.arrays()  # one batch read, not a lookup per task
+        want = np.array([tasks.get(p, -1) for p in pids.tolist()], dtype=np.int64)
+        same = (infos["exit_ns"] != 0) & (infos["start_ns"].astype(np.int64) == want)
+        gone = pids[same].tolist()
         table.delete_many(gone)
         self.maps["vsos"].delete_many([(addr, pid, 0) for addr, pid in vsos])
         if "targets" in self.maps:  # not a pid a new traced task has taken meanwhile

@@ -536,8 +536,10 @@ class Recorder:
         counts = snap.counts
         pids = np.fromiter(final, dtype=np.int64, count=len(final))
         ids = counts.index[np.isin(counts["pid"].to_numpy(), pids)]
-        ids = ids.union(self.deltas.of_pids(pids))
-        ids = ids.union(snap.in_map.intersection(self.deltas.retired()))
+        more = self.deltas.of_pids(pids).append(
+            snap.in_map[snap.in_map.isin(self.deltas.retired())]
+        )
+        ids = ids.append(more[~more.isin(ids)]).unique()  # no sort: bytes sort slowly
         if not len(ids) and not len(pids):
             return None
         gone, missed = take(ids, pids)
