@@ -14,12 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 from fptrace.collectors import bpf_sys, counting
 from fptrace.collectors.bpf_maps import Map
@@ -43,12 +40,12 @@ def bpf_source() -> str:
 class Snapshot:
     """Cumulative in-kernel state at one moment."""
 
-    counts: pd.DataFrame = field(default_factory=counting.empty)  # collectors/counting.py
+    counts: counting.CountTable = field(default_factory=counting.empty)
     vsos: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
     tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
     deferred: int = 0  # cached counts left to a later snapshot (a CPU evicted meanwhile)
-    in_map: pd.Index | None = None  # ids of the keys in the shared map (not the cache)
+    in_map: np.ndarray | None = None  # ids of the keys in the shared map (not the cache)
 
 
 def _records(values: np.ndarray, skip: str = "") -> list[dict[str, Any]]:
@@ -295,7 +292,7 @@ class BpfSession:
         unstable = {cpu for cpu, (b, a) in enumerate(zip(before, after, strict=True)) if b != a}
         counts = counting.table(k, v)  # after the reads: the window between them stays short
         snap.counts, snap.deferred = counting.combine(counts, cached, unstable)
-        snap.in_map = counts.index
+        snap.in_map = counts.ids
         keys, values = self.maps["vsos"].arrays()
         for key, row in zip(
             zip(keys["vso"].tolist(), keys["pid"].tolist(), strict=True),
@@ -326,11 +323,13 @@ class BpfSession:
                 )
         return out
 
-    def take_counts(self, ids: pd.Index, pids: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def take_counts(
+        self, ids: np.ndarray, pids: np.ndarray
+    ) -> tuple[counting.Gone, counting.CountTable]:
         """Remove the keys ``ids`` (of tasks that are gone) from the shared map, exactly.
 
-        Returns a table indexed by key id of (``popped``: the count the removal took,
-        ``left``: the count in per-CPU cache slots right after).  Each map element is
+        Returns per key the count the removal took and the count in per-CPU cache slots
+        right after (:class:`~fptrace.collectors.counting.Gone`).  Each map element is
         removed and read in one step, then the cache is read: whatever the kernel still
         holds of a key afterwards is in a slot, or on its way from a slot into the map, and
         ``Deltas.take(gone=…)`` accounts for both.
@@ -341,36 +340,39 @@ class BpfSession:
         lived less than a drain).  Such a key is still in a slot when the cache is read
         here, or in the map read once more after that (no slot holds it any more, so what
         that read takes is all of it); it is taken too, and its counts returned as the
-        second table (a count table): what the snapshot missed.
+        second table: what the snapshot missed.
         """
-        import pandas as pd
-
         counts = self.maps["counts"]
         found, values = counts.pop_array(self._map_keys(counting.key_fields(ids)))
-        gone = pd.DataFrame(
-            {"popped": np.where(found, values["count"], 0).astype(np.int64), "left": 0},
-            index=ids,
-        )
+        popped = np.where(found, values["count"], 0).astype(np.int64)
+        left = np.zeros(len(ids), dtype=np.int64)
+        pos = {i: n for n, i in enumerate(ids.tolist())}
         slots = counting.table_of((key, val) for _, key, val in self._read_cache())
-        held = slots.index.isin(ids)
-        gone.loc[slots.index[held], "left"] = slots["count"].to_numpy()[held]
-        missed = slots[~held & np.isin(slots["pid"].to_numpy(), pids)]
-        k, _ = counts.arrays()
-        k = k[np.isin(k["pid"], pids)]
-        late = k[~pd.Index(counting.key_ids(k), dtype=object).isin(gone.index.union(missed.index))]
-        if len(late):
-            found, values = counts.pop_array(late)
-            if found.any():
-                missed = pd.concat([missed, counting.table(late[found], values[found])])
+        held = counting.member(slots.ids, pos)
+        for i, n in zip(slots.ids[held].tolist(), slots.count[held].tolist(), strict=True):
+            left[pos[i]] += n
+        missed = slots.rows(~held & np.isin(slots.keys["pid"], pids))
+        if len(pids):
+            k, _ = counts.arrays()
+            k = k[np.isin(k["pid"], pids)]
+            known = pos.keys() | set(missed.ids.tolist())
+            late = k[~counting.member(counting.key_ids(k), known)]
+            if len(late):
+                found, values = counts.pop_array(late)
+                if found.any():
+                    missed = counting.CountTable.concat(
+                        missed, counting.table(late[found], values[found])
+                    )
         # A key found in a slot stays there (all of it is "left"); one found in the map
         # was taken whole.
-        in_slot = missed.index.isin(slots.index)
-        n = missed["count"].to_numpy(np.int64)
-        extra = pd.DataFrame(
-            {"popped": np.where(in_slot, 0, n), "left": np.where(in_slot, n, 0)},
-            index=missed.index,
+        in_slot = counting.member(missed.ids, slots.pos)
+        n = missed.count
+        gone = counting.Gone(
+            np.concatenate([ids, missed.ids]),
+            np.concatenate([popped, np.where(in_slot, 0, n)]),
+            np.concatenate([left, np.where(in_slot, n, 0)]),
         )
-        return pd.concat([gone, extra]), missed
+        return gone, missed
 
     def _map_keys(self, keys: np.ndarray) -> np.ndarray:
         """:data:`counting.KEY_DTYPE` keys in the counts map's own key layout."""

@@ -22,30 +22,27 @@ may still hold part of one and later put it back into ``counts`` (eviction).
 ``Deltas.take(gone=…)`` moves such a key's baseline to the part the kernel still holds, and
 keeps it while that part can still come back: what comes back is not counted again.
 
-Shapes: under process churn a drain handles 100k+ keys, so counts are tables, not Python
-objects per key (a drain that costs ~20 µs per key falls behind at ~5,000 processes/s on
-two CPUs, holds more at the next drain, and spirals).  A count table is a pandas DataFrame
-indexed by the key's *id* — the key's seven fields packed into :data:`KEY_DTYPE` as one
-``bytes`` — with the fields as columns and ``count``, ``first_ns``, ``last_ns``.
+Shapes: under process churn a drain handles 100k+ keys, so a snapshot is a
+:class:`CountTable` of numpy columns, not a Python object per key (a drain that cost ~20 µs
+per key fell behind at ~5,000 processes/s on two CPUs, held more at the next drain, and
+spiralled).  A key is known by its *id*: its seven fields packed at 64 bits each into one
+``bytes`` (:data:`KEY_DTYPE`), which a dict or set hashes at C speed.  numpy only, no
+pandas: pandas takes ~0.3 s to import on a busy machine, and the first drain would wait.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 CountKey = tuple[int, int, int, int, int, int, int]  # pid, tgid, vso, xfeatures, event, bits, arg
 CountVal = tuple[int, int, int]  # count, first_ns, last_ns (kernel monotonic; last: see .c)
 KEY_FIELDS = ("pid", "tgid", "vso", "xfeatures", "event", "load_bits", "arg")
-VALUE_FIELDS = ("count", "first_ns", "last_ns")
 # The key's identity: every field widened to 64 bits, whatever the kernel struct's layout.
 KEY_DTYPE = np.dtype([(n, "<u8") for n in KEY_FIELDS])
-VALUE_DTYPE = np.dtype([(n, "<u8") for n in VALUE_FIELDS])
 
 # How long a removed key's baseline is kept after the key was last seen, in snapshots: long
 # while a cache slot is known to hold part of it (it comes back when the slot is evicted),
@@ -61,8 +58,13 @@ def key_ids(keys: np.ndarray) -> np.ndarray:
     packed = np.empty(len(keys), KEY_DTYPE)
     for name in KEY_FIELDS:
         packed[name] = keys[name]
-    out = np.empty(len(keys), dtype=object)
-    out[:] = packed.view(f"V{KEY_DTYPE.itemsize}").tolist()
+    return objects(packed.view(f"V{KEY_DTYPE.itemsize}").tolist())
+
+
+def objects(items: list[bytes]) -> np.ndarray:
+    """A 1-d object array of ``items`` (np.array could make bytes into a 2-d array)."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
     return out
 
 
@@ -78,63 +80,116 @@ def key_fields(ids: Iterable[bytes]) -> np.ndarray:
     return np.frombuffer(raw, dtype=KEY_DTYPE) if raw else np.empty(0, KEY_DTYPE)
 
 
-def table(keys: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+def member(ids: np.ndarray, within: Collection[bytes]) -> np.ndarray:
+    """For each id, whether it is in ``within`` (a set or dict: hashed, not sorted)."""
+    if not len(within):
+        return np.zeros(len(ids), dtype=bool)
+    return np.fromiter((i in within for i in ids.tolist()), dtype=bool, count=len(ids))
+
+
+@dataclass
+class CountTable:
+    """Cumulative counts, one row per key: ids, the key fields, and the value's columns."""
+
+    ids: np.ndarray  # object: bytes (key_ids)
+    keys: np.ndarray  # KEY_DTYPE
+    count: np.ndarray  # int64
+    first_ns: np.ndarray  # uint64, kernel monotonic (0: not known)
+    last_ns: np.ndarray  # uint64
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @cached_property
+    def pos(self) -> dict[bytes, int]:
+        """id -> row."""
+        return {i: n for n, i in enumerate(self.ids.tolist())}
+
+    def rows(self, which: np.ndarray) -> CountTable:
+        """The rows a boolean mask or an index array selects."""
+        return CountTable(
+            self.ids[which],
+            self.keys[which],
+            self.count[which],
+            self.first_ns[which],
+            self.last_ns[which],
+        )
+
+    @staticmethod
+    def concat(*parts: CountTable) -> CountTable:
+        return CountTable(
+            np.concatenate([p.ids for p in parts]),
+            np.concatenate([p.keys for p in parts]),
+            np.concatenate([p.count for p in parts]),
+            np.concatenate([p.first_ns for p in parts]),
+            np.concatenate([p.last_ns for p in parts]),
+        )
+
+
+def table(keys: np.ndarray, values: np.ndarray) -> CountTable:
     """A count table from structured arrays of keys (:data:`KEY_FIELDS`) and values
-    (:data:`VALUE_FIELDS`)."""
-    import pandas as pd
+    (``count``, ``first_ns``, ``last_ns``), one row per key."""
+    packed = np.empty(len(keys), KEY_DTYPE)
+    for name in KEY_FIELDS:
+        packed[name] = keys[name]
+    return CountTable(
+        key_ids(packed),
+        packed,
+        values["count"].astype(np.int64),
+        values["first_ns"].astype(np.uint64),
+        values["last_ns"].astype(np.uint64),
+    )
 
-    cols = {n: keys[n].astype(np.uint64) for n in KEY_FIELDS}
-    cols["count"] = values["count"].astype(np.int64)
-    cols["first_ns"] = values["first_ns"].astype(np.uint64)
-    cols["last_ns"] = values["last_ns"].astype(np.uint64)
-    return pd.DataFrame(cols, index=pd.Index(key_ids(keys), dtype=object))
 
-
-def empty() -> pd.DataFrame:
+def empty() -> CountTable:
     """A count table with no rows."""
-    return table(np.empty(0, KEY_DTYPE), np.empty(0, VALUE_DTYPE))
+    values = np.zeros(0, [("count", "<i8"), ("first_ns", "<u8"), ("last_ns", "<u8")])
+    return table(np.zeros(0, KEY_DTYPE), values)
 
 
 def table_of(
     counts: Mapping[CountKey, CountVal] | Iterable[tuple[CountKey, CountVal]],
-) -> pd.DataFrame:
+) -> CountTable:
     """A count table from key tuples (the ftrace backend, a cache read, tests); a key given
     twice is merged (counts added, first the earliest, last the latest)."""
-    pairs = list(counts.items() if isinstance(counts, Mapping) else counts)
-    keys = np.array([k for k, _ in pairs], dtype=np.uint64).reshape(-1, len(KEY_FIELDS))
-    vals = np.array([v for _, v in pairs], dtype=np.uint64).reshape(-1, len(VALUE_FIELDS))
-    k = np.empty(len(pairs), KEY_DTYPE)
-    v = np.empty(len(pairs), VALUE_DTYPE)
-    for i, n in enumerate(KEY_FIELDS):
-        k[n] = keys[:, i]
-    for i, n in enumerate(VALUE_FIELDS):
-        v[n] = vals[:, i]
-    out = table(k, v)
-    return merged(out) if out.index.has_duplicates else out
+    merged: dict[CountKey, CountVal] = {}
+    for key, val in counts.items() if isinstance(counts, Mapping) else counts:
+        old = merged.get(key)
+        merged[key] = val if old is None else _merge(old, val)
+    keys = np.array(list(merged), dtype=np.uint64).reshape(-1, len(KEY_FIELDS))
+    vals = np.array(list(merged.values()), dtype=np.uint64).reshape(-1, 3)
+    k = keys.view(KEY_DTYPE).reshape(-1)
+    return CountTable(
+        key_ids(k), k.copy(), vals[:, 0].astype(np.int64), vals[:, 1].copy(), vals[:, 2].copy()
+    )
 
 
-def merged(t: pd.DataFrame) -> pd.DataFrame:
-    """One row per key: counts added, the earliest first_ns, the latest last_ns."""
-    agg = {n: "first" for n in KEY_FIELDS} | {"count": "sum", "first_ns": "min", "last_ns": "max"}
-    return t.groupby(level=0, sort=False).agg(agg)
+def _blank(n: int) -> CountTable:
+    """``n`` rows of zeros (to be filled in)."""
+    z = np.zeros(n, dtype=np.uint64)
+    return CountTable(
+        np.empty(n, dtype=object), np.zeros(n, KEY_DTYPE), z.astype(np.int64), z, z.copy()
+    )
 
 
-def as_dict(t: pd.DataFrame) -> dict[CountKey, CountVal]:
+def _merge(a: CountVal, b: CountVal) -> CountVal:
+    return (a[0] + b[0], min(a[1], b[1]), max(a[2], b[2]))
+
+
+def as_dict(t: CountTable) -> dict[CountKey, CountVal]:
     """A count table as {key tuple: (count, first_ns, last_ns)} (for tests and checks)."""
-    keys = zip(*(t[n].astype(np.int64).tolist() for n in KEY_FIELDS), strict=True)
-    vals = zip(*(t[n].astype(np.int64).tolist() for n in VALUE_FIELDS), strict=True)
+    keys = zip(*(t.keys[n].tolist() for n in KEY_FIELDS), strict=True)
+    vals = zip(t.count.tolist(), t.first_ns.tolist(), t.last_ns.tolist(), strict=True)
     return dict(zip(keys, vals, strict=True))
 
 
 def combine(
-    counts: pd.DataFrame,
+    counts: CountTable,
     cached: Iterable[tuple[int, CountKey, CountVal]],
     unstable: set[int],
-) -> tuple[pd.DataFrame, int]:
+) -> tuple[CountTable, int]:
     """``counts`` (read first) plus the cache slots ``(cpu, key, value)`` (read second) of
     every CPU not in ``unstable``; and how many counts were left for a later snapshot."""
-    import pandas as pd
-
     use = []
     deferred = 0
     for cpu, key, val in cached:
@@ -145,154 +200,136 @@ def combine(
     if not use:
         return counts, deferred
     slots = table_of(use)  # a few dozen rows at most
-    both = slots.index.intersection(counts.index)
-    out = counts.copy()
-    if len(both):
-        s = slots.loc[both]
-        out.loc[both, "count"] += s["count"]
-        out.loc[both, "first_ns"] = np.minimum(out.loc[both, "first_ns"], s["first_ns"])
-        out.loc[both, "last_ns"] = np.maximum(out.loc[both, "last_ns"], s["last_ns"])
-    return pd.concat([out, slots.drop(both)]), deferred
+    out = CountTable(
+        counts.ids, counts.keys, counts.count.copy(), counts.first_ns.copy(), counts.last_ns.copy()
+    )
+    pos = counts.pos
+    new = np.ones(len(slots), dtype=bool)
+    for n, i in enumerate(slots.ids.tolist()):
+        at = pos.get(i)
+        if at is None:
+            continue
+        new[n] = False
+        out.count[at] += slots.count[n]
+        out.first_ns[at] = min(out.first_ns[at], slots.first_ns[n])
+        out.last_ns[at] = max(out.last_ns[at], slots.last_ns[n])
+    return CountTable.concat(out, slots.rows(new)), deferred
+
+
+@dataclass
+class Gone:
+    """Keys just removed from the shared map: per id, the count the removal took
+    (``popped``) and the count still in cache slots right after (``left``)."""
+
+    ids: np.ndarray  # object: bytes
+    popped: np.ndarray  # int64
+    left: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @staticmethod
+    def of(removed: Mapping[CountKey, tuple[int, int]]) -> Gone:
+        """From {key tuple: (popped, left)} (tests)."""
+        pairs = list(removed.values())
+        return Gone(
+            ids_of(removed),
+            np.array([p for p, _ in pairs], dtype=np.int64),
+            np.array([n for _, n in pairs], dtype=np.int64),
+        )
 
 
 class Deltas:
-    """Per-interval increments of cumulative counts that a snapshot may under-read.
-
-    State per key id: ``base`` (the highest count already counted, less what a removal
-    took), ``expires`` (removed keys: the snapshot after which they are forgotten; 0 for a
-    key still in the kernel's map) and ``owner`` (removed keys: the recorder's task id they
-    belonged to, -1 if none was given).
-    """
+    """Per-interval increments of cumulative counts that a snapshot may under-read."""
 
     def __init__(self) -> None:
-        self._state: pd.DataFrame | None = None  # made at first use: pandas is imported late
+        self.base: dict[bytes, int] = {}  # id -> the highest count counted (less removals)
+        # Removed keys -> the snapshot after which they are forgotten; the buckets (by that
+        # snapshot) let a drain expire them without walking every removed key.
+        self.retired: dict[bytes, int] = {}
+        self._buckets: dict[int, set[bytes]] = {}
+        # Removed keys -> whose they were (the recorder's task id): what comes back of a
+        # key after its task was removed is that task's, whoever has the pid by then.
+        self.owner: dict[bytes, int] = {}
         self._now = 0
 
-    @property
-    def state(self) -> pd.DataFrame:
-        if self._state is None:
-            import pandas as pd
+    def take(self, counts: CountTable, gone: Gone | None = None) -> tuple[CountTable, np.ndarray]:
+        """The rows of ``counts`` that grew (with ``count`` their cumulative count), and
+        their increments since the highest count seen before.
 
-            self._state = pd.DataFrame(
-                {
-                    "base": np.empty(0, np.int64),
-                    "expires": np.empty(0, np.int64),
-                    "owner": np.empty(0, np.int64),
-                    "pid": np.empty(0, np.uint64),
-                },
-                index=pd.Index([], dtype=object),
-            )
-        return self._state
-
-    @state.setter
-    def state(self, value: pd.DataFrame) -> None:
-        self._state = value
-
-    def take(self, counts: pd.DataFrame, gone: pd.DataFrame | None = None) -> pd.DataFrame:
-        """The keys that grew: ``counts``' rows (key fields, ``first_ns``, ``last_ns``) with
-        ``count`` their cumulative count and ``delta`` the increment since the highest count
-        seen before.
-
-        ``gone`` (indexed by key id, columns ``popped`` and ``left``): keys just removed
-        from the shared map, with the count the removal took and the count still in cache
-        slots right after.  What the kernel still holds of such a key — in slots, or zeroed
-        in a slot and not yet merged — comes back later, into a map element that is removed
-        again; the baseline is moved so that none of it is counted twice and all of it is
-        counted once.  A removed key is forgotten ``RETIRED_MAX_AGE`` snapshots after it
-        was last seen in a slot, or ``RETIRED_SHORT_AGE`` after its removal if no slot held
-        any of it.  ``counts`` must have a row for every key of ``gone`` it can (first and
-        last times); a key without one is reported with times 0.
+        ``gone``: keys just removed from the shared map.  What the kernel still holds of
+        such a key — in slots, or zeroed in a slot and not yet merged — comes back later,
+        into a map element that is removed again; the baseline is moved so that none of it
+        is counted twice and all of it is counted once.  A removed key is forgotten
+        ``RETIRED_MAX_AGE`` snapshots after it was last seen in a slot, or
+        ``RETIRED_SHORT_AGE`` after its removal if no slot held any of it.  A removed key
+        ``counts`` has no row for is reported with its fields from its id and times 0.
         """
-        import pandas as pd
-
         self._now += 1
-        now = self._now
-        st = self.state
-        if gone is None or not len(gone):
-            gone = pd.DataFrame(
-                {"popped": np.empty(0, np.int64), "left": np.empty(0, np.int64)},
-                index=pd.Index([], dtype=object),
-            )
-        is_gone = counts.index.isin(gone.index)
-        live = counts[~is_gone]
-        base = st["base"].reindex(live.index, fill_value=0).to_numpy()
-        cnt = live["count"].to_numpy(np.int64)
-        grew_live = cnt > base
-        expires = st["expires"].reindex(live.index, fill_value=0).to_numpy()
-        # A removed key still (or again) in the kernel: keep it.
-        expires = np.where(expires > 0, now + RETIRED_MAX_AGE, 0)
-        live_state = pd.DataFrame(
-            {
-                "base": np.maximum(base, cnt),
-                "expires": expires,
-                "owner": st["owner"].reindex(live.index, fill_value=-1).to_numpy(),
-                "pid": live["pid"].to_numpy(),
-            },
-            index=live.index,
-        )
-        out_live = live[grew_live].assign(delta=(cnt - base)[grew_live])
+        base, retired = self.base, self.retired
+        gone_pos = {i: n for n, i in enumerate(gone.ids.tolist())} if gone is not None else {}
+        live = counts.rows(~member(counts.ids, gone_pos)) if gone_pos else counts
+        ids = live.ids.tolist()
+        seen = np.fromiter((base.get(i, 0) for i in ids), dtype=np.int64, count=len(ids))
+        grew = live.count > seen
+        base.update(zip(live.ids[grew].tolist(), live.count[grew].tolist(), strict=True))
+        if retired:
+            for i in ids:
+                if i in retired:
+                    self._stamp(i, RETIRED_MAX_AGE)  # still in the kernel: keep it
+        out = [live.rows(grew)]
+        deltas = [(live.count - seen)[grew]]
+        if gone is not None and len(gone):
+            gids = gone.ids.tolist()
+            val = gone.popped + gone.left
+            gseen = np.fromiter((base.get(i, 0) for i in gids), dtype=np.int64, count=len(gids))
+            ggrew = val > gseen
+            pos = counts.pos
+            at = np.fromiter((pos.get(i, -1) for i in gids), dtype=np.int64, count=len(gids))
+            rows = counts.rows(np.maximum(at, 0)) if len(counts) else _blank(len(gids))
+            if (at < 0).any():  # keys this snapshot has no row for: fields from their ids
+                no = at < 0
+                rows.keys[no] = key_fields(gone.ids[no])
+                rows.first_ns[no] = 0
+                rows.last_ns[no] = 0
+            rows.ids = gone.ids
+            rows.count = val
+            out.append(rows.rows(ggrew))
+            deltas.append((val - gseen)[ggrew])
+            # What we have counted beyond what the removal took is still in the kernel.
+            kept = np.maximum(gseen, val) - gone.popped
+            base.update(zip(gids, kept.tolist(), strict=True))
+            for i, left in zip(gids, gone.left.tolist(), strict=True):
+                self._stamp(i, RETIRED_MAX_AGE if left else RETIRED_SHORT_AGE)
+        for when in [b for b in self._buckets if b <= self._now]:
+            for i in self._buckets.pop(when):
+                del retired[i]
+                base.pop(i, None)
+                self.owner.pop(i, None)
+        return CountTable.concat(*out), np.concatenate(deltas)
 
-        popped = gone["popped"].to_numpy(np.int64)
-        left = gone["left"].to_numpy(np.int64)
-        rows = counts.reindex(gone.index)
-        if rows["pid"].isna().any():  # keys this snapshot has no row for: fields from ids
-            fields = key_fields(gone.index)
-            for n in KEY_FIELDS:
-                rows[n] = fields[n]
-            for n in ("first_ns", "last_ns"):
-                rows[n] = rows[n].fillna(0).astype(np.uint64)
-        val = popped + left
-        gbase = st["base"].reindex(gone.index, fill_value=0).to_numpy()
-        grew_gone = val > gbase
-        gone_state = pd.DataFrame(
-            {
-                # What we have counted beyond what the removal took is still in the kernel.
-                "base": np.maximum(gbase, val) - popped,
-                "expires": np.where(left > 0, now + RETIRED_MAX_AGE, now + RETIRED_SHORT_AGE),
-                "owner": st["owner"].reindex(gone.index, fill_value=-1).to_numpy(),
-                "pid": rows["pid"].to_numpy(np.uint64),
-            },
-            index=gone.index,
-        )
-        out_gone = rows[grew_gone].assign(count=val[grew_gone], delta=(val - gbase)[grew_gone])
+    def _stamp(self, i: bytes, age: int) -> None:
+        old = self.retired.get(i)
+        if old is not None:
+            self._buckets[old].discard(i)
+        self.retired[i] = self._now + age
+        self._buckets.setdefault(self._now + age, set()).add(i)
 
-        rest = st[~st.index.isin(live.index) & ~st.index.isin(gone.index)]
-        rest = rest[(rest["expires"] == 0) | (rest["expires"] > now)]
-        self.state = pd.concat([rest, live_state, gone_state])
-        out = pd.concat([out_live, out_gone])
-        return out.astype(
-            {n: np.uint64 for n in KEY_FIELDS}
-            | {"count": np.int64, "delta": np.int64, "first_ns": np.uint64, "last_ns": np.uint64}
-        )
-
-    def retired(self) -> pd.Index:
-        """Ids of removed keys not forgotten yet."""
-        return self.state.index[self.state["expires"].to_numpy() > 0]
-
-    def of_pids(self, pids: np.ndarray) -> pd.Index:
+    def of_pids(self, pids: np.ndarray) -> np.ndarray:
         """Ids of every key this keeps a baseline for whose pid is one of ``pids``."""
-        return self.state.index[np.isin(self.state["pid"].to_numpy(), pids)]
+        if not len(pids) or not self.base:
+            return np.empty(0, dtype=object)
+        ids = objects(list(self.base))
+        return ids[np.isin(key_fields(ids)["pid"], pids)]
 
-    def claim(self, ids: pd.Index, owners: np.ndarray) -> None:
+    def claim(self, ids: np.ndarray, owners: np.ndarray) -> None:
         """Removed keys ``ids`` belonged to the tasks ``owners``; a key that already has an
         owner (it was removed before, and is back) keeps it."""
-        st = self.state
-        at = st.index.get_indexer(ids)
-        cur = st["owner"].to_numpy().copy()
-        ok = at >= 0
-        at, own = at[ok], np.asarray(owners)[ok]
-        unset = cur[at] < 0
-        cur[at[unset]] = own[unset]
-        st["owner"] = cur
+        for i, who in zip(ids.tolist(), owners.tolist(), strict=True):
+            if i in self.retired:
+                self.owner.setdefault(i, who)
 
-    def owners(self, ids: pd.Index) -> np.ndarray:
+    def owners(self, ids: np.ndarray) -> np.ndarray:
         """The owner of each key in ``ids`` (-1: none, i.e. named by its pid now)."""
-        return self.state["owner"].reindex(ids, fill_value=-1).to_numpy(np.int64, copy=True)
-
-    def base(self, key: CountKey) -> int | None:
-        """The baseline of one key (tests and debugging)."""
-        got = self.state["base"].get(ids_of([key])[0])
-        return None if got is None else int(got)
-
-    def is_retired(self, key: CountKey) -> bool:
-        return bool(ids_of([key])[0] in self.retired())
+        own = self.owner
+        return np.fromiter((own.get(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))

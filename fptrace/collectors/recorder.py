@@ -27,13 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 from fptrace import __version__
 from fptrace.cache import cache_dir, cache_write_dir, write_atomic
@@ -314,6 +311,12 @@ class BlockedChild:
         return 128 - code if code < 0 else code
 
 
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) of ``values``, as pandas.factorize (but uniques sorted)."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    return inv.reshape(-1), uniq
+
+
 def event_names(codes: np.ndarray) -> pa.DictionaryArray:
     """Event codes -> their names, as a dictionary array over :func:`event_name_table`."""
     return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), event_name_table())
@@ -472,12 +475,12 @@ class Recorder:
         # none is final before the end (else it would be written again at later drains).
         final = self._final_tasks(snap) if hasattr(self.session, "forget") else set()
         gone = self._take_final_counts(snap, final)
-        taken = self.deltas.take(snap.counts, gone)
+        taken, deltas = self.deltas.take(snap.counts, gone)
         if gone is not None and len(gone):  # before _forget retires their pids
-            pids = counting.key_fields(gone.index)["pid"].astype(np.int64)
-            self.deltas.claim(gone.index, self.tasks.of_pids(pids))
-        self.writer.append_table("counts", self._counts_table(taken, now, bit))
-        events = int(taken["delta"].sum())
+            pids = counting.key_fields(gone.ids)["pid"].astype(np.int64)
+            self.deltas.claim(gone.ids, self.tasks.of_pids(pids))
+        self.writer.append_table("counts", self._counts_table(taken, deltas, now, bit))
+        events = int(deltas.sum())
         self.writer.append(
             "intervals",
             [
@@ -525,59 +528,66 @@ class Recorder:
         self.exiting = {pid: start for pid, start in exited.items() if pid not in final}
         return final
 
-    def _take_final_counts(self, snap: Snapshot, final: set[int]) -> pd.DataFrame | None:
+    def _take_final_counts(self, snap: Snapshot, final: set[int]) -> counting.Gone | None:
         """Take final tasks' keys (and removed keys a cache slot has put back) out of the
         kernel's shared map with their exact counts (collectors/counting.py)."""
-        import pandas as pd
-
         take = getattr(self.session, "take_counts", None)
         if take is None or snap.in_map is None:  # the ftrace backend keeps no kernel maps
             return None
         counts = snap.counts
         pids = np.fromiter(final, dtype=np.int64, count=len(final))
-        ids = counts.index[np.isin(counts["pid"].to_numpy(), pids)]
-        more = self.deltas.of_pids(pids).append(
-            snap.in_map[snap.in_map.isin(self.deltas.retired())]
+        ids = counts.ids[np.isin(counts.keys["pid"], pids)]
+        more = np.concatenate(
+            [
+                self.deltas.of_pids(pids),
+                snap.in_map[counting.member(snap.in_map, self.deltas.retired)],
+            ]
         )
-        ids = ids.append(more[~more.isin(ids)]).unique()  # no sort: bytes sort slowly
+        if len(more):
+            known = set(ids.tolist())
+            extra = list(dict.fromkeys(i for i in more.tolist() if i not in known))
+            ids = np.concatenate([ids, counting.objects(extra)])
         if not len(ids) and not len(pids):
             return None
         gone, missed = take(ids, pids)
-        new = missed[~missed.index.isin(counts.index)]  # keys this snapshot did not see
-        if len(new):
-            snap.counts = pd.concat([counts, new])
+        new = ~counting.member(missed.ids, counts.pos)  # keys this snapshot did not see
+        if new.any():
+            snap.counts = counting.CountTable.concat(counts, missed.rows(new))
         return gone
 
-    def _counts_table(self, taken: pd.DataFrame, now: int, bit: int | None) -> pa.Table:
+    def _counts_table(
+        self, taken: counting.CountTable, deltas: np.ndarray, now: int, bit: int | None
+    ) -> pa.Table:
         """The counts rows of one interval, column by column (no Python object per row).
 
         A key removed with its task and back since (a cache slot put part of it back) is
-        named by the task it belonged to (``Deltas.owners``), whoever has the pid now.
+        named by the task it belonged to (``Deltas.owner``), whoever has the pid now.
         """
-        pid = taken["pid"].to_numpy(np.int64)
-        task = self.deltas.owners(taken.index)
+        keys = taken.keys
+        pid = keys["pid"].astype(np.int64)
+        task = self.deltas.owners(taken.ids)
         named = task < 0
         if named.any():
             task[named] = self.tasks.of_pids(pid[named])
-        event = taken["event"].to_numpy(np.int64)
-        load = taken["load_bits"].to_numpy(np.int64)
+        event = keys["event"].astype(np.int64)
+        load = keys["load_bits"].astype(np.int64)
         unread = (event >= 32) | (bit is None) | ((load & LOAD_NOT_READ) != 0)
-        first = taken["first_ns"].to_numpy(np.int64)
-        last = taken["last_ns"].to_numpy(np.int64)
+        first = taken.first_ns.astype(np.int64)
+        last = taken.last_ns.astype(np.int64)
         return pa.table(
             {
                 "interval": np.full(len(taken), self.interval, dtype=np.int32),
                 "task": task,
                 "pid": pid.astype(np.int32),
-                "tgid": taken["tgid"].to_numpy(np.int32),
-                "vso": self._vso_column(taken["vso"].to_numpy(np.uint64), task).cast(pa.string()),
+                "tgid": keys["tgid"].astype(np.int32),
+                "vso": self._vso_column(keys["vso"], task, _factorize).cast(pa.string()),
                 "event": event_names(event).cast(pa.string()),
-                "xfeatures": taken["xfeatures"].to_numpy(np.uint64),
+                "xfeatures": keys["xfeatures"],
                 "load_fpu": pa.array(
                     ((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8()
                 ),
-                "arg": taken["arg"].to_numpy(np.uint32),
-                "count": taken["delta"].to_numpy(np.int64),
+                "arg": keys["arg"].astype(np.uint32),
+                "count": deltas.astype(np.int64),
                 "first_ns": np.where(first != 0, np.maximum(first - self.t0, 0), 0),
                 # Hits are not timed in the kernel (too costly): last seen no later than
                 # the end of this interval, and no earlier than the kernel's own mark.
@@ -585,12 +595,16 @@ class Recorder:
             }
         )
 
-    def _vso_column(self, vso: np.ndarray, task: np.ndarray) -> pa.DictionaryArray:
-        """The VSO ids of (buffer address, task) pairs: each distinct pair named once."""
-        import pandas as pd
+    def _vso_column(
+        self, vso: np.ndarray, task: np.ndarray, factorize: Callable[[np.ndarray], Any]
+    ) -> pa.DictionaryArray:
+        """The VSO ids of (buffer address, task) pairs: each distinct pair named once.
 
-        vinv, vuniq = pd.factorize(vso)
-        inv, uniq = pd.factorize(task * max(len(vuniq), 1) + vinv)
+        ``factorize``: (codes, uniques) of an array — pandas' (hashing) for the millions of
+        events, numpy's (sorting) for counts, which keeps pandas out of a plain record.
+        """
+        vinv, vuniq = factorize(vso)
+        inv, uniq = factorize(task * max(len(vuniq), 1) + vinv)
         first = np.zeros(len(uniq), dtype=np.int64)
         first[inv[::-1]] = np.arange(len(inv) - 1, -1, -1)  # first row of each pair
         ids = [self.name_vso(int(vso[i]), int(task[i])) for i in first]
@@ -633,6 +647,8 @@ class Recorder:
         its pid at its time (collectors/task_ids.py); (buffer, task) pairs are factorized
         with a hash table, and each distinct pair is named once.
         """
+        import pandas as pd  # only --events needs it: kept off every record's start-up
+
         tasks = self.tasks.of_events(recs["pid"], recs["ts"])
         load = recs["load_bits"].astype(np.int64)
         unread = ((load & LOAD_NOT_READ) != 0) | (recs["event"] >= 32) | (bit is None)
@@ -644,7 +660,7 @@ class Recorder:
                 "pid": recs["pid"].astype(np.int32),
                 "tgid": recs["tgid"].astype(np.int32),
                 # Dictionary arrays: no Python object per row (the ring consumer needs the GIL).
-                "vso": self._vso_column(recs["vso"].astype(np.uint64), tasks),
+                "vso": self._vso_column(recs["vso"].astype(np.uint64), tasks, pd.factorize),
                 "event": event_names(recs["event"]),
                 "xfeatures": recs["xfeatures"].astype(np.uint64),
                 "load_fpu": pa.array(

@@ -102,7 +102,5 @@ class TaskIds:
     def of_pids(self, pids: np.ndarray) -> np.ndarray:
         """The id of the task that has each pid now (:meth:`__call__` for each distinct
         pid, which makes one for an unknown pid)."""
-        import pandas as pd
-
-        inv, upids = pd.factorize(pids)
-        return np.array([self(int(p)) for p in upids], dtype=np.int64)[inv]
+        upids, inv = np.unique(pids, return_inverse=True)
+        return np.array([self(int(p)) for p in upids], dtype=np.int64)[inv.reshape(-1)]

@@ -15,10 +15,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-import pandas as pd
+import numpy as np
 
 from fptrace.collectors import counting
-from fptrace.collectors.counting import RETIRED_MAX_AGE, RETIRED_SHORT_AGE, Deltas
+from fptrace.collectors.counting import RETIRED_MAX_AGE, RETIRED_SHORT_AGE, Deltas, Gone
 
 
 def combine(counts: dict, cached: list, unstable: set) -> tuple[dict, int]:
@@ -27,21 +27,20 @@ def combine(counts: dict, cached: list, unstable: set) -> tuple[dict, int]:
     return counting.as_dict(got), deferred
 
 
-def gone(removed: dict) -> pd.DataFrame:
-    """{key: (popped, left)} as the table BpfSession.take_counts returns."""
-    ids = counting.ids_of(removed)
-    return pd.DataFrame(
-        {"popped": [p for p, _ in removed.values()], "left": [n for _, n in removed.values()]},
-        index=pd.Index(ids, dtype=object),
-    )
-
-
 def take(d: Deltas, counts: dict, removed: dict | None = None) -> list[tuple]:
     """Deltas.take on tables, out as [(key, delta, (count, first, last))]."""
-    out = d.take(counting.table_of(counts), gone(removed) if removed else None)
+    out, deltas = d.take(counting.table_of(counts), Gone.of(removed) if removed else None)
     rows = counting.as_dict(out)
-    deltas = dict(zip(rows, out["delta"].tolist(), strict=True))
-    return [(k, deltas[k], v) for k, v in rows.items()]
+    assert len(rows) == len(out)  # one row per key
+    return [(k, int(n), v) for (k, v), n in zip(rows.items(), deltas, strict=True)]
+
+
+def base(d: Deltas, key: tuple) -> int | None:
+    return d.base.get(counting.ids_of([key])[0])
+
+
+def retired(d: Deltas, key: tuple) -> bool:
+    return counting.ids_of([key])[0] in d.retired
 
 
 A = (1, 1, 0xA, 0xE6, 0, 0, 0)  # the key in the slot before the miss
@@ -251,17 +250,58 @@ def test_removed_keys_are_forgotten_once_nothing_of_them_can_come_back():
     assert take(deltas, {}, {A: (3, 2), B: (3, 0)}) == []  # A: 2 left in a slot; B: none
     for _ in range(RETIRED_SHORT_AGE):
         assert take(deltas, {A: (2, 1, 1)}) == []  # A's slot part, already counted
-    assert not deltas.is_retired(B) and deltas.base(B) is None  # nothing of it in the kernel
-    assert deltas.is_retired(A) and deltas.base(A) == 2 and deltas.base(C) == 4
+    assert not retired(deltas, B) and base(deltas, B) is None  # nothing of it in the kernel
+    assert retired(deltas, A) and base(deltas, A) == 2 and base(deltas, C) == 4
     assert take(deltas, {}, {A: (2, 0)}) == []  # the slot was evicted: taken from the map
     for _ in range(RETIRED_SHORT_AGE):
         take(deltas, {})
-    assert not deltas.is_retired(A) and deltas.base(A) is None
+    assert not retired(deltas, A) and base(deltas, A) is None
     # A slot part that keeps being seen keeps its key; one never seen again is forgotten.
     take(deltas, {}, {C: (1, 3)})
     for _ in range(3 * RETIRED_MAX_AGE):
         take(deltas, {C: (3, 1, 1)})
-    assert deltas.is_retired(C)
+    assert retired(deltas, C)
     for _ in range(RETIRED_MAX_AGE + 1):
         take(deltas, {})
-    assert not deltas.is_retired(C) and len(deltas.state) == 0
+    assert not retired(deltas, C) and not deltas._buckets
+
+
+def test_key_ids_tell_keys_apart_by_every_field_and_give_them_back():
+    """A key's id is its seven fields packed at 64 bits each: keys that differ in any one
+    field (high bits and trailing zeros included) get different ids, and the ids decode to
+    the same fields."""
+    base = (1234, 1200, 0xFFFF_8880_1234_5678, 1 << 63 | 0xE7, 3, 0x4000_0000, 0)
+    keys = [base]
+    for i in range(len(base)):
+        for other in (0, 1, (1 << 64) - 1):
+            if other != base[i]:
+                keys.append((*base[:i], other, *base[i + 1 :]))
+    ids = counting.ids_of(keys)
+    assert len(set(ids.tolist())) == len(keys)
+    back = counting.key_fields(ids)
+    assert [tuple(int(x) for x in row) for row in back.tolist()] == keys
+
+
+def test_a_removed_key_that_comes_back_is_its_first_owner_s_until_forgotten():
+    """What a cache slot puts back after a key's task was removed is that task's (whoever
+    has the pid by then): the owner given at the first removal sticks."""
+    d = Deltas()
+    take(d, {A: (5, 1, 1)})
+    take(d, {}, {A: (3, 2)})  # removed with 2 still in a slot
+    ids = counting.ids_of([A])
+    d.claim(ids, np.array([7]))
+    assert d.owners(ids).tolist() == [7]
+    # The slot comes back with one more (it was being evicted while the cache was read).
+    assert take(d, {}, {A: (3, 0)}) == [(A, 1, (3, 0, 0))]
+    d.claim(ids, np.array([9]))  # the pid's next task: not the key's owner
+    assert d.owners(ids).tolist() == [7]
+    for _ in range(RETIRED_SHORT_AGE):
+        take(d, {})
+    assert d.owners(ids).tolist() == [-1] and base(d, A) is None
+
+
+def test_a_removed_key_the_snapshot_had_no_row_for_is_reported_from_its_id():
+    d = Deltas()
+    assert take(d, {}, {B: (4, 1)}) == [(B, 5, (5, 0, 0))]  # 1 still in a slot
+    # The slot's 1 comes back and is taken: counted already, nothing new.
+    assert take(d, {A: (2, 5, 6)}, {B: (1, 0)}) == [(A, 2, (2, 5, 6))]
