@@ -57,6 +57,11 @@ def test_more_processes_than_pids_each_a_task_nothing_lost_state_bounded(forker,
     # One row per task: every child and the forker, even where pids were reused.
     tasks = rec.tasks
     assert len(tasks) == tasks["task"].nunique() == children + 1
+    # Every count and buffer is some task's: none named by a pid after its task was removed
+    # (a count a cache slot put back late stays its task's: Deltas.owner).
+    known = set(tasks["task"].tolist())
+    assert set(rec.counts["task"].tolist()) <= known
+    assert set(rec.vso["task"].tolist()) <= known
     if work["distinct_pids"] < children:
         assert tasks["pid"].nunique() < len(tasks)  # the reuse really happened
     # Counts: the whole tree, fptrace against the oracle (same pids, summed over reuse).
