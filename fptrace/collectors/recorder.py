@@ -477,8 +477,11 @@ class Recorder:
         gone = self._take_final_counts(snap, final)
         taken, deltas = self.deltas.take(snap.counts, gone)
         if gone is not None and len(gone):  # before _forget retires their pids
-            pids = counting.key_fields(gone.ids)["pid"].astype(np.int64)
-            self.deltas.claim(gone.ids, self.tasks.of_pids(pids))
+            # A key back after an earlier removal has its owner; the others are the task's
+            # that has their pid now.
+            ids = gone.ids[self.deltas.owners(gone.ids) < 0]
+            pids = counting.key_fields(ids)["pid"].astype(np.int64)
+            self.deltas.claim(ids, self.tasks.of_pids(pids))
         self.writer.append_table("counts", self._counts_table(taken, deltas, now, bit))
         events = int(deltas.sum())
         self.writer.append(
