@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from fptrace.analysis import measures
 from fptrace.analysis.cost import CALIBRATION_FORMAT
 from fptrace.analysis.stats import (
     ALPHA,
@@ -155,9 +156,7 @@ def record_check(bench_df: pd.DataFrame, counts: pd.DataFrame, tolerance: int = 
     operation; the tolerance covers start-up and exit (the final switch of a dead task).
     """
     runs = bench_df[bench_df["bench"].isin(PING_PONG) & (bench_df["metric"] == "op")]
-    deact = counts[counts["event"] == "regs_deactivated"].groupby("pid")["count"].sum()
-    dropped = counts[counts["event"] == "dropped"].groupby("pid")["count"].sum()
-    saves = deact.sub(dropped, fill_value=0)
+    saves = counts.assign(saves=measures.saves(counts)).groupby("pid")["saves"].sum()
     diffs = []
     for row in runs.itertuples():
         for pid in (row.pid_a, row.pid_b):

@@ -17,8 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fptrace.analysis import bench as bench_stats
-from fptrace.analysis import summary
+from fptrace.analysis import measures, summary
 from fptrace.analysis.cost import CostModel
+from fptrace.analysis.measures import bytes_of
 from fptrace.recording.loader import Recording
 from fptrace.xstate import AMX_MASK, AVX512_MASK, Layout, bits, component_name, decode
 
@@ -65,7 +66,7 @@ def _group(table: pa.Table, keys: list[str], aggs: list[tuple[str, str]]) -> pa.
 
 def _timeline_rows(table: pa.Table) -> pa.Table:
     ev = pc.cast(table.column("event"), pa.string())
-    mask = pc.is_in(ev, value_set=pa.array(["regs_deactivated", "regs_activated"]))
+    mask = pc.is_in(ev, value_set=pa.array([*measures.SAVE_EVENTS, "regs_activated"]))
     return table.filter(mask).select([*TIMELINE_KEYS, "count"])
 
 
@@ -99,20 +100,6 @@ def aggregate_counts(batches: Iterable[pa.RecordBatch]) -> tuple[pd.DataFrame, p
 def collapse(counts: pa.Table) -> pd.DataFrame:
     """Sum the intervals away: one row per key, with first/last seen."""
     return aggregate_counts(counts.to_batches())[0]
-
-
-def bytes_of(layout: Layout | None, xstate_bv: pd.Series) -> pd.Series:
-    """Estimated bytes an XSAVE writes / an XRSTOR reads for each XSTATE_BV (kernel-fpu §6.4)."""
-    if layout is None:
-        return pd.Series(0, index=xstate_bv.index, dtype="int64")
-    cache: dict[int, int] = {}
-    out = []
-    for bv in xstate_bv:
-        key = int(bv)
-        if key not in cache:
-            cache[key] = layout.bytes_saved(key)
-        out.append(cache[key])
-    return pd.Series(out, index=xstate_bv.index, dtype="int64")
 
 
 def interval_spans(intervals: pd.DataFrame | None, n: int, interval_s: float) -> pd.DataFrame:
@@ -155,15 +142,16 @@ def timeline(
         return pd.DataFrame(columns=cols)
     df = raw.copy()
     df["state"] = [state_class(int(x)) for x in df["xfeatures"]]
-    df["bytes"] = bytes_of(layout, df["xfeatures"]) * df["count"]
-    saves = df[df["event"] == "regs_deactivated"]
+    df["saves"] = measures.saves(df)
+    df["bytes_saved"] = measures.save_bytes(df, layout)
+    saves = df[df["event"].isin(measures.SAVE_EVENTS)]
     acts = df[df["event"] == "regs_activated"]
     out = (
         pd.concat(
             [
-                saves.groupby(["interval", "state"])["count"].sum().rename("saves"),
+                saves.groupby(["interval", "state"])["saves"].sum(),
                 acts.groupby(["interval", "state"])["count"].sum().rename("activations"),
-                saves.groupby(["interval", "state"])["bytes"].sum().rename("bytes_saved"),
+                saves.groupby(["interval", "state"])["bytes_saved"].sum(),
             ],
             axis=1,
         )
@@ -196,18 +184,19 @@ def task_table(
     base = summary.per_task(c, rec_tasks)
     if base.empty:
         return base
-    c = c.assign(bytes=bytes_of(layout, c["xfeatures"]) * c["count"].astype("int64"))
+    c = c.assign(
+        bytes=bytes_of(layout, c["xfeatures"]) * c["count"].astype("int64"),
+        saves=measures.saves(c),
+        save_bytes=measures.save_bytes(c, layout),
+    )
     fpu = c[c["event"].isin(SWITCH_EVENTS)]
-    deact = fpu[fpu["event"] == "regs_deactivated"]
-    dropped = fpu[fpu["event"] == "dropped"]
     act = fpu[fpu["event"] == "regs_activated"]
-    save_bytes = _per_task(deact, "bytes").sub(_per_task(dropped, "bytes"), fill_value=0)
     load = act["load_fpu"]
     act_load = act[load.notna() & (load.fillna(0).astype("int64") == 1)]
     act_unknown = act[load.isna()]
-    xf = deact["xfeatures"].astype("uint64")
-    avx512 = _per_task(deact[(xf & AVX512_MASK) != 0], "count")
-    amx = _per_task(deact[(xf & AMX_MASK) != 0], "count")
+    xf = fpu["xfeatures"].astype("uint64")
+    avx512 = _per_task(fpu[(xf & AVX512_MASK) != 0], "saves")
+    amx = _per_task(fpu[(xf & AMX_MASK) != 0], "saves")
     perm = c[(c["event"] == "xcomp_perm") & c["arg"].isin(XCOMP_REQUEST_OPTIONS)]
     t = base.set_index("task")
     idx = t.index
@@ -215,7 +204,7 @@ def task_table(
     def col(series: pd.Series) -> pd.Series:
         return series.reindex(idx, fill_value=0).astype("float64")
 
-    t["bytes_saved"] = col(save_bytes).clip(lower=0)
+    t["bytes_saved"] = col(_per_task(fpu, "save_bytes"))
     # A restore reads the buffer as XSTATE_BV says.  Where load_fpu was not read, the
     # activations' bytes are scaled by how many of them were taken as restores.
     unknown_n = col(_per_task(act_unknown, "count"))
@@ -230,9 +219,9 @@ def task_table(
         (t["saves"] / t["switches"].where(t["switches"] > 0)).astype(float).clip(upper=1.0)
     )
     t["untraced_saves"] = (t["restores"] - t["saves"]).clip(lower=0)
-    deact_n = col(_per_task(deact, "count"))
-    t["avx512_share"] = (col(avx512) / deact_n.where(deact_n > 0)).fillna(0)
-    t["amx_share"] = (col(amx) / deact_n.where(deact_n > 0)).fillna(0)
+    saves_n = t["saves"].astype("float64")
+    t["avx512_share"] = (col(avx512) / saves_n.where(saves_n > 0)).fillna(0)
+    t["amx_share"] = (col(amx) / saves_n.where(saves_n > 0)).fillna(0)
     if not vso.empty:
         user_size = vso.groupby("task")["user_size"].max().astype("float64")
         reallocs = vso[vso["prev_vso"].notna()].groupby("task").size()
@@ -274,10 +263,9 @@ def vso_table(c: pd.DataFrame, vso: pd.DataFrame, tasks: pd.DataFrame, layout: L
         index=False
     ):
         live[v] = live.get(v, 0) | int(x)
+    saves = fpu.assign(saves=measures.saves(fpu)).groupby("vso")["saves"].sum()
     out = vso.copy()
-    out["saves"] = (
-        out["vso"].map(by["regs_deactivated"] - by["dropped"]).fillna(0).clip(lower=0)
-    ).astype("int64")
+    out["saves"] = out["vso"].map(saves).fillna(0).astype("int64")
     out["activations"] = out["vso"].map(by["regs_activated"]).fillna(0).astype("int64")
     out["live_components"] = [", ".join(decode(live.get(v, 0))) for v in out["vso"]]
     out["footprint"] = out["layout_size"].fillna(out["size"]).astype("int64")
@@ -288,10 +276,11 @@ def vso_table(c: pd.DataFrame, vso: pd.DataFrame, tasks: pd.DataFrame, layout: L
 
 def heatmap(c: pd.DataFrame, tasks: pd.DataFrame, top: int = 30) -> pd.DataFrame:
     """Share of each task's saves with each component live (rows: top tasks by saves)."""
-    deact = c[c["event"] == "regs_deactivated"]
+    deact = c[c["event"].isin(measures.SAVE_EVENTS)]
     if deact.empty:
         return pd.DataFrame()
-    totals = deact.groupby("task")["count"].sum().sort_values(ascending=False).head(top)
+    deact = deact.assign(saves=measures.saves(deact))
+    totals = deact.groupby("task")["saves"].sum().sort_values(ascending=False).head(top)
     comps = sorted({b for x in deact["xfeatures"] for b in bits(int(x))})
     rows = {}
     comm = tasks.set_index("task")["comm"] if not tasks.empty else pd.Series(dtype=str)
@@ -301,8 +290,8 @@ def heatmap(c: pd.DataFrame, tasks: pd.DataFrame, top: int = 30) -> pd.DataFrame
         pid = pid_of[task]
         shares = {}
         for b in comps:
-            hit = mine[(mine["xfeatures"].astype("uint64") & (1 << b)) != 0]["count"].sum()
-            shares[component_name(b)] = hit / total if total else 0.0
+            hit = mine[(mine["xfeatures"].astype("uint64") & (1 << b)) != 0]["saves"].sum()
+            shares[component_name(b)] = hit / total if total > 0 else 0.0
         rows[f"{comm.get(task, '?')} ({pid})"] = shares
     return pd.DataFrame.from_dict(rows, orient="index")
 

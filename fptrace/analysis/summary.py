@@ -3,7 +3,8 @@
 Classification follows ../shared/docs/kernel-fpu.md §1, by pairing rather than by
 ``load_fpu`` alone:
 - a *save* is a ``regs_deactivated`` that is not the exit path; the exit path is always
-  followed by ``dropped`` for the same buffer, so saves = regs_deactivated - dropped;
+  followed by ``dropped`` for the same buffer, so saves = regs_deactivated - dropped
+  (:mod:`fptrace.analysis.measures`, per row, which every view sums);
 - a *restore* is a ``regs_activated`` from the return-to-user path, which runs with
   TIF_NEED_FPU_LOAD set.  The other ``regs_activated`` (signal delivery, sigreturn, KVM) run
   with it clear.  fptrace reads it at every ``regs_activated``, so ``load_fpu`` decides.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from fptrace.analysis import measures
 from fptrace.xstate import bits, component_name
 
 
@@ -67,7 +69,11 @@ def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     for name in ("regs_deactivated", "regs_activated", "dropped", "copy_dst", "signal_deliver"):
         if name not in ev.columns:
             ev[name] = 0
-    ev["saves"] = (ev["regs_deactivated"] - ev["dropped"]).clip(lower=0)
+    # Not clipped at 0: a task's saves add up with every other view's (a negative figure
+    # would say that events were lost, and the drops warning says so too).
+    per_task_saves = counts.assign(saves=measures.saves(counts)).groupby(cols)["saves"].sum()
+    ev = ev.merge(per_task_saves.rename("saves").reset_index(), on=cols, how="left")
+    ev["saves"] = ev["saves"].fillna(0).astype("int64")
     ev = ev.merge(_activations(counts, cols).reset_index(), on=cols, how="left")
     for name in ("act_load", "act_other", "act_unknown"):
         ev[name] = ev[name].fillna(0).astype("int64") if name in ev.columns else 0
@@ -93,10 +99,11 @@ def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
 
 def live_components(counts: pd.DataFrame) -> pd.DataFrame:
     """For switch saves: how many had each xstate component live (XSTATE_BV bit set)."""
-    saves = counts[counts["event"] == "regs_deactivated"]
-    total = int(saves["count"].sum()) if not saves.empty else 0
+    rows = counts[counts["event"].isin(measures.SAVE_EVENTS)]
+    rows = rows.assign(saves=measures.saves(rows))
+    total = int(rows["saves"].sum()) if not rows.empty else 0
     per_bit: dict[int, int] = {}
-    for xf, n in saves.groupby("xfeatures")["count"].sum().items():
+    for xf, n in rows.groupby("xfeatures")["saves"].sum().items():
         for b in bits(int(xf)):
             per_bit[b] = per_bit.get(b, 0) + int(n)
     rows = [

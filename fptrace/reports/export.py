@@ -21,6 +21,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fptrace.analysis.measures import SAVE_SIGN
 from fptrace.errors import UsageError
 from fptrace.recording.loader import Recording
 from fptrace.xstate import Layout, decode
@@ -113,9 +114,10 @@ def write_chrome_json(rec: Recording, out: IO[str]) -> str:
                     "args": args,
                 }
             )
-            if r["event"] == "regs_deactivated":
+            sign = SAVE_SIGN.get(r["event"], 0)  # a save: analysis/measures.py
+            if sign:
                 key = (r["tgid"], r["ts_ns"] // interval_ns)
-                per_interval[key] = per_interval.get(key, 0) + 1
+                per_interval[key] = per_interval.get(key, 0) + sign
     for (tgid, slot), n in sorted(per_interval.items()):
         emit(
             {

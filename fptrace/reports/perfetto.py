@@ -16,6 +16,7 @@ from typing import IO
 
 import pyarrow.parquet as pq
 
+from fptrace.analysis.measures import SAVE_SIGN
 from fptrace.errors import UsageError
 from fptrace.recording.loader import Recording
 from fptrace.xstate import Layout, decode
@@ -175,10 +176,11 @@ def write_perfetto(rec: Recording, out: IO[bytes]) -> str:
         ts = int(r["ts_ns"])
         for t in (thread_track(pid, tgid), cpu_track(int(r["cpu"]))):
             out.write(packet(ts, instant(t, r["event"], notes)))
-        if r["event"] == "regs_deactivated":
+        sign = SAVE_SIGN.get(r["event"], 0)  # a save: analysis/measures.py
+        if sign:
             slot = per_slot.setdefault((tgid, ts // interval_ns), [0.0, 0.0])
-            slot[0] += 1
-            slot[1] += nbytes
+            slot[0] += sign
+            slot[1] += sign * nbytes
     scale = 1e9 / interval_ns
     for (tgid, slot), (saves, nbytes) in sorted(per_slot.items(), key=lambda kv: kv[0][1]):
         ts = slot * interval_ns

@@ -247,3 +247,37 @@ def test_the_timeline_divides_by_each_interval_s_measured_span() -> None:
     old = timeline(raw, None, 1.0, None)
     assert old["t_s"].tolist() == [1.0, 2.0, 3.0]
     assert old["saves_per_s"].tolist() == [100.0, 1000.0, 100.0]
+
+
+def test_every_view_adds_up_to_the_headline_saves(tmp_path: Path) -> None:
+    """A save is regs_deactivated less the exit path's (followed by dropped), once, for every
+    view: headline, task and VSO tables, timeline, live components and bytes agree, even
+    where the exit path's pair straddles an interval (issue #14: 40,010 / 40,012 / 40,011)."""
+    d = data(
+        tmp_path,
+        [
+            count(1, "regs_deactivated", 30, xf=0xE6, interval=0),
+            count(1, "regs_deactivated", 10, xf=0x2, interval=1),
+            count(1, "regs_deactivated", 1, xf=0x2, interval=1, load=0),  # exit path…
+            count(1, "dropped", 1, xf=0x2, interval=2, load=None),  # …and its drop
+            count(1, "regs_activated", 25, xf=0xE6, load=1),
+            count(2, "regs_deactivated", 6, xf=0x6, interval=0),
+            count(2, "dropped", 1, xf=0x6, interval=0, load=None),
+        ],
+        [task(1, "app"), task(2, "other")],
+        [vso(1), vso(2)],
+        interval_s=0.5,
+    )
+    want = 30 + 10 + 5
+    h = d.headline
+    assert h["saves"] == want
+    assert int(d.tasks["saves"].sum()) == want
+    assert int(d.vsos["saves"].sum()) == want
+    assert int(d.timeline["saves"].sum()) == want
+    sse = d.components.set_index("component").loc["SSE"]  # live in every one of them
+    assert int(sse["saves"]) == want and sse["share"] == 1.0
+    want_bytes = 30 * AMD.bytes_saved(0xE6) + 10 * AMD.bytes_saved(0x2) + 5 * AMD.bytes_saved(0x6)
+    assert h["bytes_saved"] == want_bytes
+    assert int(d.timeline["bytes_saved"].sum()) == want_bytes
+    assert h["avx512_save_share"] == pytest.approx(30 / want)
+    assert json.loads(render_json(d))["headline"]["saves"] == want
