@@ -30,6 +30,7 @@ kernels: setup
 lint: setup
 	$(VENV)/bin/ruff check fptrace tests scripts
 	$(VENV)/bin/ruff format --check fptrace tests scripts
+	$(VENV)/bin/mypy fptrace
 
 format: setup
 	$(VENV)/bin/ruff format fptrace tests scripts

@@ -284,9 +284,12 @@ class Row:
         return text if self.significant else f"{text} (no repeats)"
 
 
-def compare_samples(scope: str, metric: str, a: list[float], b: list[float]) -> Row:
-    a = [x for x in a if x is not None and x == x]
-    b = [x for x in b if x is not None and x == x]
+def compare_samples(
+    scope: str, metric: str, a_in: list[float | None], b_in: list[float | None]
+) -> Row:
+    """One metric compared; missing (None) and NaN samples are left out."""
+    a = [x for x in a_in if x is not None and x == x]
+    b = [x for x in b_in if x is not None and x == x]
     if not a or not b:
         return Row(scope, metric, None, None, None, None, None, None, len(a), len(b))
     ratio, lo, hi = ratio_ci(a, b)

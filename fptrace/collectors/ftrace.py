@@ -393,15 +393,15 @@ class FtraceSession:
             for i in rare_rows
         ]
         fpu = np.concatenate([self._carry_fpu, new])
-        rare = [r for r in self._carry_rare + rare if r is not None]
+        kept = [r for r in self._carry_rare + rare if r is not None]
         if mark is None:
             ready_fpu, self._carry_fpu = fpu, fpu[:0]
-            ready_rare, self._carry_rare = rare, []
+            ready_rare, self._carry_rare = kept, []
         else:
             early = fpu["ts"] < mark
             ready_fpu, self._carry_fpu = fpu[early], fpu[~early]
-            ready_rare = [r for r in rare if r[0] < mark]
-            self._carry_rare = [r for r in rare if r[0] >= mark]
+            ready_rare = [r for r in kept if r[0] < mark]
+            self._carry_rare = [r for r in kept if r[0] >= mark]
         if len(ready_fpu) or ready_rare:
             with self._lock:
                 self._process(ready_fpu, sorted(ready_rare, key=lambda r: r[0]))
@@ -519,9 +519,9 @@ class FtraceSession:
             t["execs"] += 1
             t["comm"] = Path(kv.get("filename", "")).name[:15] or t["comm"]
         elif name == "sched_process_exit":
-            t = self.tasks.get(pid)
-            if t is not None:
-                t["exit_ns"] = ns
+            ended = self.tasks.get(pid)
+            if ended is not None:
+                ended["exit_ns"] = ns
             self._tgids.pop(pid, None)  # the pid may be reused
         elif name == "signal_deliver" and kv.get("sa_handler", 0) > 1:
             code = AUX_EVENT_IDS["signal_deliver"]

@@ -183,7 +183,7 @@ def xstate_facts(dmesg: list[str] | None) -> tuple[dict[str, Any], Layout | None
             facts["kernel_context_size"] = int(m.group(2))
             facts["format"] = m.group(3)
     if layout is None and dmesg:
-        comps = {}
+        comps: dict[int, dict[str, Any]] = {}
         for line in dmesg:
             m = _DMESG_OFFSET.search(line)
             if m:

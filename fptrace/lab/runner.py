@@ -304,7 +304,6 @@ def _run_combinations(
         results.append(res)
         word = "ok" if res.ok else f"FAILED ({res.status}): {res.message}"
         progress(f"{label} {name}: {word} in {res.boot_s} s")
-    return results
 
 
 def _prebuild_workload(cmd: list[str]) -> None:

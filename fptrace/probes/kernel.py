@@ -85,8 +85,8 @@ def format_fields(text: str) -> dict[str, Field]:
         decl = m["decl"].strip()
         name = decl.split()[-1].split("[", 1)[0]
         data_loc = decl.startswith("__data_loc")
-        text = re.search(r"\bchar\b", decl) is not None and "[" in decl  # char x[16], char[]
-        fields[name] = Field(int(m["off"]), int(m["size"]), m["sgn"] == "1", data_loc, text)
+        is_text = re.search(r"\bchar\b", decl) is not None and "[" in decl  # char x[16], char[]
+        fields[name] = Field(int(m["off"]), int(m["size"]), m["sgn"] == "1", data_loc, is_text)
     return fields
 
 

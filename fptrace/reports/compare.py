@@ -137,13 +137,14 @@ def render_json(comparisons: list[Comparison]) -> str:
 
 
 def _ratio_figure(comp: Comparison, idx: int) -> dict[str, Any] | None:
-    rows = [r for r in comp.rows if r.ratio is not None]
-    if not rows:
+    with_ratio = [(r, r.ratio) for r in comp.rows if r.ratio is not None]
+    if not with_ratio:
         return None
+    rows = [r for r, _ in with_ratio]
     names = [METRICS.get(r.metric, r.metric) for r in rows]
-    y = [(r.ratio - 1) * 100 for r in rows]
-    plus = [((r.ci_high or r.ratio) - r.ratio) * 100 for r in rows]
-    minus = [(r.ratio - (r.ci_low or r.ratio)) * 100 for r in rows]
+    y = [(ratio - 1) * 100 for _, ratio in with_ratio]
+    plus = [((r.ci_high or ratio) - ratio) * 100 for r, ratio in with_ratio]
+    minus = [(ratio - (r.ci_low or ratio)) * 100 for r, ratio in with_ratio]
     colors = ["#bababa" if r.significant is False else "#d7191c" for r in rows]
     fig = go.Figure(
         go.Bar(

@@ -182,8 +182,8 @@ def write_perfetto(rec: Recording, out: IO[bytes]) -> str:
             slot[0] += sign
             slot[1] += sign * nbytes
     scale = 1e9 / interval_ns
-    for (tgid, slot), (saves, nbytes) in sorted(per_slot.items(), key=lambda kv: kv[0][1]):
-        ts = slot * interval_ns
-        out.write(packet(ts, counter(counters[(tgid, "saves/s")], saves * scale)))
-        out.write(packet(ts, counter(counters[(tgid, "bytes/s")], nbytes * scale)))
+    for (tgid, at), (n_saves, n_bytes) in sorted(per_slot.items(), key=lambda kv: kv[0][1]):
+        ts = at * interval_ns
+        out.write(packet(ts, counter(counters[(tgid, "saves/s")], n_saves * scale)))
+        out.write(packet(ts, counter(counters[(tgid, "bytes/s")], n_bytes * scale)))
     return "events"
