@@ -104,10 +104,10 @@ class BpfSession:
             size = plan.macros["EVENT_PAGES"] * mmap.PAGESIZE
             self.ring = RingReader(self.maps["events"].fd, size)
         self._calibrating = plan.calibrate
-        self.tif_bit_index: int | None = None
-        for note in plan.notes:  # calibrated by an earlier run on this kernel build
-            if note.startswith("TIF_NEED_FPU_LOAD is bit "):
-                self.tif_bit_index = TIF_CANDIDATE_BITS.index(int(note.split()[3]))
+        # Calibrated by an earlier run on this kernel build, or by this one (calibrate()).
+        self.tif_bit_index: int | None = (
+            None if plan.tif_bit is None else TIF_CANDIDATE_BITS.index(plan.tif_bit)
+        )
         self.attached_as: dict[str, str] = {}  # probe name -> "tp_btf" | "raw_tracepoint"
 
     def _load(self, cflags: list[str], use_cache: bool = True) -> None:

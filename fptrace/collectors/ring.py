@@ -54,7 +54,6 @@ class RingReader:
             map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
         )
         self._page = page
-        self.consumed = 0
 
     def close(self) -> None:
         for m in (self._cons, self._data):
@@ -90,7 +89,6 @@ class RingReader:
         del raw
         out = payload.view(EVENT_DTYPE).reshape(-1)
         struct.pack_into("<Q", self._cons, 0, cons + n * RECORD)
-        self.consumed += len(out)
         return out
 
 

@@ -120,9 +120,6 @@ class BTF:
         name_off, info, size_or_type = struct.unpack_from("<III", self._data, pos)
         return pos, name_off, (info >> 24) & 0x1F, info & 0xFFFF, size_or_type | (info >> 31) << 32
 
-    def has_struct(self, name: str) -> bool:
-        return (KIND_STRUCT, name) in self._by_name
-
     def has_func(self, name: str) -> bool:
         return (KIND_FUNC, name) in self._by_name
 

@@ -77,9 +77,6 @@ class BTFFacts:
             )
         return self._answers[k]
 
-    def has_struct(self, name: str) -> bool:
-        return bool(self._ask("has_struct", name))
-
     def has_func(self, name: str) -> bool:
         return bool(self._ask("has_func", name))
 

@@ -101,6 +101,7 @@ class ProbePlan:
     notes: list[str] = field(default_factory=list)
     self_tgid: int = 0  # never traced: written into the self_tgid map after loading
     calibrate: bool = False  # attach the TIF_NEED_FPU_LOAD calibration tracepoint
+    tif_bit: int | None = None  # TIF_NEED_FPU_LOAD's bit, where an earlier run calibrated it
 
     @property
     def ok(self) -> bool:
@@ -259,6 +260,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         # and the later ones share one compiled program (collectors/bpf_object.py).
         plan.macros["CALIBRATE_TIF"] = 1
     if "TASK_TIF_OFF" in plan.macros and opts.calibrated_tif_bit in TIF_CANDIDATE_BITS:
+        plan.tif_bit = opts.calibrated_tif_bit
         plan.notes.append(
             f"TIF_NEED_FPU_LOAD is bit {opts.calibrated_tif_bit} (calibrated by an earlier run)"
         )

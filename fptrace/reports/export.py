@@ -26,7 +26,6 @@ from fptrace.errors import UsageError
 from fptrace.recording.loader import Recording
 from fptrace.xstate import Layout, decode
 
-FORMATS = ("csv", "jsonl", "chrome-json")
 EVENT_BATCH_ROWS = 1 << 18
 
 

@@ -13,7 +13,6 @@ import html
 import json
 import math
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -299,7 +298,3 @@ def render_html(data: ReportData, max_rows: int = 2000) -> str:
             cost=data.cost.to_json(),
         )
     )
-
-
-def write_html(data: ReportData, out: Path) -> None:
-    out.write_text(render_html(data), encoding="utf-8")

@@ -47,9 +47,6 @@ class FakeBTF:
     funcs: set[str] = field(default_factory=set)
     typedefs: dict[str, int] = field(default_factory=dict)
 
-    def has_struct(self, name: str) -> bool:
-        return name in self.structs
-
     def has_func(self, name: str) -> bool:
         return name in self.funcs
 

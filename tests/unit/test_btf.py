@@ -121,7 +121,6 @@ QUESTIONS = [
     ("struct_size", "task_struct"),
     ("typedef_id", "u64"),
     ("has_func", "bpf_jiffies64"),
-    ("has_struct", "fpu"),
 ]
 
 

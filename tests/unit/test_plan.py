@@ -81,6 +81,7 @@ def test_a_known_tif_bit_needs_no_calibration_probe() -> None:
     assert not plan.calibrate and plan_probes(kernel_6_18(), ALL).calibrate
     assert not [p for p in plan.attached() if p.kind == "tracepoint" and "x86_fpu" in p.name]
     assert any("bit 19" in n for n in plan.notes)
+    assert plan.tif_bit == 19 and plan_probes(kernel_6_18(), ALL).tif_bit is None  # a field
     # The calibration program stays compiled in: one compiled program before and after.
     assert plan.cflags() == plan_probes(kernel_6_18(), ALL).cflags()
 
