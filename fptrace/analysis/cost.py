@@ -30,6 +30,11 @@ class Linear:
     def __call__(self, nbytes: float) -> float:
         return self.base_ns + self.ns_per_byte * nbytes
 
+    def total(self, ops: Any, nbytes: Any) -> Any:
+        """The cost of ``ops`` operations moving ``nbytes`` bytes in all (numbers or
+        pandas Series alike): the one place the formula is applied to counts."""
+        return ops * self.base_ns + nbytes * self.ns_per_byte
+
 
 @dataclass(frozen=True)
 class CostModel:

@@ -232,17 +232,18 @@ def task_table(
     t["vso_replacements"] = col(reallocs).astype("int64")
     t["signal_frame_bytes"] = t["signal_frames"] * col(user_size)
     t["xcomp_requests"] = col(_per_task(perm, "count")).astype("int64")
-    t["est_save_ns"] = t["saves"] * model.save.base_ns + t["bytes_saved"] * model.save.ns_per_byte
-    t["est_restore_ns"] = (
-        t["restores"] * model.restore.base_ns + t["bytes_restored"] * model.restore.ns_per_byte
-    )
+    t["est_save_ns"] = model.save.total(t["saves"], t["bytes_saved"])
+    t["est_restore_ns"] = model.restore.total(t["restores"], t["bytes_restored"])
     # Signal frames (kernel-fpu.md §1.3): at delivery an XSAVE of the user state to the
     # stack (standard format: user_size bytes) and an XRSTOR of the init state (no bytes
     # read); at sigreturn an XRSTOR from the frame.  Both are outside the switch path.
     frame = col(user_size)
-    t["est_signal_ns"] = t["signal_frames"] * (
-        model.save.base_ns + frame * model.save.ns_per_byte + model.restore.base_ns
-    ) + t["sigreturns"] * (model.restore.base_ns + frame * model.restore.ns_per_byte)
+    frames, sigreturns = t["signal_frames"], t["sigreturns"]
+    t["est_signal_ns"] = (
+        model.save.total(frames, frames * frame)
+        + model.restore.total(frames, 0)
+        + model.restore.total(sigreturns, sigreturns * frame)
+    )
     t["est_ns"] = t["est_save_ns"] + t["est_restore_ns"] + t["est_signal_ns"]
     oncpu = t["oncpu_ns"].astype("float64")
     t["est_oncpu_share"] = (t["est_ns"] / oncpu.where(oncpu > 0)).astype(float)

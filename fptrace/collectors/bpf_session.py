@@ -26,7 +26,7 @@ from fptrace.collectors.ring import RingReader
 from fptrace.collectors.tp_btf import load_tp_btf, open_tp_btf
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.kernel import find_tracefs
-from fptrace.probes.plan import DROP_COUNTERS, TIF_CANDIDATE_BITS, ProbePlan
+from fptrace.probes.plan import CACHE_SLOTS, DROP_COUNTERS, TIF_CANDIDATE_BITS, ProbePlan
 
 CALIBRATION_SAMPLES = 16  # load=1 events needed before the TIF bit is trusted
 CALIBRATION_PROG = "tracepoint__x86_fpu__x86_fpu_regs_activated"
@@ -309,7 +309,7 @@ class BpfSession:
         """(cpu, key, value) of every cache slot that holds counts."""
         out = []
         cache = self.maps["cache"]
-        for i in range(64):
+        for i in range(CACHE_SLOTS):
             for cpu, s in enumerate(cache[cache.Key(i)]):
                 if not s.traced or not s.val.count:
                     continue

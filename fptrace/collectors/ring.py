@@ -16,6 +16,8 @@ import struct
 
 import numpy as np
 
+from fptrace.probes.plan import EVENT_BATCH as BATCH
+
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER = 8
@@ -34,7 +36,6 @@ EVENT_DTYPE = np.dtype(
         ("pad", "<u2"),
     ]
 )
-BATCH = 32  # events per ring record (also EVENT_BATCH in the BPF C); 64 measured no better
 RECORD_DTYPE = np.dtype([("len", "<u4"), ("pg_off", "<u4"), ("e", EVENT_DTYPE, (BATCH,))])
 RECORD = RECORD_DTYPE.itemsize  # 8 + BATCH x 40, a multiple of 8 as the ring needs
 # A partial batch as it sits in the per-CPU array (struct fp_batch).

@@ -17,9 +17,7 @@
 // `counts`, and a new key's count is written *after* the key; `seq` is bumped before every
 // eviction, so that user space leaves out the cache of a CPU that evicted while it read.
 
-#define CACHE_SLOTS 64
 #define fp_barrier() asm volatile("" ::: "memory")  // keep the stores in program order
-#define LOAD_NOT_READ 0x8000
 
 struct fp_key {
     u32 pid;
@@ -87,7 +85,7 @@ struct task_info {
 // --events: fixed-size records, gathered per CPU in batches of EVENT_BATCH and copied into
 // the ring buffer a batch at a time (one ring operation per batch, not per event); user
 // space decodes them in bulk (collectors/ring.py) and reads the partial batches at the end.
-// EVENT_BATCH (a power of two) comes from collectors/ring.py, which decodes the batches.
+// EVENT_BATCH (a power of two) comes from probes/plan.py; collectors/ring.py decodes with it.
 struct fp_event {
     u64 ts;         // bpf_ktime_get_ns
     u64 vso;
@@ -111,7 +109,7 @@ BPF_RINGBUF_OUTPUT(events, EVENT_PAGES);
 BPF_HASH(counts, struct fp_key, struct fp_val, MAX_COUNTS);
 BPF_PERCPU_ARRAY(cache, struct slot, CACHE_SLOTS);
 BPF_PERCPU_ARRAY(seq, u64, 1);
-BPF_PERCPU_ARRAY(drops, u64, 8);
+BPF_PERCPU_ARRAY(drops, u64, DROP_COUNTERS_N);
 BPF_HASH(vsos, struct vso_key, struct vso_info, MAX_VSOS);
 BPF_HASH(tasks, u32, struct task_info, MAX_TASKS);
 // The recorder's own tgid, never traced.  A map, not a -D flag, so that the compiled program
@@ -135,13 +133,8 @@ BPF_HASH(targets, u32, u8, MAX_TARGETS);
 BPF_PERCPU_ARRAY(tif_cal, u64, 4);  // 0: OR of ~flags with load=1, 1: OR of flags with load=0, 2/3: counts
 #endif
 
-#define DROP_COUNTS_FULL 0
-#define DROP_VSO_FULL 1
-#define DROP_TASK_FULL 2
-#define DROP_AUX_FULL 3
-#define DROP_TARGET_FULL 4
-#define DROP_LOST_EVENTS 5
-#define DROP_RING_FULL 6
+// DROP_COUNTS_FULL ... DROP_RING_FULL, DROP_COUNTERS_N, CACHE_SLOTS, LOAD_NOT_READ and
+// EVENT_BATCH come as -D flags from probes/plan.py (shared_macros), which Python reads too.
 
 static __always_inline u64 now_ns(void)
 {

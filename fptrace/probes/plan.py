@@ -43,6 +43,11 @@ REQUIRED_FPU_EVENTS = ("regs_deactivated", "regs_activated")
 TIF_CANDIDATE_BITS = (14, 19)
 # load_bits value of events whose load_fpu is deliberately not read (regs_deactivated).
 LOAD_NOT_READ = 0x8000
+# Per-CPU direct-mapped cache in front of the shared counts map (a power of two).
+CACHE_SLOTS = 64
+# --events: events per ring record, gathered per CPU (a power of two; 64 measured no
+# better).  collectors/ring.py decodes the records with it.
+EVENT_BATCH = 32
 
 # Map capacities (entries), derived from the machine's pid space (map_sizes).  The tasks
 # map is keyed by pid, so it never holds more than pid_max entries (an exited task's entry
@@ -66,7 +71,8 @@ def map_sizes(pid_max: int) -> dict[str, int]:
     }
 
 
-# Kernel-side event-loss counters (index in the per-CPU ``drops`` array).
+# Kernel-side event-loss counters (index in the per-CPU ``drops`` array); the BPF C has
+# each index as DROP_<NAME> (without "_map": DROP_COUNTS_FULL), from shared_macros().
 DROP_COUNTERS = (
     "counts_map_full",
     "vso_map_full",
@@ -76,6 +82,19 @@ DROP_COUNTERS = (
     "lost_events",
     "ring_full",
 )
+
+
+def shared_macros() -> dict[str, int]:
+    """The numbers the BPF C and Python share, defined here once and passed as -D flags."""
+    macros = {
+        "LOAD_NOT_READ": LOAD_NOT_READ,
+        "CACHE_SLOTS": CACHE_SLOTS,
+        "EVENT_BATCH": EVENT_BATCH,
+        "DROP_COUNTERS_N": len(DROP_COUNTERS),
+    }
+    for i, name in enumerate(DROP_COUNTERS):
+        macros["DROP_" + name.replace("_map", "").upper()] = i
+    return macros
 
 
 @dataclass(frozen=True)
@@ -347,12 +366,10 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         plan.macros["FILTER_TARGETS"] = 1
     if opts.load_on_switch:
         plan.macros["LOAD_ON_SWITCH"] = 1
+    plan.macros.update(shared_macros())
     if opts.events_pages:
-        from fptrace.collectors.ring import BATCH  # one source for the batch size
-
         plan.macros["EVENTS"] = 1
         plan.macros["EVENT_PAGES"] = opts.events_pages
-        plan.macros["EVENT_BATCH"] = BATCH
     fpu_probes = [p for p in plan.attached() if p.kind == "raw_tracepoint"]
     if fpu_probes and all(p.btf_id for p in fpu_probes) and not opts.raw_tp:
         plan.macros["FPU_DIRECT"] = 1  # compile the tp_btf variant (direct loads)
