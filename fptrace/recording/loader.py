@@ -143,6 +143,74 @@ class Recording:
         return float(self.manifest.get("duration_s") or 0.0)
 
 
+# The JSON type of each manifest field fptrace reads (a path: "host.xstate"; "drops.*": each
+# value).  Fields not listed are kept as written.  A recording is shared between people and
+# may have been edited: a field of the wrong type is named in a one-line error here rather
+# than failing as an internal error wherever it is first used.
+NUMBER = (int, float)
+MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "backend": (str,),
+    "clock": (str,),
+    "started_at": (str,),
+    "ended_at": (str,),
+    "fptrace_version": (str,),
+    "duration_s": NUMBER,
+    "interval_s": NUMBER,
+    "startup_s": NUMBER,
+    "intervals": (int,),
+    "attach_monotonic_ns": (int,),
+    "events": (int, dict),  # a count; an object with --events (one shape: issue #14)
+    "command_line": (list,),
+    "host": (dict,),
+    "host.xstate": (dict,),
+    "host.xstate.components": (list,),
+    "probes": (dict,),
+    "target": (dict,),
+    "drops": (dict,),
+    "drops.*": (int,),
+    "drains": (dict,),
+    "load_fpu": (dict,),
+    "bench": (dict,),
+    "lab": (dict,),
+    "record_check": (dict,),
+    "calibration": (dict,),
+}
+JSON_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true/false",
+    type(None): "null",
+}
+
+
+def check_manifest(mpath: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a manifest whose known fields have the wrong JSON type, naming the field."""
+    for path, types in MANIFEST_FIELDS.items():
+        *parents, last = path.split(".")
+        node: Any = manifest
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue  # the parent is missing (or already reported)
+        items = node.items() if last == "*" else [(last, node[last])] if last in node else []
+        for name, value in items:
+            if value is None:  # null: not known (e.g. an unfinished run's end)
+                continue
+            ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+            if not ok:
+                where = ".".join([*parents, str(name)])
+                want = " or ".join(JSON_NAMES[t] for t in types)
+                got = JSON_NAMES.get(type(value), type(value).__name__)
+                raise RecordingError(
+                    f"{mpath}: field {where!r} is {got}, not {want}: the recording was "
+                    "damaged or edited; restore that field or record again"
+                )
+
+
 def load_manifest(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise RecordingError(f"{path} does not exist: give the directory `fptrace record` wrote")
@@ -165,6 +233,7 @@ def load_manifest(path: Path) -> dict[str, Any]:
             f"{path} is format version {version}, newer than this fptrace reads "
             f"({FORMAT_VERSION}): upgrade fptrace"
         )
+    check_manifest(mpath, manifest)
     return manifest
 
 

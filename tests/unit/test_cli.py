@@ -137,3 +137,31 @@ def test_workload_path_prints_the_built_binary(capsys, tmp_path, monkeypatch) ->
     monkeypatch.setenv("FPTRACE_CACHE", str(tmp_path))
     code, out, _ = run(capsys, "workload", "--path", "pingpong")
     assert code == 0 and Path(out.strip()).name == "pingpong" and Path(out.strip()).exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("host", 5, "'host' is a whole number, not an object"),
+        ("drops", {"lost_events": "many"}, "'drops.lost_events' is a string"),
+        ("duration_s", "long", "'duration_s' is a string, not a whole number or a number"),
+        ("host", {"xstate": []}, "'host.xstate' is a list, not an object"),
+        ("intervals", True, "'intervals' is true/false"),
+        ("events", [1], "'events' is a list"),
+    ],
+)
+def test_a_manifest_field_of_the_wrong_type_is_named_in_one_line(
+    capsys, tmp_path: Path, field: str, value: object, named: str
+) -> None:
+    """A recording is shared and can be edited: a wrong-typed manifest field used to fail as
+    "internal error: AttributeError" (issue #14); every command that reads one says which."""
+    import json
+
+    path = write(tmp_path / "r", [count(5, "regs_deactivated", 10)], [task(5)], [vso(5)])
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest[field] = value
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    for argv in (["report", "-f", "text"], ["report", "-f", "json"], ["export", "-f", "csv"]):
+        code, _, err = run(capsys, *argv, str(path))
+        line = one_line_error(err)
+        assert code == 65 and "manifest.json" in line and named in line, line
