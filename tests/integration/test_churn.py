@@ -43,7 +43,7 @@ def test_more_processes_than_pids_each_a_task_nothing_lost_state_bounded(forker,
     require_tool("bpftrace")
     children = min(pid_max() + 8000, 60000)  # past pid_max where it is small (32768 here)
     out = tmp_path / "r"
-    with Oracle() as oracle:
+    with Oracle(comm=forker.name) as oracle:  # the pid space wraps: count only the forkers
         run = fptrace(
             "record", "-q", "-o", str(out), "--interval", "0.25",
             "--", str(forker), "--children", str(children),
