@@ -931,7 +931,7 @@ def _record_session(
         duration_s=round((time.clock_gettime_ns(time.CLOCK_MONOTONIC) - recorder.t0) / 1e9, 3),
         intervals=recorder.interval,
         drains=drain_lateness(recorder.lateness_ns, opts.interval),
-        events=recorder.total_events,
+        events={"counted": recorder.total_events},  # one shape, with --events or without
         drops=snap.drops,
         load_fpu={
             "tif_bit": session.tif_bit,
@@ -945,7 +945,7 @@ def _record_session(
     )
     manifest["target"]["exit_code"] = exit_code if child is not None else None
     if recorder.events is not None:
-        manifest["events"] = {
+        manifest["events"] |= {
             "recorded": recorder.events_written,
             # The BPF ring's size; the ftrace backend has none (its buffer is ftrace's own).
             "ring_bytes": plan.macros.get("EVENT_PAGES", 0) * mmap.PAGESIZE

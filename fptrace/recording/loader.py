@@ -160,7 +160,8 @@ MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
     "startup_s": NUMBER,
     "intervals": (int,),
     "attach_monotonic_ns": (int,),
-    "events": (int, dict),  # a count; an object with --events (one shape: issue #14)
+    "events": (int, dict),  # an object; a bare count before it became one (migrated)
+    "events.counted": (int,),
     "command_line": (list,),
     "host": (dict,),
     "host.xstate": (dict,),
@@ -234,6 +235,17 @@ def load_manifest(path: Path) -> dict[str, Any]:
             f"({FORMAT_VERSION}): upgrade fptrace"
         )
     check_manifest(mpath, manifest)
+    return migrate_manifest(manifest)
+
+
+def migrate_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Older manifests in today's shape, so that readers handle one: ``events`` was a bare
+    count without ``--events`` and an object (without the count) with it."""
+    events = manifest.get("events")
+    if isinstance(events, int):
+        manifest["events"] = {"counted": events}
+    elif isinstance(events, dict) and "counted" not in events:
+        manifest["events"] = {"counted": None} | events
     return manifest
 
 

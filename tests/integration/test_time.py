@@ -66,8 +66,9 @@ def test_a_late_drain_is_one_long_interval_not_a_spike(tmp_path, pingpong):
     assert iv["start_ns"].iloc[0] == 0
     assert (iv["start_ns"].iloc[1:].to_numpy() == iv["end_ns"].iloc[:-1].to_numpy()).all()
     assert abs(iv["end_ns"].iloc[-1] / 1e9 - rec.manifest["duration_s"]) < 0.2
-    # Each interval's events are the counts of that interval.
+    # Each interval's events are the counts of that interval, and the manifest has their sum.
     per = rec.counts.groupby("interval")["count"].sum().astype("int64")
+    assert rec.manifest["events"] == {"counted": int(per.sum())}
     assert per.reindex(iv["interval"], fill_value=0).tolist() == iv["events"].tolist()
     spans = (iv["end_ns"] - iv["start_ns"]) / 1e9
     stopped = int(spans.idxmax())

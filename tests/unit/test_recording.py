@@ -122,3 +122,21 @@ def test_the_final_merge_streams_the_parts_in_bounded_row_groups(tmp_path: Path,
     assert r.tasks["pid"].tolist() == [*range(100, 110), 7]  # the final ones, then the live
     assert not (tmp_path / "r" / ".parts").exists()
     assert not list((tmp_path / "r").glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("written", "loaded"),
+    [
+        (123, {"counted": 123}),  # a bare count: recordings made without --events before
+        (
+            {"recorded": 5, "ring_bytes": 0, "lost": 0},  # --events, before `counted`
+            {"counted": None, "recorded": 5, "ring_bytes": 0, "lost": 0},
+        ),
+        ({"counted": 7}, {"counted": 7}),  # today's
+    ],
+)
+def test_manifest_events_has_one_shape_whatever_wrote_it(tmp_path: Path, written, loaded):
+    path = write(
+        tmp_path / "r", [count(1, "regs_activated", 1)], [task(1)], [vso(1)], events=written
+    )
+    assert load_recording(path).manifest["events"] == loaded
