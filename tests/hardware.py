@@ -3,7 +3,7 @@
 The integration lane's known answers depend on the processor: a pingpong can only keep
 AVX-512 state live on a CPU with AVX-512, and every buffer size comes from CPUID leaf 0xD.
 The expected values must not come from the code under test (``fptrace.xstate``,
-``fptrace.collectors.bench.cpu_flags``), so this module asks the CPU itself: a small C
+``fptrace.collectors.host.cpu_flags``), so this module asks the CPU itself: a small C
 program (cpuid_probe.c), compiled once per session, runs CPUID and XGETBV and prints the raw
 registers; the arithmetic below follows the SDM (vol. 1 ch. 13) and ../shared/docs/kernel-fpu.md §6.
 

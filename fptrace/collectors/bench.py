@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fptrace.collectors.host import cpu_flags
 from fptrace.errors import EnvironmentProblem, UsageError
 from fptrace.workloads.build import workload_binary
 
@@ -104,14 +105,6 @@ DEFAULT_SET = (
     "calibrate",
     "amx-first",
 )
-
-
-def cpu_flags() -> set[str]:
-    text = Path("/proc/cpuinfo").read_text()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def resolve(names: list[str], states: list[str] | None) -> tuple[list[Bench], list[str]]:

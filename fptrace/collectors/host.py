@@ -120,14 +120,24 @@ def dmesg_fpu_lines() -> list[str] | None:
     return [ln for ln in lines if ln.startswith("x86/fpu:")]
 
 
-def cpu_info() -> dict[str, Any]:
+def cpuinfo_fields() -> dict[str, str]:
+    """The first processor's ``key: value`` lines of /proc/cpuinfo (the one parser of it)."""
     text = read_text("/proc/cpuinfo") or ""
-    first = text.split("\n\n", 1)[0]
     fields: dict[str, str] = {}
-    for line in first.splitlines():
+    for line in text.split("\n\n", 1)[0].splitlines():
         key, sep, value = line.partition(":")
         if sep:
             fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the kernel reports them (``avx512f``, ``xsaves``…)."""
+    return set(cpuinfo_fields().get("flags", "").split())
+
+
+def cpu_info() -> dict[str, Any]:
+    fields = cpuinfo_fields()
     flags = fields.get("flags", "").split()
     return {
         "model_name": fields.get("model name"),

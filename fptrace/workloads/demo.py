@@ -11,16 +11,17 @@ import sys
 from pathlib import Path
 
 from fptrace.cli import main as fptrace_main
+from fptrace.collectors.host import cpu_flags
 from fptrace.workloads.build import workload_binary
 
 ROUNDS = 20_000
 
 
 def best_mode() -> str:
-    flags = Path("/proc/cpuinfo").read_text()
-    if " avx512f" in flags:
+    flags = cpu_flags()
+    if "avx512f" in flags:
         return "avx512"
-    return "avx" if " avx" in flags else "sse"
+    return "avx" if "avx" in flags else "sse"
 
 
 def main(argv: list[str] | None = None) -> int:
