@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from fptrace.analysis.stats import ALPHA, mann_whitney_p
+from fptrace.analysis.stats import ALPHA, bootstrap, mann_whitney_p, resample
 
 # Boot parameters that change FPU/xstate behaviour (kernel-fpu.md §7.1), called out first.
 FPU_BOOT_PARAMS = (
@@ -225,15 +225,14 @@ def ratio_ci(a: list[float], b: list[float], n: int = 2000, seed: int = 0) -> tu
         return None, None, None
     if len(a) < 2 and len(b) < 2:
         return mb / ma, None, None
-    rng = random.Random(seed)
-    rs = []
-    for _ in range(n):
-        sa = statistics.median(rng.choices(a, k=len(a)))
-        sb = statistics.median(rng.choices(b, k=len(b)))
-        if sa:
-            rs.append(sb / sa)
-    rs.sort()
-    return mb / ma, rs[int(0.025 * len(rs))], rs[int(0.975 * len(rs)) - 1]
+
+    def ratio(rng: random.Random) -> float | None:
+        sa = statistics.median(resample(rng, a))
+        sb = statistics.median(resample(rng, b))
+        return sb / sa if sa else None
+
+    ci = bootstrap(ratio, n, seed)
+    return (mb / ma, None, None) if ci is None else (mb / ma, *ci)
 
 
 @dataclass

@@ -12,10 +12,30 @@ import itertools
 import math
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 UNSTABLE_RSD = 0.10  # pyperf warns when the standard deviation is >10 % of the mean
 ALPHA = 0.05
+
+
+def bootstrap(
+    statistic: Callable[[random.Random], float | None], n: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
+    """The bootstrap 95 % interval of ``statistic``, which draws its own resamples from the
+    generator it is given (so that one or two samples, or pairs, are resampled alike): the
+    one bootstrap of fptrace, seeded, so that a report is the same every time.  ``None``
+    values (a statistic undefined on a resample) are left out; None if all were."""
+    rng = random.Random(seed)
+    values = sorted(v for v in (statistic(rng) for _ in range(n)) if v is not None)
+    if not values:
+        return None
+    return values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]
+
+
+def resample(rng: random.Random, xs: Sequence[Any]) -> list[Any]:
+    """A bootstrap resample of ``xs`` (as many draws, with replacement)."""
+    return rng.choices(xs, k=len(xs))
 
 
 def median_ci(xs: Sequence[float], n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -25,9 +45,9 @@ def median_ci(xs: Sequence[float], n: int = 2000, seed: int = 0) -> tuple[float,
     med = statistics.median(xs)
     if len(xs) == 1:
         return med, med, med
-    rng = random.Random(seed)
-    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n))
-    return med, meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
+    ci = bootstrap(lambda rng: statistics.median(resample(rng, xs)), n, seed)
+    assert ci is not None  # a median is always defined
+    return med, *ci
 
 
 def rsd(xs: Sequence[float]) -> float:
@@ -89,13 +109,8 @@ def slope_ci(
     slope = fit(pts)
     if slope is None:
         return None
-    rng = random.Random(seed)
-    boots = sorted(
-        s for s in (fit(rng.choices(pts, k=len(pts))) for _ in range(n)) if s is not None
-    )
-    if not boots:
-        return slope, slope, slope
-    return slope, boots[int(0.025 * len(boots))], boots[int(0.975 * len(boots)) - 1]
+    ci = bootstrap(lambda rng: fit(resample(rng, pts)), n, seed)
+    return (slope, slope, slope) if ci is None else (slope, *ci)
 
 
 def intercept(x: Sequence[float], y: Sequence[float], slope: float) -> float:
