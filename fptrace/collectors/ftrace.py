@@ -38,7 +38,7 @@ from fptrace.collectors.ftrace_raw import (
     record_string,
     walk_pages,
 )
-from fptrace.collectors.procfs import process_running, task_counters
+from fptrace.collectors.procfs import proc_comm, proc_tgid, process_running, task_counters
 from fptrace.collectors.ring import EVENT_DTYPE
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.plan import AUX_EVENT_IDS, FPU_EVENT_IDS
@@ -555,26 +555,6 @@ def event_row(
 def child_is_thread(child: int, parent_tgid: int) -> bool:
     """A clone with CLONE_THREAD shares the parent's tgid (checked in procfs while it lives)."""
     return os.path.exists(f"/proc/{parent_tgid}/task/{child}")
-
-
-def proc_tgid(pid: int) -> int | None:
-    """The process a thread id belongs to, while it lives."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def proc_comm(tgid: int, pid: int) -> str | None:
-    try:
-        with open(f"/proc/{tgid}/task/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode("utf-8", "replace")
-    except OSError:
-        return None
 
 
 def saved_map(path: Path, cast: Any = int) -> dict[int, Any]:

@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from fptrace.collectors.procfs import read_text
 from fptrace.xstate import Layout
 
 AT_MINSIGSTKSZ = 51
@@ -52,13 +53,6 @@ FPU_CONFIG_OPTIONS = (
 FPU_CPU_FLAGS = re.compile(
     r"^(fpu|fxsr|xsave\w*|xgetbv1|avx\w*|amx\w*|pku|ospke|user_shstk|apx\w*|sse\w*|ssse3|fma)$"
 )
-
-
-def read_text(path: str | Path) -> str | None:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return None
 
 
 def kernel_config() -> tuple[str | None, str | None]:

@@ -7,13 +7,20 @@ fields (``se.sum_exec_runtime``, ``nvcsw + nivcsw``), so the differences are con
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
+from fptrace.probes.plan import MIN_TASKS
 
-def _read(path: str) -> str | None:
+
+def read_text(path: str | Path) -> str | None:
+    """A small text file's content (/proc, /sys, /boot/config-*), None if it cannot be read
+    (a task that is gone, a file this kernel lacks); bytes that are not UTF-8 (a command
+    line) are replaced, never an error: the one reader of such files in the collectors."""
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8", "replace")
@@ -21,11 +28,44 @@ def _read(path: str) -> str | None:
         return None
 
 
+def own_rss() -> int:
+    """This process's resident memory in bytes (/proc/self/statm), 0 if unreadable."""
+    try:
+        return int((read_text("/proc/self/statm") or "").split()[1]) * mmap.PAGESIZE
+    except (ValueError, IndexError):
+        return 0
+
+
+def pid_max() -> int:
+    """The kernel's pid space (sizes the BPF maps); the small-machine default if unreadable."""
+    try:
+        return int(read_text("/proc/sys/kernel/pid_max") or "")
+    except ValueError:
+        return MIN_TASKS
+
+
+def proc_tgid(pid: int) -> int | None:
+    """The process a thread id belongs to, while it lives."""
+    for line in (read_text(f"/proc/{pid}/status") or "").splitlines():
+        if line.startswith("Tgid:"):
+            try:
+                return int(line.split()[1])
+            except (ValueError, IndexError):
+                return None
+    return None
+
+
+def proc_comm(tgid: int, pid: int) -> str | None:
+    """A thread's name, while it lives."""
+    text = read_text(f"/proc/{tgid}/task/{pid}/comm")
+    return None if text is None else text.rstrip("\n")
+
+
 def task_counters(tgid: int, pid: int) -> tuple[int, int] | None:
     """(on-CPU ns, context switches) of a live thread, or None if it is gone."""
     base = f"/proc/{tgid}/task/{pid}"
-    sched = _read(f"{base}/schedstat")
-    status = _read(f"{base}/status")
+    sched = read_text(f"{base}/schedstat")
+    status = read_text(f"{base}/status")
     if sched is None or status is None:
         return None
     try:
@@ -49,11 +89,11 @@ class TaskMeta:
 
 
 def task_meta(tgid: int) -> TaskMeta | None:
-    cmdline = _read(f"/proc/{tgid}/cmdline")
+    cmdline = read_text(f"/proc/{tgid}/cmdline")
     if cmdline is None:
         return None
-    cgroup = _read(f"/proc/{tgid}/cgroup")
-    stat = _read(f"/proc/{tgid}/stat")
+    cgroup = read_text(f"/proc/{tgid}/cgroup")
+    stat = read_text(f"/proc/{tgid}/stat")
     ppid = 0
     if stat and ")" in stat:
         try:
@@ -79,7 +119,7 @@ def descendants(tgids: list[int]) -> set[int]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        stat = _read(f"/proc/{name}/stat")
+        stat = read_text(f"/proc/{name}/stat")
         if stat is None:
             continue
         try:

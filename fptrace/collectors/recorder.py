@@ -41,6 +41,8 @@ from fptrace.collectors.host import collect_host
 from fptrace.collectors.procfs import (
     TaskMeta,
     descendants,
+    own_rss,
+    pid_max,
     process_running,
     task_counters,
     task_meta,
@@ -54,7 +56,6 @@ from fptrace.probes.kernel import LiveKernel, find_tracefs
 from fptrace.probes.plan import (
     EVENT_NAMES,
     LOAD_NOT_READ,
-    MIN_TASKS,
     PlanOptions,
     ProbePlan,
     plan_probes,
@@ -167,22 +168,6 @@ def plan_options(opts: RecordOptions) -> PlanOptions:
         raw_tp=os.environ.get("FPTRACE_RAW_TP") == "1",
         pid_max=pid_max(),
     )
-
-
-def own_rss() -> int:
-    """This process's resident memory in bytes (/proc/self/statm), 0 if unreadable."""
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * mmap.PAGESIZE
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def pid_max() -> int:
-    """The kernel's pid space (sizes the BPF maps); the small-machine default if unreadable."""
-    try:
-        return int(Path("/proc/sys/kernel/pid_max").read_text())
-    except (OSError, ValueError):
-        return MIN_TASKS
 
 
 def ring_pages(megabytes: int) -> int:

@@ -35,3 +35,28 @@ def test_descendants_follow_the_whole_tree_and_leave_out_the_roots():
             if comm == "sleep":
                 subprocess.run(["kill", str(p)], check=False)
         root.wait(timeout=10)
+
+
+def test_a_thread_s_process_and_name_and_what_is_gone():
+    import os
+    import threading
+
+    from fptrace.collectors.procfs import proc_comm, proc_tgid, read_text
+
+    seen: dict[str, object] = {}
+
+    def worker() -> None:
+        tid = threading.get_native_id()
+        seen["tid"] = tid
+        seen["tgid"] = proc_tgid(tid)
+        seen["comm"] = proc_comm(os.getpid(), tid)
+
+    t = threading.Thread(target=worker, name="fptrace-probe")
+    t.start()
+    t.join()
+    assert seen["tid"] != os.getpid() and seen["tgid"] == os.getpid()
+    assert seen["comm"] == Path(f"/proc/self/task/{os.getpid()}/comm").read_text().strip()
+    child = subprocess.Popen(["true"])
+    child.wait()  # reaped: its /proc entry is gone
+    assert proc_tgid(child.pid) is None and proc_comm(child.pid, child.pid) is None
+    assert read_text(f"/proc/{child.pid}/status") is None
