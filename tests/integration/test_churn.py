@@ -101,8 +101,11 @@ def test_a_freed_task_leaves_the_maps_at_the_first_drain_after(tmp_path):
     ended = rec.tasks[rec.tasks["comm"] == "true"]
     assert len(ended) == children and ended["exit_ns"].max() < iv["end_ns"].iloc[0]
     held = iv["map_tasks"].astype("int64").tolist()
-    # The first drain sees them all (exited and freed), the second only the shell and sleep.
-    assert held[0] > children and held[1] <= 3, held
+    # The first drain sees them all and removes those the kernel had freed by then: all but
+    # the last few (a task's free waits for an RCU grace period after its exit; one run here
+    # kept 17 of 200 to the second drain).  Before, every one of them was still held at the
+    # second drain (removed only at the drain after the one that saw it exit).
+    assert held[0] > children and held[1] < children // 4, held
     assert len(rec.tasks) == rec.tasks["task"].nunique()
 
 
