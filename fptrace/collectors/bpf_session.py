@@ -11,7 +11,6 @@ import ctypes
 import mmap
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from fptrace.collectors import bpf_sys, counting
 from fptrace.collectors.bpf_maps import Map
 from fptrace.collectors.bpf_object import TRACEPOINT_PREFIX, BpfObject, get_object
 from fptrace.collectors.counting import CountKey, CountVal
-from fptrace.collectors.ring import RingReader
+from fptrace.collectors.ring import EVENT_DTYPE, RingReader
+from fptrace.collectors.session import Snapshot
 from fptrace.collectors.tp_btf import load_tp_btf, open_tp_btf
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.kernel import find_tracefs
@@ -34,18 +34,6 @@ CALIBRATION_PROG = "tracepoint__x86_fpu__x86_fpu_regs_activated"
 
 def bpf_source() -> str:
     return resources.files("fptrace.probes").joinpath("fptrace.bpf.c").read_text()
-
-
-@dataclass
-class Snapshot:
-    """Cumulative in-kernel state at one moment."""
-
-    counts: counting.CountTable = field(default_factory=counting.empty)
-    vsos: dict[tuple[int, int], dict[str, int]] = field(default_factory=dict)
-    tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
-    drops: dict[str, int] = field(default_factory=dict)
-    deferred: int = 0  # cached counts left to a later snapshot (a CPU evicted meanwhile)
-    in_map: np.ndarray | None = None  # ids of the keys in the shared map (not the cache)
 
 
 def _records(values: np.ndarray, skip: str = "") -> list[dict[str, Any]]:
@@ -63,6 +51,10 @@ class BpfSession:
     :mod:`~fptrace.collectors.bpf_sys` in both cases, so a cached run and a compiled run
     load the same bytes the same way.
     """
+
+    keep_events = False  # --events come through the BPF ring (ring), not take_events
+    load_method: str | None = None  # calibrated against the record's load_fpu (the default)
+    removes_tasks = True  # ended tasks leave the kernel maps (take_counts, forget)
 
     def __init__(self, plan: ProbePlan, header_dir: Path | None) -> None:
         self.plan = plan
@@ -242,6 +234,22 @@ class BpfSession:
         table = self.maps["batches"]
         leaves = table[table.Key(0)]
         return partial_batches([bytes(leaf) for leaf in leaves])
+
+    def take_events(self) -> np.ndarray:
+        """Nothing: this backend's events come through the ring (``ring``)."""
+        return np.empty(0, EVENT_DTYPE)
+
+    def describe_probes(self, probes: dict[str, Any]) -> dict[str, Any]:
+        """The manifest's ``probes`` (the plan's summary) with what loading found: the
+        kind each probe was attached as, a refused tp_btf build, and the compiled program's
+        cache key (whether BCC's compiler ran)."""
+        for item in probes["attached"]:
+            if item["kind"] == "raw_tracepoint":  # not the calibration tracepoint
+                item["kind"] = self.attached_as.get(item["name"], item["kind"])
+        if self.tp_btf_refused:
+            probes["notes"].append(self.tp_btf_refused)
+        probes["program"] = {"cached": self.obj.cached, "key": self.obj.key}
+        return probes
 
     @property
     def calibrating(self) -> bool:

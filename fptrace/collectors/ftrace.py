@@ -22,13 +22,13 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fptrace.collectors import counting
-from fptrace.collectors.bpf_session import Snapshot
 from fptrace.collectors.counting import CountKey, CountVal
 from fptrace.collectors.ftrace_raw import (
     EventFormat,
@@ -40,6 +40,7 @@ from fptrace.collectors.ftrace_raw import (
 )
 from fptrace.collectors.procfs import proc_comm, proc_tgid, process_running, task_counters
 from fptrace.collectors.ring import EVENT_DTYPE
+from fptrace.collectors.session import Snapshot
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.plan import AUX_EVENT_IDS, FPU_EVENT_IDS
 from fptrace.xstate import COMPACTED_BIT, Layout, unsized_vso_size
@@ -95,6 +96,7 @@ class FtraceSession:
 
     ring = None  # no BPF ring: with --events the parser keeps the rows itself (take_events)
     calibrating = False
+    removes_tasks = False  # no kernel maps: every task stays until the end
     tif_bit_index = 0  # load_bits carry the record's own load_fpu in bit 0
     load_method = "the tracepoint record's own load_fpu field (ftrace)"
 
@@ -193,6 +195,35 @@ class FtraceSession:
 
     def calibrate(self) -> int | None:
         return 0
+
+    def partial_events(self) -> np.ndarray:
+        """Nothing: no per-CPU batches (events are parsed from ftrace's buffer)."""
+        return np.empty(0, EVENT_DTYPE)
+
+    def take_counts(
+        self, ids: np.ndarray, pids: np.ndarray
+    ) -> tuple[counting.Gone, counting.CountTable]:
+        """Nothing to take: counts live in this process, and no task is removed
+        (``removes_tasks`` is False, so the recorder does not ask)."""
+        return counting.Gone(
+            ids[:0], np.zeros(0, np.int64), np.zeros(0, np.int64)
+        ), counting.empty()
+
+    def forget(
+        self, tasks: dict[int, int], vsos: Iterable[tuple[int, int]], targets: Iterable[int]
+    ) -> None:
+        """Nothing to forget (see :meth:`take_counts`)."""
+
+    def describe_probes(self, probes: dict[str, Any]) -> dict[str, Any]:
+        """The manifest's ``probes``: the events enabled in the tracefs instance."""
+        return {
+            "attached": [
+                {"name": n, "kind": "ftrace", "required": n.startswith("x86_fpu"), "reason": ""}
+                for n in self.enabled
+            ],
+            "skipped": [],
+            "notes": ["ftrace backend: sizes computed from xcomp_bv and CPUID"],
+        }
 
     def take_events(self) -> np.ndarray:
         """The events decoded since the last call, as ring-format records (ns are monotonic)."""

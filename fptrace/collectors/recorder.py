@@ -35,7 +35,7 @@ import pyarrow as pa
 from fptrace import __version__
 from fptrace.cache import cache_dir, cache_write_dir, write_atomic
 from fptrace.collectors import counting
-from fptrace.collectors.bpf_session import BpfSession, Snapshot
+from fptrace.collectors.bpf_session import BpfSession
 from fptrace.collectors.counting import Deltas
 from fptrace.collectors.host import collect_host
 from fptrace.collectors.procfs import (
@@ -49,6 +49,7 @@ from fptrace.collectors.procfs import (
 )
 from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
 from fptrace.collectors.ring import RingReader
+from fptrace.collectors.session import Session, Snapshot
 from fptrace.collectors.task_ids import TaskIds
 from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError
 from fptrace.probes.headers import choose_headers
@@ -384,7 +385,7 @@ class ParsedEvents:
     running = False
     horizon = 0  # this backend removes no task: no ended task is kept for its events
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self._tail: list[np.ndarray] = []
 
@@ -403,7 +404,7 @@ class Recorder:
     def __init__(
         self,
         writer: RecordingWriter,
-        session: BpfSession,
+        session: Session,
         layout: Layout | None,
         xstate: dict[str, Any] | None = None,
     ):
@@ -435,7 +436,7 @@ class Recorder:
         self.events: Any = None
         if session.ring is not None:
             self.events = EventStream(session.ring, session.partial_events)
-        elif getattr(session, "keep_events", False):
+        elif session.keep_events:
             self.events = ParsedEvents(session)
         self.events_written = 0
 
@@ -458,7 +459,7 @@ class Recorder:
         self.tasks.identify({pid: t.get("start_ns", 0) for pid, t in snap.tasks.items()})
         # Only a backend with kernel maps removes tasks; the ftrace one keeps them all, so
         # none is final before the end (else it would be written again at later drains).
-        final = self._final_tasks(snap) if hasattr(self.session, "forget") else set()
+        final = self._final_tasks(snap) if self.session.removes_tasks else set()
         gone = self._take_final_counts(snap, final)
         taken, deltas = self.deltas.take(snap.counts, gone)
         if gone is not None and len(gone):  # before _forget retires their pids
@@ -519,8 +520,7 @@ class Recorder:
     def _take_final_counts(self, snap: Snapshot, final: set[int]) -> counting.Gone | None:
         """Take final tasks' keys (and removed keys a cache slot has put back) out of the
         kernel's shared map with their exact counts (collectors/counting.py)."""
-        take = getattr(self.session, "take_counts", None)
-        if take is None or snap.in_map is None:  # the ftrace backend keeps no kernel maps
+        if not self.session.removes_tasks or snap.in_map is None:  # no kernel maps (ftrace)
             return None
         counts = snap.counts
         pids = np.fromiter(final, dtype=np.int64, count=len(final))
@@ -537,7 +537,7 @@ class Recorder:
             ids = np.concatenate([ids, counting.objects(extra)])
         if not len(ids) and not len(pids):
             return None
-        gone, missed = take(ids, pids)
+        gone, missed = self.session.take_counts(ids, pids)
         new = ~counting.member(missed.ids, counts.pos)  # keys this snapshot did not see
         if new.any():
             snap.counts = counting.CountTable.concat(counts, missed.rows(new))
@@ -605,8 +605,7 @@ class Recorder:
     def _forget(self, snap: Snapshot, final: set[int]) -> None:
         """Remove final tasks from the kernel's maps and from this recorder's memory, so
         that both stay bounded by the live tasks however many come and go."""
-        forget = getattr(self.session, "forget", None)
-        if forget is None:  # the ftrace backend keeps no kernel maps
+        if not self.session.removes_tasks:  # no kernel maps (ftrace)
             return
         alive_tgids = {t["tgid"] or pid for pid, t in snap.tasks.items() if pid not in final}
         targets = [
@@ -614,7 +613,7 @@ class Recorder:
             for pid in final
             if pid != (snap.tasks[pid]["tgid"] or pid) or pid not in alive_tgids
         ]
-        forget(
+        self.session.forget(
             {pid: snap.tasks[pid].get("start_ns", 0) for pid in final},
             [(addr, pid) for addr, pid in snap.vsos if pid in final],
             targets,
@@ -810,17 +809,18 @@ def record(
     stop = _Stop(child)
     old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        session: Any
+        session: Session
         if backend == "bcc":
             session = BpfSession(plan, headers.path if headers else None)
         else:
             from fptrace.collectors.ftrace import FtraceSession  # only this backend needs it
 
-            session = FtraceSession(
+            traced = FtraceSession(
                 tracefs, layout, os.getpid(), events=opts.events, xstate=host["xstate"]
             )
-            for name in session.cleaned:
+            for name in traced.cleaned:
                 say(f"removed tracing instance {name} left by a killed fptrace")
+            session = traced
         manifest["backend"] = backend
         with session:
             if not opts.system:  # -a has no target map
@@ -829,31 +829,7 @@ def record(
                     # followed in the kernel; then what they had forked already
                     session.add_targets(sorted(descendants(opts.pids)))
             session.attach_fpu()
-            if backend == "bcc":
-                for item in manifest["probes"]["attached"]:
-                    if item["kind"] == "raw_tracepoint":  # not the calibration tracepoint
-                        item["kind"] = session.attached_as.get(item["name"], item["kind"])
-                if session.tp_btf_refused:
-                    manifest["probes"]["notes"].append(session.tp_btf_refused)
-                # Whether BCC's compiler ran (and on what key the program is cached).
-                manifest["probes"]["program"] = {
-                    "cached": session.obj.cached,
-                    "key": session.obj.key,
-                }
-            if backend == "ftrace":
-                manifest["probes"] = {
-                    "attached": [
-                        {
-                            "name": n,
-                            "kind": "ftrace",
-                            "required": n.startswith("x86_fpu"),
-                            "reason": "",
-                        }
-                        for n in session.enabled
-                    ],
-                    "skipped": [],
-                    "notes": ["ftrace backend: sizes computed from xcomp_bv and CPUID"],
-                }
+            manifest["probes"] = session.describe_probes(manifest["probes"])
             recorder = Recorder(writer, session, layout, host["xstate"])
             try:
                 exit_code = _record_session(
@@ -881,7 +857,7 @@ def record(
 
 def _record_session(
     opts: RecordOptions,
-    session: BpfSession,
+    session: Session,
     recorder: Recorder,
     writer: RecordingWriter,
     plan: ProbePlan,
@@ -920,7 +896,7 @@ def _record_session(
         drops=snap.drops,
         load_fpu={
             "tif_bit": session.tif_bit,
-            "method": getattr(session, "load_method", None)
+            "method": session.load_method
             or (
                 "calibrated against the regs_activated record's load_fpu"
                 if session.tif_bit is not None
