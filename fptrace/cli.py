@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fptrace import __version__
+from fptrace.argv import after_dashes
 from fptrace.errors import FptraceError, UsageError
 
 if TYPE_CHECKING:
@@ -29,11 +30,6 @@ that `fptrace report` reads without root.  With a command, fptrace exits with it
 Under sudo the command runs as the invoking user (--keep-root to run it as root) and the
 recording belongs to that user.
 """
-
-
-def after_dashes(rest: list[str]) -> list[str]:
-    """A REMAINDER argument without the ``--`` that separates it from our options."""
-    return rest[1:] if rest[:1] == ["--"] else list(rest)
 
 
 def _pids(text: str) -> list[int]:
@@ -463,7 +459,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _compare_sides(args: argparse.Namespace) -> list[tuple[str, list, str, list]]:
     """(label A, runs A, label B, runs B) for every comparison asked for."""
-    from fptrace.recording.fleet import discover, group_by
+    from fptrace.analysis.fleet import discover, group_by
     from fptrace.recording.loader import load_recording
 
     def load(paths: list[Path]) -> list:
@@ -493,8 +489,8 @@ def _compare_sides(args: argparse.Namespace) -> list[tuple[str, list, str, list]
 def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from fptrace.analysis import compare
     from fptrace.analysis.cost import choose_model
+    from fptrace.analysis.fleet import collapse_many
     from fptrace.collectors.host import parse_config
-    from fptrace.recording.fleet import collapse_many
     from fptrace.reports import compare as render
 
     if args.metric not in compare.METRICS:

@@ -132,7 +132,7 @@ def cmd_lab(args: argparse.Namespace, console: Console) -> int:
 
 
 def _record(args: argparse.Namespace, console: Console) -> int:
-    from fptrace.cli import after_dashes
+    from fptrace.argv import after_dashes
     from fptrace.errors import UsageError
     from fptrace.lab.runner import LabOptions, lab_record
 
