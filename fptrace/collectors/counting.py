@@ -55,10 +55,11 @@ RETIRED_SHORT_AGE = 2
 def key_ids(keys: np.ndarray) -> np.ndarray:
     """Ids (an object array of ``bytes``) of the keys in a structured array that has the
     :data:`KEY_FIELDS` (any integer types, any layout)."""
-    packed = np.empty(len(keys), KEY_DTYPE)
-    for name in KEY_FIELDS:
-        packed[name] = keys[name]
-    return objects(packed.view(f"V{KEY_DTYPE.itemsize}").tolist())
+    packed = keys if keys.dtype == KEY_DTYPE else np.empty(len(keys), KEY_DTYPE)
+    if packed is not keys:
+        for name in KEY_FIELDS:
+            packed[name] = keys[name]
+    return objects(np.ascontiguousarray(packed).view(f"V{KEY_DTYPE.itemsize}").tolist())
 
 
 def objects(items: list[bytes]) -> np.ndarray:

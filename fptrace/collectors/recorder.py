@@ -303,6 +303,14 @@ def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inv.reshape(-1), uniq
 
 
+def load_fpu_column(load_bits: np.ndarray, events: np.ndarray, bit: int | None) -> pa.Array:
+    """TIF_NEED_FPU_LOAD per row from the events' load_bits: null for aux events, where it
+    was not read (LOAD_NOT_READ) or where the TIF bit is unknown."""
+    load = load_bits.astype(np.int64)
+    unread = (events >= 32) | (bit is None) | ((load & LOAD_NOT_READ) != 0)
+    return pa.array(((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8())
+
+
 def event_names(codes: np.ndarray) -> pa.DictionaryArray:
     """Event codes -> their names, as a dictionary array over :func:`event_name_table`."""
     return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), event_name_table())
@@ -558,8 +566,6 @@ class Recorder:
         if named.any():
             task[named] = self.tasks.of_pids(pid[named])
         event = keys["event"].astype(np.int64)
-        load = keys["load_bits"].astype(np.int64)
-        unread = (event >= 32) | (bit is None) | ((load & LOAD_NOT_READ) != 0)
         first = taken.first_ns.astype(np.int64)
         last = taken.last_ns.astype(np.int64)
         return pa.table(
@@ -571,9 +577,7 @@ class Recorder:
                 "vso": self._vso_column(keys["vso"], task, _factorize).cast(pa.string()),
                 "event": event_names(event).cast(pa.string()),
                 "xfeatures": keys["xfeatures"],
-                "load_fpu": pa.array(
-                    ((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8()
-                ),
+                "load_fpu": load_fpu_column(keys["load_bits"], event, bit),
                 "arg": keys["arg"].astype(np.uint32),
                 "count": deltas.astype(np.int64),
                 "first_ns": np.where(first != 0, np.maximum(first - self.t0, 0), 0),
@@ -637,8 +641,6 @@ class Recorder:
         import pandas as pd  # only --events needs it: kept off every record's start-up
 
         tasks = self.tasks.of_events(recs["pid"], recs["ts"])
-        load = recs["load_bits"].astype(np.int64)
-        unread = ((load & LOAD_NOT_READ) != 0) | (recs["event"] >= 32) | (bit is None)
         return pa.table(
             {
                 "ts_ns": np.maximum(recs["ts"].astype(np.int64) - self.t0, 0),
@@ -650,9 +652,7 @@ class Recorder:
                 "vso": self._vso_column(recs["vso"].astype(np.uint64), tasks, pd.factorize),
                 "event": event_names(recs["event"]),
                 "xfeatures": recs["xfeatures"].astype(np.uint64),
-                "load_fpu": pa.array(
-                    ((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8()
-                ),
+                "load_fpu": load_fpu_column(recs["load_bits"], recs["event"], bit),
             }
         )
 
