@@ -9,7 +9,9 @@ kernel's ``fpstate->size``) and by the analysis.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 LEGACY_SIZE = 512  # FXSAVE area: x87 + SSE
 HEADER_SIZE = 64  # XSAVE header: XSTATE_BV, XCOMP_BV, reserved
@@ -180,7 +182,7 @@ class Layout:
 
 
 def unsized_vso_size(
-    facts: dict, layout: Layout | None, xcomp_bv: int, xfeatures: int = 0
+    facts: Mapping[str, Any], layout: Layout | None, xcomp_bv: int, xfeatures: int = 0
 ) -> int | None:
     """Size of a buffer the kernel reports no size for (before 5.16, and the ftrace backend).
 

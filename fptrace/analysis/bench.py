@@ -24,6 +24,7 @@ from fptrace.analysis.stats import (
     rsd,
     slope_ci,
 )
+from fptrace.recording.manifest import RecordCheck
 from fptrace.xstate import Layout
 
 BASELINE = "sse"
@@ -149,7 +150,7 @@ def calibration(df: pd.DataFrame, layout: Layout | None) -> dict[str, Any] | Non
 PING_PONG = ("ctx-pipe", "ctx-pipe-threads", "ctx-futex", "ctx-futex-threads")
 
 
-def record_check(bench_df: pd.DataFrame, counts: pd.DataFrame, tolerance: int = 10) -> dict:
+def record_check(bench_df: pd.DataFrame, counts: pd.DataFrame, tolerance: int = 10) -> RecordCheck:
     """Traced saves of each ping-pong task vs the benchmark's own count of round trips.
 
     Each side blocks once per round trip, so each task is switched out (saves) once per
@@ -163,9 +164,9 @@ def record_check(bench_df: pd.DataFrame, counts: pd.DataFrame, tolerance: int = 
             if pid:
                 diffs.append(int(saves.get(pid, 0)) - int(row.ops))
     worst = max((abs(d) for d in diffs), default=0)
-    return {
-        "tasks_checked": len(diffs),
-        "max_abs_diff": worst,
-        "tolerance": tolerance,
-        "ok": bool(diffs) and worst <= tolerance,
-    }
+    return RecordCheck(
+        tasks_checked=len(diffs),
+        max_abs_diff=worst,
+        tolerance=tolerance,
+        ok=bool(diffs) and worst <= tolerance,
+    )

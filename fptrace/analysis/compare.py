@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from fptrace.analysis.stats import ALPHA, bootstrap, mann_whitney_p, resample
+from fptrace.recording.manifest import Manifest
 
 # Boot parameters that change FPU/xstate behaviour (kernel-fpu.md §7.1), called out first.
 FPU_BOOT_PARAMS = (
@@ -74,12 +75,8 @@ def _boot_params(cmdline: str | None) -> dict[str, str]:
     return out
 
 
-def _get(m: dict[str, Any], *path: str) -> Any:
-    for p in path:
-        if not isinstance(m, dict):
-            return None
-        m = m.get(p)  # type: ignore[assignment]
-    return m
+def _get(m: Manifest, *path: str) -> Any:
+    return m.value(".".join(path))
 
 
 def _config_differs(a: dict[str, str], b: dict[str, str], key: str) -> bool:
@@ -89,8 +86,8 @@ def _config_differs(a: dict[str, str], b: dict[str, str], key: str) -> bool:
 
 
 def what_changed(
-    a: dict[str, Any],
-    b: dict[str, Any],
+    a: Manifest,
+    b: Manifest,
     config_a: dict[str, str] | None = None,
     config_b: dict[str, str] | None = None,
 ) -> list[Change]:
@@ -140,12 +137,9 @@ def what_changed(
         if sa != sb:
             name = (ca.get(idx) or cb.get(idx) or {}).get("name", idx)
             changes.append(Change("xstate", f"component {idx} {name} (size, offset)", sa, sb, True))
-    if a.get("fptrace_version") != b.get("fptrace_version"):
-        changes.append(
-            Change("fptrace", "version", a.get("fptrace_version"), b.get("fptrace_version"))
-        )
-    pra = {p["name"] for p in _get(a, "probes", "attached") or []}
-    prb = {p["name"] for p in _get(b, "probes", "attached") or []}
+    if a.fptrace_version != b.fptrace_version:
+        changes.append(Change("fptrace", "version", a.fptrace_version, b.fptrace_version))
+    pra, prb = a.probes.names(), b.probes.names()
     if pra != prb:
         changes.append(Change("probes", "attached", sorted(pra - prb), sorted(prb - pra)))
     return changes
@@ -169,28 +163,26 @@ METRIC_PROBES = (
 )
 
 
-def comparability(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def comparability(a: Manifest, b: Manifest) -> list[str]:
     """Reasons the two setups' numbers cannot be compared (empty: comparable)."""
     problems = []
-    if a.get("format_version") != b.get("format_version"):
+    if a.format_version != b.format_version:
         problems.append(
-            f"recording format versions differ ({a.get('format_version')} vs "
-            f"{b.get('format_version')})"
+            f"recording format versions differ ({a.format_version} vs {b.format_version})"
         )
-    kind_a, kind_b = a.get("kind", "recording"), b.get("kind", "recording")
-    if kind_a != kind_b:
-        problems.append(f"one side is a {kind_a}, the other a {kind_b}")
-    if kind_a == "recording" and kind_b == "recording":
-        ta, tb = a.get("target", {}), b.get("target", {})
-        if ta.get("mode") != tb.get("mode"):
-            problems.append(f"target modes differ ({ta.get('mode')} vs {tb.get('mode')})")
-        elif ta.get("command") != tb.get("command"):
+    if a.kind != b.kind:
+        problems.append(f"one side is a {a.kind}, the other a {b.kind}")
+    if a.kind == "recording" and b.kind == "recording":
+        ta, tb = a.target, b.target
+        if ta.mode != tb.mode:
+            problems.append(f"target modes differ ({ta.mode} vs {tb.mode})")
+        elif ta.command != tb.command:
             problems.append(
-                f"different workloads ({' '.join(ta.get('command') or [])!r} vs "
-                f"{' '.join(tb.get('command') or [])!r})"
+                f"different workloads ({' '.join(ta.command or [])!r} vs "
+                f"{' '.join(tb.command or [])!r})"
             )
-        pra = {p["name"] for p in _get(a, "probes", "attached") or []} & set(METRIC_PROBES)
-        prb = {p["name"] for p in _get(b, "probes", "attached") or []} & set(METRIC_PROBES)
+        pra = a.probes.names() & set(METRIC_PROBES)
+        prb = b.probes.names() & set(METRIC_PROBES)
         if pra != prb:
             problems.append(
                 "the probes the figures depend on differ: " + ", ".join(sorted(pra ^ prb))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fptrace.errors import RecordingError
+from fptrace.recording.manifest import Manifest
 
 CALIBRATION_FORMAT = "fptrace-calibration"
 
@@ -85,11 +86,10 @@ def load_calibration(path: Path) -> CostModel:
     return from_calibration(data, str(path))
 
 
-def choose_model(manifest: dict[str, Any], path: Path | None) -> CostModel:
+def choose_model(manifest: Manifest, path: Path | None) -> CostModel:
     """The user's table, else the recording's own, else the documented default."""
     if path is not None:
         return load_calibration(path)
-    embedded = manifest.get("calibration")
-    if isinstance(embedded, dict):
-        return from_calibration(embedded, "the recording's calibration table")
+    if manifest.calibration:
+        return from_calibration(dict(manifest.calibration), "the recording's calibration table")
     return DEFAULT

@@ -8,13 +8,13 @@ layout reads in Spark (docs/compare.md).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from fptrace.analysis.report import COLLAPSE_AGG, KEYS, collapse
 from fptrace.errors import RecordingError
 from fptrace.recording.loader import Recording, load_recording
+from fptrace.recording.manifest import Manifest
 from fptrace.recording.schema import MANIFEST
 
 
@@ -28,11 +28,9 @@ def discover(root: Path) -> list[Path]:
     return found
 
 
-def manifest_value(manifest: dict[str, Any], key: str) -> str:
+def manifest_value(manifest: Manifest, key: str) -> str:
     """A dotted manifest key, e.g. host.kernel.release or host.kernel_config.sha256."""
-    value: Any = manifest
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
+    value = manifest.value(key)
     return "?" if value is None else str(value)
 
 

@@ -21,6 +21,7 @@ from fptrace.analysis import measures, summary
 from fptrace.analysis.cost import CostModel
 from fptrace.analysis.measures import bytes_of
 from fptrace.recording.loader import Recording
+from fptrace.recording.manifest import Manifest
 from fptrace.xstate import AMX_MASK, AVX512_MASK, Layout, bits, component_name, decode
 
 KEYS = ["task", "pid", "tgid", "vso", "event", "xfeatures", "load_fpu", "arg"]
@@ -302,7 +303,7 @@ class ReportData:
     """The numbers every report format renders."""
 
     path: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     headline: dict[str, Any]
     tasks: pd.DataFrame
     vsos: pd.DataFrame
@@ -330,12 +331,12 @@ def headline(
     c: pd.DataFrame,
     tasks: pd.DataFrame,
     vso: pd.DataFrame,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     duration: float,
     model: CostModel,
 ) -> dict[str, Any]:
     """The headline figures of a run (or of a group of its tasks)."""
-    drops = {k: int(v) for k, v in (manifest.get("drops") or {}).items()}
+    drops = dict(manifest.drops)
     saves = int(tasks["saves"].sum()) if not tasks.empty else 0
     restores = int(tasks["restores"].sum()) if not tasks.empty else 0
     est_ns = float(tasks["est_ns"].sum()) if not tasks.empty else 0.0
@@ -388,7 +389,7 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         frame = rec.bench.astype({"ns": "float64", "xinuse": "uint64"})
         bench = bench_stats.summarize(frame, layout)
         slopes = bench_stats.slopes(frame, layout)
-    ops = {b["name"]: b["op"] for b in rec.manifest.get("bench", {}).get("benchmarks", [])}
+    ops = {b.name: b.op for b in rec.manifest.bench.benchmarks} if rec.manifest.bench else {}
     return ReportData(
         bench=bench,
         bench_slopes=slopes,
@@ -398,9 +399,7 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         headline=headline_,
         tasks=tasks,
         vsos=vsos,
-        timeline=timeline(
-            raw_timeline, layout, float(rec.manifest.get("interval_s", 1.0)), rec.intervals
-        ),
+        timeline=timeline(raw_timeline, layout, rec.manifest.interval_s, rec.intervals),
         heatmap=heatmap(c, rec.tasks),
         components=summary.live_components(c),
         vso_sizes=summary.vso_sizes(rec.vso),

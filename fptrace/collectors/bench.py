@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fptrace.collectors.host import cpu_flags
+from fptrace.collectors.host import HostFacts, cpu_flags
 from fptrace.errors import EnvironmentProblem, UsageError
+from fptrace.recording.manifest import Bench as BenchInfo
+from fptrace.recording.manifest import BenchItem, Manifest, Target
+from fptrace.recording.writer import RecordingWriter
 from fptrace.workloads.build import workload_binary
 
 STATES = ("init", "sse", "avx", "avx512", "amx")
@@ -212,41 +215,40 @@ def run(
 
 
 def write_results(
-    writer: Any,
+    writer: RecordingWriter,
     run_result: BenchRun,
     benches: list[Bench],
-    host: dict[str, Any],
+    facts: HostFacts,
     calibration: dict[str, Any] | None,
     started_at: str,
     ended_at: str,
     duration_s: float,
     argv: list[str],
-) -> dict[str, Any]:
-    """Store the results as a recording (bench table + the host manifest)."""
+) -> Manifest:
+    """Store the results as a recording: the bench table, the cost table, the host."""
     from fptrace import __version__
-    from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION
 
-    manifest: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "fptrace_version": __version__,
-        "kind": "bench",
-        "status": "complete",
-        "started_at": started_at,
-        "ended_at": ended_at,
-        "duration_s": round(duration_s, 3),
-        "command_line": argv,
-        "target": {"mode": "bench"},
-        "bench": {
-            **run_result.config,
-            "benchmarks": [{"name": b.name, "op": b.op, "mode": b.mode} for b in benches],
-            "skipped": run_result.skipped,
-        },
-        "calibration": calibration,
-        "probes": {"attached": [], "skipped": [], "notes": []},
-        "drops": {},
-        "host": host,
-    }
+    manifest = Manifest(
+        kind="bench",
+        status="complete",
+        fptrace_version=__version__,
+        started_at=started_at,
+        ended_at=ended_at,
+        duration_s=round(duration_s, 3),
+        command_line=tuple(argv),
+        target=Target(mode="bench"),
+        bench=BenchInfo(
+            benchmarks=tuple(BenchItem(b.name, b.op, b.mode) for b in benches),
+            skipped=tuple(run_result.skipped),
+            extra=run_result.config,
+        ),
+        calibration=calibration,
+        host=facts.host,
+    )
     writer.append("bench", run_result.rows)
+    if facts.config_text is not None:
+        writer.write_kernel_config(facts.config_text)
+    if calibration is not None:
+        writer.write_calibration(calibration)
     writer.finalize(manifest)
     return manifest

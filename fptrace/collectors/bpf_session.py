@@ -11,6 +11,7 @@ import ctypes
 import mmap
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from fptrace.collectors.tp_btf import load_tp_btf, open_tp_btf
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.kernel import find_tracefs
 from fptrace.probes.plan import CACHE_SLOTS, DROP_COUNTERS, TIF_CANDIDATE_BITS, ProbePlan
+from fptrace.recording.manifest import Probes
 
 CALIBRATION_SAMPLES = 16  # load=1 events needed before the TIF bit is trusted
 CALIBRATION_PROG = "tracepoint__x86_fpu__x86_fpu_regs_activated"
@@ -239,17 +241,24 @@ class BpfSession:
         """Nothing: this backend's events come through the ring (``ring``)."""
         return np.empty(0, EVENT_DTYPE)
 
-    def describe_probes(self, probes: dict[str, Any]) -> dict[str, Any]:
+    def describe_probes(self, probes: Probes) -> Probes:
         """The manifest's ``probes`` (the plan's summary) with what loading found: the
         kind each probe was attached as, a refused tp_btf build, and the compiled program's
         cache key (whether BCC's compiler ran)."""
-        for item in probes["attached"]:
-            if item["kind"] == "raw_tracepoint":  # not the calibration tracepoint
-                item["kind"] = self.attached_as.get(item["name"], item["kind"])
-        if self.tp_btf_refused:
-            probes["notes"].append(self.tp_btf_refused)
-        probes["program"] = {"cached": self.obj.cached, "key": self.obj.key}
-        return probes
+        attached = tuple(
+            # raw_tracepoint: not the calibration tracepoint (attached as planned)
+            replace(p, kind=self.attached_as.get(p.name, p.kind))
+            if p.kind == "raw_tracepoint"
+            else p
+            for p in probes.attached
+        )
+        notes = probes.notes + ((self.tp_btf_refused,) if self.tp_btf_refused else ())
+        return replace(
+            probes,
+            attached=attached,
+            notes=notes,
+            program={"cached": self.obj.cached, "key": self.obj.key},
+        )
 
     @property
     def calibrating(self) -> bool:

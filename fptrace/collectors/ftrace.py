@@ -22,7 +22,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from fptrace.collectors.ring import EVENT_DTYPE
 from fptrace.collectors.session import Snapshot
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.plan import AUX_EVENT_IDS, FPU_EVENT_IDS
+from fptrace.recording.manifest import Probe, Probes
 from fptrace.xstate import COMPACTED_BIT, Layout, unsized_vso_size
 
 INSTANCE_PREFIX = "fptrace-"
@@ -106,7 +107,7 @@ class FtraceSession:
         layout: Layout | None,
         self_pid: int,
         events: bool = False,
-        xstate: dict[str, Any] | None = None,
+        xstate: Mapping[str, Any] | None = None,
     ) -> None:
         self.tracefs = tracefs
         self.layout = layout
@@ -214,16 +215,14 @@ class FtraceSession:
     ) -> None:
         """Nothing to forget (see :meth:`take_counts`)."""
 
-    def describe_probes(self, probes: dict[str, Any]) -> dict[str, Any]:
+    def describe_probes(self, probes: Probes) -> Probes:
         """The manifest's ``probes``: the events enabled in the tracefs instance."""
-        return {
-            "attached": [
-                {"name": n, "kind": "ftrace", "required": n.startswith("x86_fpu"), "reason": ""}
-                for n in self.enabled
-            ],
-            "skipped": [],
-            "notes": ["ftrace backend: sizes computed from xcomp_bv and CPUID"],
-        }
+        return Probes(
+            attached=tuple(
+                Probe(name=n, kind="ftrace", required=n.startswith("x86_fpu")) for n in self.enabled
+            ),
+            notes=("ftrace backend: sizes computed from xcomp_bv and CPUID",),
+        )
 
     def take_events(self) -> np.ndarray:
         """The events decoded since the last call, as ring-format records (ns are monotonic)."""

@@ -15,10 +15,12 @@ import platform
 import re
 import struct
 import subprocess
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from fptrace.collectors.procfs import read_text
+from fptrace.recording.manifest import Host, KernelId
+from fptrace.recording.schema import KERNEL_CONFIG
 from fptrace.xstate import Layout
 
 AT_MINSIGSTKSZ = 51
@@ -206,12 +208,18 @@ def xstate_facts(dmesg: list[str] | None) -> tuple[dict[str, Any], Layout | None
     return facts, layout
 
 
-def collect_host(dest_dir: Path | None = None) -> tuple[dict[str, Any], Layout | None]:
-    """Host manifest section and the xstate layout.
+@dataclass(frozen=True)
+class HostFacts:
+    """What :func:`collect_host` found: the manifest's ``host``, the xstate layout, and the
+    kernel's full config text (for the recording's kernel-config.gz)."""
 
-    With ``dest_dir``, a gzip copy of the full kernel config is written there as
-    ``kernel-config.gz`` (the manifest holds its hash and the FPU-relevant options).
-    """
+    host: Host
+    layout: Layout | None
+    config_text: str | None
+
+
+def collect_host() -> HostFacts:
+    """The host manifest section, the xstate layout and the kernel config."""
     uname = platform.uname()
     config_text, config_source = kernel_config()
     config = parse_config(config_text) if config_text else {}
@@ -219,20 +227,17 @@ def collect_host(dest_dir: Path | None = None) -> tuple[dict[str, Any], Layout |
     if config_text is not None:
         config_facts["sha256"] = hashlib.sha256(config_text.encode()).hexdigest()
         config_facts["fpu_options"] = {k: config.get(k, "n") for k in FPU_CONFIG_OPTIONS}
-        if dest_dir is not None:
-            with gzip.open(dest_dir / "kernel-config.gz", "wt") as f:
-                f.write(config_text)
-            config_facts["copy"] = "kernel-config.gz"
+        config_facts["copy"] = KERNEL_CONFIG
     dmesg = dmesg_fpu_lines()
     xstate, layout = xstate_facts(dmesg)
-    host = {
-        "hostname": uname.node,
-        "kernel": {"release": uname.release, "version": uname.version, "machine": uname.machine},
-        "boot_cmdline": (read_text("/proc/cmdline") or "").strip() or None,
-        "kernel_config": config_facts,
-        "cpu": cpu_info(),
-        "xstate": xstate,
-        "at_minsigstksz": at_minsigstksz(),
-        "dmesg_fpu_lines": dmesg,
-    }
-    return host, layout
+    host = Host(
+        hostname=uname.node,
+        kernel=KernelId(release=uname.release, version=uname.version, machine=uname.machine),
+        boot_cmdline=(read_text("/proc/cmdline") or "").strip() or None,
+        kernel_config=config_facts,
+        cpu=cpu_info(),
+        xstate=xstate,
+        at_minsigstksz=at_minsigstksz(),
+        dmesg_fpu_lines=tuple(dmesg or ()),
+    )
+    return HostFacts(host, layout, config_text)

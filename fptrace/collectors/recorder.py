@@ -23,8 +23,8 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ from fptrace.probes.plan import (
     ProbePlan,
     plan_probes,
 )
-from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION
+from fptrace.recording.manifest import Drains, Events, LoadFpu, Manifest, Probe, Probes, Target
 from fptrace.recording.writer import RecordingWriter, chown_tree
 from fptrace.xstate import Layout, unsized_vso_size
 
@@ -98,7 +98,7 @@ class RecordOptions:
 class RecordResult:
     path: Path
     exit_code: int  # the command's, or 0
-    manifest: dict[str, Any]
+    manifest: Manifest
     notes: list[str]
 
 
@@ -414,7 +414,7 @@ class Recorder:
         writer: RecordingWriter,
         session: Session,
         layout: Layout | None,
-        xstate: dict[str, Any] | None = None,
+        xstate: Mapping[str, Any] | None = None,
     ):
         self.writer = writer
         self.session = session
@@ -729,15 +729,15 @@ class Recorder:
         return rows
 
 
-def probe_summary(plan: ProbePlan) -> dict[str, Any]:
-    def item(p: Any) -> dict[str, Any]:
-        return {"name": p.name, "kind": p.kind, "required": p.required, "reason": p.reason}
+def probe_summary(plan: ProbePlan) -> Probes:
+    def item(p: Any) -> Probe:
+        return Probe(name=p.name, kind=p.kind, required=p.required, reason=p.reason)
 
-    return {
-        "attached": [item(p) for p in plan.attached()],
-        "skipped": [item(p) for p in plan.skipped()],
-        "notes": plan.notes,
-    }
+    return Probes(
+        attached=tuple(item(p) for p in plan.attached()),
+        skipped=tuple(item(p) for p in plan.skipped()),
+        notes=tuple(plan.notes),
+    )
 
 
 class _Stop:
@@ -781,31 +781,32 @@ def record(
     plan = plan_probes(env, plan_options(opts))
     backend = choose_backend(opts, plan, say)
     writer = RecordingWriter(out, force=opts.force)
-    host, layout = collect_host(writer.path)
+    facts = collect_host()
+    if facts.config_text is not None:
+        writer.write_kernel_config(facts.config_text)
+    layout = facts.layout
     headers = choose_headers(env.release) if backend == "bcc" else None
     if headers is not None and headers.note:
         say(headers.note)
 
     child = BlockedChild(opts.command, opts.keep_root) if opts.command else None
     started_at = datetime.now(UTC)
-    manifest: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "fptrace_version": __version__,
-        "status": "recording",
-        "started_at": started_at.isoformat(),
-        "command_line": opts.argv,
-        "interval_s": opts.interval,
-        "target": {
-            "mode": opts.mode,
-            "command": opts.command or None,
-            "pids": opts.pids or None,
-            "follow_children": not opts.system,
-        },
-        "probes": probe_summary(plan),
-        "host": host,
-        "clock": "CLOCK_MONOTONIC; *_ns columns are ns since attach_monotonic_ns",
-    }
+    manifest = Manifest(
+        fptrace_version=__version__,
+        status="recording",
+        started_at=started_at.isoformat(),
+        command_line=tuple(opts.argv),
+        interval_s=opts.interval,
+        target=Target(
+            mode=opts.mode,
+            command=tuple(opts.command) or None,
+            pids=tuple(opts.pids) or None,
+            follow_children=not opts.system,
+        ),
+        probes=probe_summary(plan),
+        host=facts.host,
+        backend=backend,
+    )
     stop = _Stop(child)
     old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -816,12 +817,11 @@ def record(
             from fptrace.collectors.ftrace import FtraceSession  # only this backend needs it
 
             traced = FtraceSession(
-                tracefs, layout, os.getpid(), events=opts.events, xstate=host["xstate"]
+                tracefs, layout, os.getpid(), events=opts.events, xstate=facts.host.xstate
             )
             for name in traced.cleaned:
                 say(f"removed tracing instance {name} left by a killed fptrace")
             session = traced
-        manifest["backend"] = backend
         with session:
             if not opts.system:  # -a has no target map
                 session.add_targets([child.pid] if child is not None else opts.pids)
@@ -829,10 +829,10 @@ def record(
                     # followed in the kernel; then what they had forked already
                     session.add_targets(sorted(descendants(opts.pids)))
             session.attach_fpu()
-            manifest["probes"] = session.describe_probes(manifest["probes"])
-            recorder = Recorder(writer, session, layout, host["xstate"])
+            manifest = manifest.with_(probes=session.describe_probes(manifest.probes))
+            recorder = Recorder(writer, session, layout, facts.host.xstate)
             try:
-                exit_code = _record_session(
+                exit_code, manifest = _record_session(
                     opts, session, recorder, writer, plan, manifest, child, stop, status, t_start,
                     note,
                 )  # fmt: skip
@@ -861,16 +861,17 @@ def _record_session(
     recorder: Recorder,
     writer: RecordingWriter,
     plan: ProbePlan,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     child: BlockedChild | None,
     stop: _Stop,
     status: Status | None,
     t_start: float,
     note: Status | None = None,
-) -> int:
-    """From attached probes to a finished recording; returns the command's exit code."""
-    manifest["attach_monotonic_ns"] = recorder.t0
-    manifest["startup_s"] = round(time.monotonic() - t_start, 3)
+) -> tuple[int, Manifest]:
+    """From attached probes to a finished recording: the command's exit code, the manifest."""
+    manifest = manifest.with_(
+        attach_monotonic_ns=recorder.t0, startup_s=round(time.monotonic() - t_start, 3)
+    )
     writer.write_manifest(manifest)
     if note is not None:  # scripts wait on this line (or on the manifest) to know it is live
         note(attached_line(manifest, writer.path, opts))
@@ -886,56 +887,58 @@ def _record_session(
     if session.tif_bit is not None:
         save_tif_bit(session.tif_bit)
     snap = recorder.last or Snapshot()
-    manifest.update(
+    events = Events(counted=recorder.total_events)
+    if recorder.events is not None:
+        events = Events(
+            counted=recorder.total_events,
+            recorded=recorder.events_written,
+            # The BPF ring's size; the ftrace backend has none (its buffer is ftrace's own).
+            ring_bytes=plan.macros.get("EVENT_PAGES", 0) * mmap.PAGESIZE
+            if session.ring is not None
+            else 0,
+            lost=snap.drops.get("ring_full", 0) + snap.drops.get("ftrace_overrun", 0),
+        )
+    manifest = manifest.with_(
         status="complete",
         ended_at=datetime.now(UTC).isoformat(),
         duration_s=round((time.clock_gettime_ns(time.CLOCK_MONOTONIC) - recorder.t0) / 1e9, 3),
         intervals=recorder.interval,
         drains=drain_lateness(recorder.lateness_ns, opts.interval),
-        events={"counted": recorder.total_events},  # one shape, with --events or without
-        drops=snap.drops,
-        load_fpu={
-            "tif_bit": session.tif_bit,
-            "method": session.load_method
+        events=events,
+        drops=dict(snap.drops),
+        load_fpu=LoadFpu(
+            tif_bit=session.tif_bit,
+            method=session.load_method
             or (
                 "calibrated against the regs_activated record's load_fpu"
                 if session.tif_bit is not None
                 else "unknown: load_fpu is null"
             ),
-        },
+        ),
+        target=replace(manifest.target, exit_code=exit_code if child is not None else None),
     )
-    manifest["target"]["exit_code"] = exit_code if child is not None else None
-    if recorder.events is not None:
-        manifest["events"] |= {
-            "recorded": recorder.events_written,
-            # The BPF ring's size; the ftrace backend has none (its buffer is ftrace's own).
-            "ring_bytes": plan.macros.get("EVENT_PAGES", 0) * mmap.PAGESIZE
-            if session.ring is not None
-            else 0,
-            "lost": snap.drops.get("ring_full", 0) + snap.drops.get("ftrace_overrun", 0),
-        }
     writer.finalize(manifest)
-    return exit_code
+    return exit_code, manifest
 
 
-def drain_lateness(late_ns: list[int], interval_s: float) -> dict[str, Any]:
+def drain_lateness(late_ns: list[int], interval_s: float) -> Drains:
     """How late the recorder's drains came: a busy machine delays them (it is a process too)."""
     if not late_ns:
-        return {"scheduled": 0, "late_median_s": None, "late_max_s": None, "later_than_interval": 0}
+        return Drains()
     ordered = sorted(late_ns)
-    return {
-        "scheduled": len(ordered),
-        "late_median_s": round(ordered[len(ordered) // 2] / 1e9, 4),
-        "late_max_s": round(ordered[-1] / 1e9, 4),
-        "later_than_interval": sum(n > interval_s * 1e9 for n in ordered),
-    }
+    return Drains(
+        scheduled=len(ordered),
+        late_median_s=round(ordered[len(ordered) // 2] / 1e9, 4),
+        late_max_s=round(ordered[-1] / 1e9, 4),
+        later_than_interval=sum(n > interval_s * 1e9 for n in ordered),
+    )
 
 
-def attached_line(manifest: dict[str, Any], path: Path, opts: RecordOptions) -> str:
+def attached_line(manifest: Manifest, path: Path, opts: RecordOptions) -> str:
     """The one line that says tracing is live: what, since when, where, and how it ends."""
     kinds: dict[str, int] = {}
-    for item in manifest["probes"]["attached"]:
-        kinds[item["kind"]] = kinds.get(item["kind"], 0) + 1
+    for item in manifest.probes.attached:
+        kinds[item.kind] = kinds.get(item.kind, 0) + 1
     how = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     ends = (
         "until the command exits"
@@ -947,7 +950,7 @@ def attached_line(manifest: dict[str, Any], path: Path, opts: RecordOptions) -> 
         else "until Ctrl-C or SIGTERM"
     )
     return (
-        f"attached {sum(kinds.values())} probes ({how}) {manifest['startup_s']} s after start; "
+        f"attached {sum(kinds.values())} probes ({how}) {manifest.startup_s} s after start; "
         f"recording to {path} {ends}"
     )
 

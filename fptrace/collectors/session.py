@@ -16,6 +16,7 @@ import numpy as np
 
 from fptrace.collectors import counting
 from fptrace.collectors.ring import RingReader
+from fptrace.recording.manifest import Probes
 
 
 @dataclass
@@ -74,4 +75,4 @@ class Session(Protocol):
     def forget(
         self, tasks: dict[int, int], vsos: Iterable[tuple[int, int]], targets: Iterable[int]
     ) -> None: ...
-    def describe_probes(self, probes: dict[str, Any]) -> dict[str, Any]: ...
+    def describe_probes(self, probes: Probes) -> Probes: ...

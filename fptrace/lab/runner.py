@@ -26,7 +26,9 @@ from fptrace.lab.kernels import CachedKernel, lab_dir, prepare_debian, prepare_p
 from fptrace.lab.qemu import Machine, kvm_usable, qemu_argv, qemu_binary, qemu_version, run_guest
 from fptrace.lab.rootfs import bind_paths, debootstrap_root
 from fptrace.lab.specs import KernelSpec, combination_name, parse_spec
-from fptrace.recording.writer import chown_tree, write_json_atomic
+from fptrace.recording.manifest import Lab
+from fptrace.recording.schema import MANIFEST
+from fptrace.recording.writer import amend_manifest, chown_tree
 
 Progress = Callable[[str], None]
 #: Kernel command line every guest gets before the user's boot options.
@@ -182,8 +184,7 @@ def _interpret(name: str, spec: KernelSpec, append: str, out: Path, boot: Any) -
         result = None
     if result is not None:
         res.release = result.get("release")
-    manifest = out / name / "manifest.json"
-    if manifest.exists():
+    if (out / name / MANIFEST).exists():
         res.recording = str(out / name)
     if boot.timed_out and result is None:
         res.status, res.message = "timeout", f"guest still running after {boot.elapsed_s:.0f} s"
@@ -202,10 +203,9 @@ def _interpret(name: str, spec: KernelSpec, append: str, out: Path, boot: Any) -
 
 def _annotate(recording: Path, name: str, spec: KernelSpec, append: str, meta: dict) -> None:
     """Add the combination to the guest's manifest: which spec, boot options, machine."""
-    path = recording / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["lab"] = {"combination": name, "kernel_spec": spec.text, "append": append, **meta}
-    write_json_atomic(path, manifest)
+    amend_manifest(
+        recording, lab=Lab(combination=name, kernel_spec=spec.text, append=append, extra=meta)
+    )
 
 
 def lab_record(opts: LabOptions, progress: Progress) -> list[ComboResult]:
@@ -309,8 +309,8 @@ def _run_combinations(
 def _prebuild_workload(cmd: list[str]) -> None:
     """`fptrace workload NAME …` builds on the host once; every guest under TCG would not."""
     if len(cmd) >= 3 and Path(cmd[0]).name == "fptrace" and cmd[1] == "workload":
-        from fptrace.workloads.build import workload_binary
+        from fptrace.workloads.build import WORKLOADS, workload_binary
 
         name = next((a for a in cmd[2:] if not a.startswith("-")), None)
-        if name in ("pingpong", "fpbench"):
+        if name in WORKLOADS:
             workload_binary(name)

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
+import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fptrace.errors import RecordingError
+from fptrace.recording.manifest import Manifest, read_manifest
 from fptrace.recording.schema import (
     ALL_TABLES,
-    FORMAT_NAME,
-    FORMAT_VERSION,
+    EVENTS,
+    KERNEL_CONFIG,
     MANIFEST,
     PARTS_DIR,
     TABLES,
@@ -89,7 +89,7 @@ class Recording:
     """
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     tasks: pd.DataFrame
     vso: pd.DataFrame
     recovered: bool = False  # rebuilt from interval parts (fptrace did not finish cleanly)
@@ -97,6 +97,7 @@ class Recording:
     bench: pd.DataFrame | None = None  # benchmark results, if `fptrace bench` wrote them
     intervals: pd.DataFrame | None = None  # real interval spans (None: recorded before them)
     _counts_in_memory: pa.Table | None = None  # recovered recordings: merged from parts
+    _events_in_memory: pa.Table | None = None
 
     @property
     def counts_file(self) -> Path:
@@ -134,85 +135,49 @@ class Recording:
         return _to_pandas(self.counts_table)
 
     @property
+    def has_events(self) -> bool:
+        """Whether it was recorded with ``--events`` (one row per event)."""
+        return self._events_in_memory is not None or (self.path / EVENTS).exists()
+
+    def iter_events(self, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """The events table in batches (``--events`` recordings; see :attr:`has_events`)."""
+        if self._events_in_memory is not None:
+            yield from self._events_in_memory.to_batches(batch_rows)
+            return
+        path = self.path / EVENTS
+        try:
+            pf = pq.ParquetFile(path)
+            _check_columns(path, pf.schema_arrow, "events")
+            yield from pf.iter_batches(batch_size=batch_rows, columns=ALL_TABLES["events"].names)
+        except (OSError, pa.ArrowException) as exc:
+            raise _corrupt(path, exc) from exc
+
+    def events_table(self) -> pa.Table:
+        """The whole events table (for views that need it sorted; others stream it)."""
+        return pa.Table.from_batches(list(self.iter_events()), ALL_TABLES["events"])
+
+    def kernel_config(self) -> dict[str, str] | None:
+        """The traced kernel's full config (``CONFIG_X`` → value), if the recording kept it."""
+        from fptrace.collectors.host import parse_config
+
+        try:
+            with gzip.open(self.path / KERNEL_CONFIG, "rt") as f:
+                return parse_config(f.read())
+        except (OSError, EOFError, UnicodeDecodeError):
+            return None
+
+    @property
     def layout(self) -> Layout | None:
-        comps = self.manifest.get("host", {}).get("xstate", {}).get("components")
+        comps = self.manifest.host.xstate.get("components")
         return Layout.from_json(comps) if comps else None
 
     @property
     def duration_s(self) -> float:
-        return float(self.manifest.get("duration_s") or 0.0)
+        return self.manifest.duration_s or 0.0
 
 
-# The JSON type of each manifest field fptrace reads (a path: "host.xstate"; "drops.*": each
-# value).  Fields not listed are kept as written.  A recording is shared between people and
-# may have been edited: a field of the wrong type is named in a one-line error here rather
-# than failing as an internal error wherever it is first used.
-NUMBER = (int, float)
-MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
-    "status": (str,),
-    "backend": (str,),
-    "clock": (str,),
-    "started_at": (str,),
-    "ended_at": (str,),
-    "fptrace_version": (str,),
-    "duration_s": NUMBER,
-    "interval_s": NUMBER,
-    "startup_s": NUMBER,
-    "intervals": (int,),
-    "attach_monotonic_ns": (int,),
-    "events": (int, dict),  # an object; a bare count before it became one (migrated)
-    "events.counted": (int,),
-    "command_line": (list,),
-    "host": (dict,),
-    "host.xstate": (dict,),
-    "host.xstate.components": (list,),
-    "probes": (dict,),
-    "target": (dict,),
-    "drops": (dict,),
-    "drops.*": (int,),
-    "drains": (dict,),
-    "load_fpu": (dict,),
-    "bench": (dict,),
-    "lab": (dict,),
-    "record_check": (dict,),
-    "calibration": (dict,),
-}
-JSON_NAMES = {
-    dict: "an object",
-    list: "a list",
-    str: "a string",
-    int: "a whole number",
-    float: "a number",
-    bool: "true/false",
-    type(None): "null",
-}
-
-
-def check_manifest(mpath: Path, manifest: dict[str, Any]) -> None:
-    """Refuse a manifest whose known fields have the wrong JSON type, naming the field."""
-    for path, types in MANIFEST_FIELDS.items():
-        *parents, last = path.split(".")
-        node: Any = manifest
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            continue  # the parent is missing (or already reported)
-        items = node.items() if last == "*" else [(last, node[last])] if last in node else []
-        for name, value in items:
-            if value is None:  # null: not known (e.g. an unfinished run's end)
-                continue
-            ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-            if not ok:
-                where = ".".join([*parents, str(name)])
-                want = " or ".join(JSON_NAMES[t] for t in types)
-                got = JSON_NAMES.get(type(value), type(value).__name__)
-                raise RecordingError(
-                    f"{mpath}: field {where!r} is {got}, not {want}: the recording was "
-                    "damaged or edited; restore that field or record again"
-                )
-
-
-def load_manifest(path: Path) -> dict[str, Any]:
+def load_manifest(path: Path) -> Manifest:
+    """A recording directory's manifest, validated and migrated (see recording/manifest.py)."""
     if not path.exists():
         raise RecordingError(f"{path} does not exist: give the directory `fptrace record` wrote")
     if not path.is_dir():
@@ -220,33 +185,7 @@ def load_manifest(path: Path) -> dict[str, Any]:
     mpath = path / MANIFEST
     if not mpath.exists():
         raise RecordingError(f"{path} is not an fptrace recording (no {MANIFEST})")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as exc:
-        raise RecordingError(f"{mpath} is unreadable or not JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise RecordingError(f"{mpath} is not an fptrace manifest (format is not {FORMAT_NAME!r})")
-    version = manifest.get("format_version")
-    if not isinstance(version, int):
-        raise RecordingError(f"{mpath} has no format_version")
-    if version > FORMAT_VERSION:
-        raise RecordingError(
-            f"{path} is format version {version}, newer than this fptrace reads "
-            f"({FORMAT_VERSION}): upgrade fptrace"
-        )
-    check_manifest(mpath, manifest)
-    return migrate_manifest(manifest)
-
-
-def migrate_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Older manifests in today's shape, so that readers handle one: ``events`` was a bare
-    count without ``--events`` and an object (without the count) with it."""
-    events = manifest.get("events")
-    if isinstance(events, int):
-        manifest["events"] = {"counted": events}
-    elif isinstance(events, dict) and "counted" not in events:
-        manifest["events"] = {"counted": None} | events
-    return manifest
+    return read_manifest(mpath)
 
 
 def _check_counts_file(path: Path) -> None:
@@ -269,11 +208,11 @@ def load_recording(path: str | Path) -> Recording:
     path = Path(path)
     manifest = load_manifest(path)
     parts = path / PARTS_DIR
-    recovered = manifest.get("status") != "complete"
+    recovered = manifest.status != "complete"
     if recovered:
         if not parts.is_dir():
             raise RecordingError(
-                f"{path} is incomplete (status {manifest.get('status')!r}) and has no parts"
+                f"{path} is incomplete (status {manifest.status!r}) and has no parts"
             )
         try:
             tables = merge_parts(parts)
@@ -292,6 +231,7 @@ def load_recording(path: str | Path) -> Recording:
                 "(at most the last interval is missing)"
             ],
             _counts_in_memory=tables["counts"],
+            _events_in_memory=tables.get("events"),
         )
     small = {}
     for name in TABLES:

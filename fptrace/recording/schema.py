@@ -11,6 +11,9 @@ FORMAT_NAME = "fptrace-recording"
 FORMAT_VERSION = 1
 
 MANIFEST = "manifest.json"
+KERNEL_CONFIG = "kernel-config.gz"  # the traced kernel's full .config
+CALIBRATION = "calibration.json"  # `fptrace bench`'s cost table, also in the manifest
+EVENTS = "events.parquet"  # `record --events`: one row per event
 PARTS_DIR = ".parts"  # per-interval files while recording; merged away on a clean finish
 
 COUNTS_SCHEMA = pa.schema(

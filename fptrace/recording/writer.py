@@ -9,11 +9,12 @@ parts if fptrace was killed before that.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fptrace.errors import OutputExistsError, OutputWriteError
+from fptrace.recording.manifest import Manifest, read_manifest
 from fptrace.recording.schema import (
     ALL_TABLES,
+    CALIBRATION,
+    KERNEL_CONFIG,
     MANIFEST,
     PARTS_DIR,
     TABLES,
@@ -110,11 +114,39 @@ class RecordingWriter:
     def parts(self) -> Path:
         return self.path / PARTS_DIR
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Write manifest.json whole (the only place that writes one)."""
+        _write_manifest(self.path, manifest)
+
+    def write_kernel_config(self, text: str) -> None:
+        """The running kernel's full config, gzipped, beside the manifest (which holds its
+        hash and the FPU-relevant options)."""
         try:
-            write_json_atomic(self.path / MANIFEST, manifest)
+            with _written_whole(self.path / KERNEL_CONFIG) as tmp, gzip.open(tmp, "wt") as f:
+                f.write(text)
         except OSError as exc:
-            raise OutputWriteError(self.path / MANIFEST, exc) from exc
+            raise OutputWriteError(self.path / KERNEL_CONFIG, exc) from exc
+
+    def write_calibration(self, table: dict[str, Any]) -> None:
+        """The cost table `fptrace bench` measured, as a file of its own (for --calibration)."""
+        try:
+            write_json_atomic(self.path / CALIBRATION, table)
+        except OSError as exc:
+            raise OutputWriteError(self.path / CALIBRATION, exc) from exc
+
+    def finish_with(self, files: Mapping[Path, Sequence[str]], manifest: Manifest) -> None:
+        """Finish with the files of finished recordings (directory → names) instead of parts:
+        `bench --record` joins the benchmarks' results and the trace of them."""
+        for source, names in files.items():
+            for name in names:
+                if (source / name).exists():
+                    try:
+                        shutil.copy(source / name, self.path / name)
+                    except OSError as exc:
+                        raise OutputWriteError(self.path / name, exc) from exc
+        self.write_manifest(manifest)
+        shutil.rmtree(self.parts, ignore_errors=True)
+        chown_tree(self.path)
 
     def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Append rows to a table as one part file (no-op for no rows)."""
@@ -147,7 +179,7 @@ class RecordingWriter:
         except OSError as exc:
             raise OutputWriteError(dest, exc) from exc
 
-    def finalize(self, manifest: dict[str, Any]) -> None:
+    def finalize(self, manifest: Manifest) -> None:
         """Merge the parts into the final tables, then write the manifest and drop parts."""
         try:
             write_merged(self.parts, self.path)
@@ -156,6 +188,21 @@ class RecordingWriter:
         self.write_manifest(manifest)
         shutil.rmtree(self.parts, ignore_errors=True)
         chown_tree(self.path)
+
+
+def _write_manifest(directory: Path, manifest: Manifest) -> None:
+    try:
+        write_json_atomic(directory / MANIFEST, manifest.to_json())
+    except OSError as exc:
+        raise OutputWriteError(directory / MANIFEST, exc) from exc
+
+
+def amend_manifest(directory: Path, **changes: Any) -> Manifest:
+    """Rewrite a finished recording's manifest with some fields replaced (``fptrace lab``
+    adds where the recording was made)."""
+    manifest = read_manifest(directory / MANIFEST).with_(**changes)
+    _write_manifest(directory, manifest)
+    return manifest
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fptrace.analysis.measures import SAVE_SIGN
 from fptrace.errors import UsageError
@@ -30,9 +29,8 @@ EVENT_BATCH_ROWS = 1 << 18
 
 
 def _rows(rec: Recording) -> tuple[str, Iterator[pa.RecordBatch]]:
-    events = rec.path / "events.parquet"
-    if events.exists():
-        return "events", pq.ParquetFile(events).iter_batches(batch_size=EVENT_BATCH_ROWS)
+    if rec.has_events:
+        return "events", rec.iter_events(EVENT_BATCH_ROWS)
     return "counts", rec.iter_counts()
 
 
@@ -63,8 +61,7 @@ def write_jsonl(rec: Recording, out: IO[str]) -> str:
 
 def write_chrome_json(rec: Recording, out: IO[str]) -> str:
     """Trace Event Format, streamed: {"traceEvents": [...], "displayTimeUnit": "ns"}."""
-    events = rec.path / "events.parquet"
-    if not events.exists():
+    if not rec.has_events:
         raise UsageError(
             f"{rec.path} has no events: record with `fptrace record --events` to export a "
             "timeline (csv/jsonl export the counts)"
@@ -85,9 +82,9 @@ def write_chrome_json(rec: Recording, out: IO[str]) -> str:
             {"ph": "M", "name": "thread_name", "pid": tgid, "tid": int(pid), "args": {"name": comm}}
         )
     per_interval: dict[tuple[int, int], int] = {}
-    interval_ns = int(float(rec.manifest.get("interval_s", 1.0)) * 1e9)
+    interval_ns = int(rec.manifest.interval_s * 1e9)
     bytes_cache: dict[int, int] = {}
-    for batch in pq.ParquetFile(events).iter_batches(batch_size=EVENT_BATCH_ROWS):
+    for batch in rec.iter_events(EVENT_BATCH_ROWS):
         for r in batch.to_pylist():
             bv = int(r["xfeatures"])
             args: dict[str, Any] = {"xstate_bv": hex(bv)}

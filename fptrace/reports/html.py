@@ -268,7 +268,7 @@ def bench_rows(data: ReportData) -> list[list[Any]]:
 
 
 def render_html(data: ReportData, max_rows: int = 2000) -> str:
-    m = data.manifest
+    m = data.manifest.to_json()  # the template reads it as JSON: its field names are the doc's
     figures = [f for f in [*timeline_figures(data), heatmap_figure(data), size_figure(data)] if f]
     host = m.get("host", {})
     return (

@@ -31,11 +31,12 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def to_json(data: ReportData) -> dict[str, Any]:
-    host = data.manifest.get("host", {})
+    m = data.manifest.to_json()
+    host = m.get("host", {})
     return {
         "fptrace_version": __version__,
         "recording": data.path,
-        "format_version": data.manifest.get("format_version"),
+        "format_version": m.get("format_version"),
         "headline": _clean(data.headline),
         "cost_model": data.cost.to_json(),
         "warnings": data.warnings,
@@ -49,11 +50,11 @@ def to_json(data: ReportData) -> dict[str, Any]:
             "cpu_model": host.get("cpu", {}).get("model_name"),
             "xstate": host.get("xstate"),
         },
-        "probes": data.manifest.get("probes"),
+        "probes": m.get("probes"),
         "bench": None if data.bench is None else _records(data.bench),
         "bench_slopes": None if data.bench_slopes is None else _records(data.bench_slopes),
-        "calibration": data.manifest.get("calibration"),
-        "record_check": data.manifest.get("record_check"),
+        "calibration": m.get("calibration"),
+        "record_check": m.get("record_check"),
     }
 
 

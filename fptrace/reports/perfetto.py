@@ -14,8 +14,6 @@ import struct
 from collections.abc import Iterable
 from typing import IO
 
-import pyarrow.parquet as pq
-
 from fptrace.analysis.measures import SAVE_SIGN
 from fptrace.errors import UsageError
 from fptrace.recording.loader import Recording
@@ -113,8 +111,7 @@ def counter(track_uuid: int, value: float) -> bytes:
 
 
 def write_perfetto(rec: Recording, out: IO[bytes]) -> str:
-    events = rec.path / "events.parquet"
-    if not events.exists():
+    if not rec.has_events:
         raise UsageError(
             f"{rec.path} has no events: record with `fptrace record --events` for a timeline"
         )
@@ -158,10 +155,10 @@ def write_perfetto(rec: Recording, out: IO[bytes]) -> str:
             out.write(packet(None, track(u, name=f"CPU {cpu} FPU")))
         return cpu_uuid[cpu]
 
-    interval_ns = max(int(float(rec.manifest.get("interval_s", 1.0)) * 1e9), 1)
+    interval_ns = max(int(rec.manifest.interval_s * 1e9), 1)
     per_slot: dict[tuple[int, int], list[float]] = {}
     bytes_cache: dict[int, int] = {}
-    table = pq.read_table(events).sort_by("ts_ns")  # Perfetto wants time order per sequence
+    table = rec.events_table().sort_by("ts_ns")  # Perfetto wants time order per sequence
     for r in table.to_pylist():
         bv = int(r["xfeatures"])
         pid, tgid = int(r["pid"]), int(r["tgid"] or tgid_of.get(int(r["pid"]), r["pid"]))

@@ -33,13 +33,13 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
         console.print(text(w if drops else f"warning: {w}", "bold red" if drops else "yellow"))
     if data.bench is not None:
         render_bench(data.bench, data.bench_slopes, data.bench_ops, console)
-        check = data.manifest.get("record_check")
+        check = data.manifest.record_check
         if check:
             console.print(
                 Text(
-                    f"tracer check: {check['tasks_checked']} tasks, max |traced saves - round "
-                    f"trips| {check['max_abs_diff']} (tolerance {check['tolerance']}): "
-                    + ("ok" if check["ok"] else "MISMATCH")
+                    f"tracer check: {check.tasks_checked} tasks, max |traced saves - round "
+                    f"trips| {check.max_abs_diff} (tolerance {check.tolerance}): "
+                    + ("ok" if check.ok else "MISMATCH")
                 )
             )
     if data.empty:

@@ -20,10 +20,14 @@ from fptrace.errors import EnvironmentProblem
 # No -mavx*: the compiler must not emit vzeroupper (see fpstate.h).
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-pthread"]
 HEADERS = ["fpstate.h"]
+# The package's C workloads (NAME.c here), for `fptrace workload NAME` and the lab.
+WORKLOADS = ("pingpong", "fpbench")
 
 
 def workload_binary(name: str) -> Path:
     """Path of the built workload ``name`` (pingpong, …), compiling it if needed."""
+    if name not in WORKLOADS:
+        raise EnvironmentProblem(f"no workload {name!r}: choose from {', '.join(WORKLOADS)}")
     files = resources.files("fptrace.workloads")
     source = files.joinpath(f"{name}.c").read_text()
     headers = {h: files.joinpath(h).read_text() for h in HEADERS}

@@ -48,8 +48,8 @@ def test_tp_btf_and_the_raw_fallback_give_the_same_known_answer(record, pingpong
         run = record("--", str(pingpong), "--mode", "avx", "--rounds", str(N), name=mode, env=env)
         assert run.proc.returncode == 0, run.proc.stderr
         work = run.workload_json()
-        attached = run.rec.manifest["probes"]["attached"]
-        kinds[mode] = {p["kind"] for p in attached if p["name"].startswith("x86_fpu")} - {
+        attached = run.rec.manifest.probes.attached
+        kinds[mode] = {p.kind for p in attached if p.name.startswith("x86_fpu")} - {
             "tracepoint"  # the TIF calibration probe, when a run has no cached bit
         }
         t = summary.per_task(run.rec.counts, run.rec.tasks).set_index("pid")

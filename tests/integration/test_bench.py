@@ -24,7 +24,7 @@ def test_each_level_makes_exactly_its_components_live(tmp_path, cpu):
     # Every level this CPU has (by the tests' own CPUID probe) must have run: none skipped.
     optional = {"avx": cpu.has_avx, "avx512": cpu.has_avx512, "amx": cpu.has_amx}
     have = {"init", "sse"} | {s for s, ok in optional.items() if ok}
-    skipped = {(s["bench"], s["state"]) for s in rec.manifest["bench"]["skipped"]}
+    skipped = {(s["bench"], s["state"]) for s in rec.manifest.bench.skipped}
     for bench in ("ctx-pipe", "signal"):
         got = set(df[df["bench"] == bench]["state"])
         assert got == have, (bench, got, have)
@@ -54,7 +54,7 @@ def test_calibration_is_written_and_used_by_the_report(calibrated, level):
     assert {state for _, state in s.index} == {"sse", level}
     cal = json.loads((calibrated / "calibration.json").read_text())
     assert cal["save"]["ns_per_byte"] > 0 and cal["save"]["base_ns"] > 0
-    assert rec.manifest["calibration"] == cal
+    assert rec.manifest.calibration == cal
     # A report given this table says it is calibrated, not an estimate.
     rep = fptrace("report", str(calibrated), "-f", "json")
     assert json.loads(rep.stdout)["headline"]["cost_estimate"] is False
@@ -78,7 +78,7 @@ def test_record_cross_check_agrees(tmp_path):
     proc = fptrace("bench", "ctx-pipe", "--quick", "--reps", "2", "--record", "-q", "-o", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rec = load_recording(out)
-    check = rec.manifest["record_check"]
+    check = rec.manifest.record_check
     assert check["ok"] and check["tasks_checked"] >= 2 * 2 * 2  # reps x levels x 2 tasks
     assert check["max_abs_diff"] <= check["tolerance"]
     assert int(rec.counts["count"].sum()) > 0 and rec.bench is not None

@@ -53,7 +53,7 @@ def test_more_processes_than_pids_each_a_task_nothing_lost_state_bounded(forker,
     work = json.loads(run.stdout)
     assert work["reaped"] == children
     rec = load_recording(out)
-    assert not any(rec.manifest["drops"].values()), rec.manifest["drops"]
+    assert not any(rec.manifest.drops.values()), rec.manifest.drops
     # One row per task: every child and the forker, even where pids were reused.
     tasks = rec.tasks
     assert len(tasks) == tasks["task"].nunique() == children + 1
@@ -95,7 +95,7 @@ def test_a_freed_task_leaves_the_maps_at_the_first_drain_after(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     rec = load_recording(out)
-    assert "sched:sched_process_free" in [p["name"] for p in rec.manifest["probes"]["attached"]]
+    assert "sched:sched_process_free" in [p.name for p in rec.manifest.probes.attached]
     iv = rec.intervals
     assert iv is not None and len(iv) >= 3
     ended = rec.tasks[rec.tasks["comm"] == "true"]
@@ -118,5 +118,5 @@ def test_the_ftrace_backend_writes_each_task_once_under_churn(forker, tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     rec = load_recording(out)
-    assert rec.manifest["intervals"] >= 3
+    assert rec.manifest.intervals >= 3
     assert len(rec.tasks) == rec.tasks["task"].nunique() == 3001

@@ -239,7 +239,7 @@ def test_pids_with_threads_and_children_that_existed_before_attach(record, tmp_p
             p.communicate(timeout=60)
     assert run.proc.returncode == 0, run.proc.stderr
     rec = run.rec
-    assert rec.manifest["target"]["mode"] == "pids"
+    assert rec.manifest.target.mode == "pids"
     tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
     # Each side blocks once per round; Python's own wake-ups can only add switches.
     for pid in (*threads, b, child):

@@ -98,7 +98,7 @@ def test_counts_per_event_agree_with_perf_stat_in_its_window(pingpong, tmp_path)
     from fptrace.recording.loader import load_recording
 
     rec = load_recording(out)
-    t0 = rec.manifest["attach_monotonic_ns"]
+    t0 = rec.manifest.attach_monotonic_ns
     ts = pq.read_table(out / "events.parquet", columns=["ts_ns", "event"]).to_pandas()
 
     def ours(lo: int, hi: int) -> dict[str, int]:
@@ -108,7 +108,7 @@ def test_counts_per_event_agree_with_perf_stat_in_its_window(pingpong, tmp_path)
     inner, outer = ours(enable[1], disable[0]), ours(enable[0], disable[1])
     theirs = parse_perf_csv(csv)
     assert theirs["regs_deactivated"] >= 2 * ROUNDS  # the workload ran inside the window
-    assert rec.manifest["events"]["lost"] == 0
+    assert rec.manifest.events.lost == 0
     for event, n in theirs.items():
         assert inner.get(event, 0) <= n <= outer.get(event, 0) + switches, (
             event,

@@ -15,8 +15,8 @@ def test_events_equal_the_counts_with_no_loss(record, pingpong, level):
     assert run.proc.returncode == 0, run.proc.stderr
     rec = run.rec
     events = pq.read_table(run.path / "events.parquet").to_pandas()
-    m = rec.manifest["events"]
-    assert m["lost"] == 0 and m["recorded"] == len(events) >= 4 * N
+    m = rec.manifest.events
+    assert m.lost == 0 and m.recorded == len(events) >= 4 * N
     counts = rec.counts.groupby(["pid", "vso", "event"], dropna=False)["count"].sum().astype(int)
     got = events.groupby(["pid", "vso", "event"], dropna=False).size()
     assert got.sort_index().to_dict() == counts.sort_index().to_dict()
@@ -178,7 +178,7 @@ def test_perfetto_export_parses_back(record, pingpong, tmp_path, level, cpu):
     names = {t.thread.thread_name for t in tracks.values() if t.HasField("thread")}
     assert "pingpong" in names
     # The saves/s counters integrate back to the number of saves.
-    interval_s = run.rec.manifest["interval_s"]
+    interval_s = run.rec.manifest.interval_s
     per_s = [
         p.track_event.double_counter_value
         for p in counters
@@ -210,7 +210,7 @@ def test_counts_equal_events_per_task_under_eviction_churn(record):
         )
         assert run.proc.returncode == 0, run.proc.stderr
         rec = run.rec
-        assert rec.manifest["events"]["lost"] == 0 and sum(rec.manifest["drops"].values()) == 0
+        assert rec.manifest.events.lost == 0 and sum(rec.manifest.drops.values()) == 0
         events = pq.read_table(run.path / "events.parquet").to_pandas()
         key = ["task", "pid", "vso", "event"]
         counts = rec.counts.groupby(key, dropna=False)["count"].sum().astype(int)
@@ -236,7 +236,7 @@ def test_an_event_that_arrives_after_its_task_ended_keeps_its_task(record):
     )
     assert run.proc.returncode == 0, run.proc.stderr
     rec = run.rec
-    assert rec.manifest["events"]["lost"] == 0 and sum(rec.manifest["drops"].values()) == 0
+    assert rec.manifest.events.lost == 0 and sum(rec.manifest.drops.values()) == 0
     ended = rec.tasks[rec.tasks["exit_ns"].notna()]
     # The children (and seq) ended more than two drains before the end: they were removed.
     early = ended[ended["exit_ns"] < (rec.duration_s - 0.5) * 1e9]

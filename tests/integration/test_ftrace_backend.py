@@ -36,7 +36,7 @@ def test_both_backends_agree_with_each_other_and_the_workload(record, pingpong, 
         work = run.workload_json()
         pids = (work["parent_pid"], work["child_pid"])
         rec = run.rec
-        assert rec.manifest["backend"] == backend
+        assert rec.manifest.backend == backend
         assert set(rec.counts["tgid"]) <= set(pids) | {p for p in rec.tasks["pid"]}
         got = per_task(rec, pids)
         for who, pid in known_answer.sides(work):
@@ -81,7 +81,7 @@ def test_ftrace_events_equal_its_counts(record, pingpong):
     assert run.proc.returncode == 0, run.proc.stderr
     rec = run.rec
     events = pq.read_table(run.path / "events.parquet").to_pandas()
-    assert rec.manifest["events"]["lost"] == 0
+    assert rec.manifest.events.lost == 0
     counts = rec.counts.groupby(["pid", "vso", "event"], dropna=False)["count"].sum().astype(int)
     got = events.groupby(["pid", "vso", "event"], dropna=False).size()
     assert got.sort_index().to_dict() == counts.sort_index().to_dict()

@@ -76,7 +76,7 @@ def test_pingpong_saves_restores_sizes_and_live_state(record, pingpong, cpu, mod
     # Restores are classified by the calibrated TIF_NEED_FPU_LOAD bit, read at every
     # regs_activated, and every one of the ping-pong's had it set; --load-fpu reads it at
     # regs_deactivated too, which is not read by default (it costs on every switch).
-    assert rec.manifest["load_fpu"]["tif_bit"] in (14, 19)
+    assert rec.manifest.load_fpu.tif_bit in (14, 19)
     acts = rec.counts[rec.counts["event"] == "regs_activated"]
     assert acts["load_fpu"].notna().all()
     mine = acts[acts["pid"].isin([work["parent_pid"], work["child_pid"]])]
@@ -84,9 +84,9 @@ def test_pingpong_saves_restores_sizes_and_live_state(record, pingpong, cpu, mod
     deacts = rec.counts[rec.counts["event"] == "regs_deactivated"]["load_fpu"]
     assert deacts.notna().all() if load_fpu else deacts.isna().all()
     # xstate permission requests are counted in command mode (probe attached).
-    attached = {p["name"] for p in rec.manifest["probes"]["attached"]}
+    attached = {p.name for p in rec.manifest.probes.attached}
     assert "syscalls:sys_enter_arch_prctl" in attached
-    assert sum(rec.manifest["drops"].values()) == 0
+    assert sum(rec.manifest.drops.values()) == 0
     # The child's fork copy is accounted to the child and its own VSO.
     copies = rec.counts[rec.counts["event"] == "copy_dst"]
     assert list(copies["pid"]) == [work["child_pid"]]
@@ -97,8 +97,8 @@ def test_failing_command_exit_code_and_complete_recording(record):
     run = record("--", "sh", "-c", "exit 7")
     assert run.proc.returncode == 7
     rec = run.rec
-    assert rec.manifest["status"] == "complete"
-    assert rec.manifest["target"]["exit_code"] == 7
+    assert rec.manifest.status == "complete"
+    assert rec.manifest.target.exit_code == 7
     assert not rec.recovered
 
 
@@ -162,12 +162,12 @@ def test_tif_bit_is_calibrated_on_a_fresh_cache_and_then_reused(record, pingpong
     first = record("--load-fpu", "--", str(pingpong), "--rounds", "500", env=env, name="a")
     assert first.proc.returncode == 0, first.proc.stderr
     m = first.rec.manifest
-    assert m["load_fpu"]["tif_bit"] in (14, 19)
-    assert "calibrated" in m["load_fpu"]["method"]
+    assert m.load_fpu.tif_bit in (14, 19)
+    assert "calibrated" in m.load_fpu.method
     cal = [
         p
-        for p in m["probes"]["attached"]
-        if p["name"] == "x86_fpu:x86_fpu_regs_activated" and p["kind"] == "tracepoint"
+        for p in m.probes.attached
+        if p.name == "x86_fpu:x86_fpu_regs_activated" and p.kind == "tracepoint"
     ]
     assert cal and "calibrates" in cal[0]["reason"]
     acts = first.rec.counts[first.rec.counts["event"] == "regs_activated"]
@@ -175,7 +175,6 @@ def test_tif_bit_is_calibrated_on_a_fresh_cache_and_then_reused(record, pingpong
     second = record("--", "true", env=env, name="b")
     m2 = second.rec.manifest
     assert all(
-        p["kind"] != "tracepoint" or not p["name"].startswith("x86_fpu")
-        for p in m2["probes"]["attached"]
+        p.kind != "tracepoint" or not p.name.startswith("x86_fpu") for p in m2.probes.attached
     )  # no calibration probe the second time
-    assert m2["load_fpu"]["tif_bit"] == m["load_fpu"]["tif_bit"]
+    assert m2.load_fpu.tif_bit == m.load_fpu.tif_bit

@@ -59,7 +59,7 @@ def traced(out: Path, *command: str) -> tuple[str, dict[int, dict[str, int]], di
         run = fptrace("record", "-q", "-o", str(out), "--", *command)
     assert run.returncode == 0, run.stderr
     rec = load_recording(out)
-    assert not any(rec.manifest["drops"].values()), rec.manifest["drops"]
+    assert not any(rec.manifest.drops.values()), rec.manifest.drops
     rows = per_task(rec.counts, rec.tasks)
     ours = {int(r["pid"]): r for r in rows.to_dict("records")}
     tgids = {int(t) for t in rows["tgid"]}

@@ -32,9 +32,9 @@ def test_a_cached_run_counts_the_same_without_the_compiler(record, pingpong, tmp
         )
         assert run.proc.returncode == 0, run.proc.stderr[-3000:]
         runs.append(run)
-        if run.rec.manifest["probes"]["program"]["cached"]:
+        if run.rec.manifest.probes.program["cached"]:
             break
-    programs = [r.rec.manifest["probes"]["program"] for r in runs]
+    programs = [r.rec.manifest.probes.program for r in runs]
     assert not programs[0]["cached"] and programs[-1]["cached"], programs
     assert "bcc" in imported(runs[0].proc.stderr)
     cached = runs[-1]
@@ -47,7 +47,7 @@ def test_a_cached_run_counts_the_same_without_the_compiler(record, pingpong, tmp
         t = summary.per_task(run.rec.counts, run.rec.tasks).set_index("pid")
         for who, pid in known_answer.sides(work):
             known_answer.check(work, who, int(t.loc[pid, "saves"]), int(t.loc[pid, "restores"]))
-        kinds = {p["kind"] for p in run.rec.manifest["probes"]["attached"]}
+        kinds = {p.kind for p in run.rec.manifest.probes.attached}
         assert "tp_btf" in kinds, kinds
 
 
@@ -59,7 +59,7 @@ def test_a_cached_program_the_kernel_refuses_is_compiled_afresh(record, pingpong
     env.pop("FPTRACE_CACHE_SPILL", None)
     first = record("--", "true", name="first", env=env)
     assert first.proc.returncode == 0, first.proc.stderr[-3000:]
-    key = first.rec.manifest["probes"]["program"]["key"]
+    key = first.rec.manifest.probes.program["key"]
     entry = tmp_path / "cache" / "bpf" / f"{key}.json"
     data = json.loads(entry.read_text())
     exit_only = base64.b64encode(bytes([0x95]) + bytes(7)).decode()  # "exit", R0 never set
@@ -68,7 +68,7 @@ def test_a_cached_program_the_kernel_refuses_is_compiled_afresh(record, pingpong
     entry.write_text(json.dumps(data))
     run = record("--", str(pingpong), "--mode", "avx", "--rounds", str(N), name="again", env=env)
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]
-    assert run.rec.manifest["probes"]["program"] == {"cached": False, "key": key}
+    assert run.rec.manifest.probes.program == {"cached": False, "key": key}
     work = run.workload_json()
     t = summary.per_task(run.rec.counts, run.rec.tasks).set_index("pid")
     child = t.loc[work["child_pid"]]

@@ -111,7 +111,7 @@ def test_existing_output_and_missing_pid(record, tmp_path):
     assert first.proc.returncode == 0
     again = fptrace("record", "-o", str(first.path), "--", "true")
     assert again.returncode == 73 and "--force" in again.stderr
-    assert load_recording(first.path).manifest["status"] == "complete"  # untouched
+    assert load_recording(first.path).manifest.status == "complete"  # untouched
     gone = fptrace("record", "-p", "999999999")
     assert gone.returncode == 66 and "no process with PID" in gone.stderr
 
@@ -171,8 +171,8 @@ def test_sigterm_stops_cleanly(tmp_path, pingpong):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     rec = load_recording(out)
-    assert rec.manifest["status"] == "complete" and rec.manifest["intervals"] >= 2
-    skipped = {p["name"]: p["reason"] for p in rec.manifest["probes"]["skipped"]}
+    assert rec.manifest.status == "complete" and rec.manifest.intervals >= 2
+    skipped = {p.name: p.reason for p in rec.manifest.probes.skipped}
     assert "--arch-prctl" in skipped["syscalls:sys_enter_arch_prctl"]  # off with -a
     assert proc.pid not in set(rec.counts["tgid"])  # fptrace never counts itself
     assert proc.pid not in set(rec.tasks["tgid"])
@@ -248,7 +248,7 @@ def test_pid_mode_follows_exec_and_children_and_stops_at_exit(record, pingpong, 
     assert run.proc.returncode == 0, run.proc.stderr
     work = json.loads(out)
     rec = run.rec
-    assert rec.manifest["target"]["mode"] == "pids"
+    assert rec.manifest.target.mode == "pids"
     tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
     for who, pid in known_answer.sides(work):  # exec'd target, and its fork
         known_answer.check(work, who, int(tasks.loc[pid].saves), int(tasks.loc[pid].restores))
@@ -260,4 +260,4 @@ def test_duration_stops_a_system_recording(record):
     run = record("-a", "-d", "1.5", "--interval", "0.5")
     assert run.proc.returncode == 0, run.proc.stderr
     assert 1.4 <= run.rec.duration_s <= 2.5 and time.monotonic() - t0 < 30
-    assert run.rec.manifest["target"]["mode"] == "system"
+    assert run.rec.manifest.target.mode == "system"

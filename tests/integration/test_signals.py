@@ -72,7 +72,7 @@ def test_sigterm_is_passed_on_and_its_exit_code_returned(tmp_path):
     assert proc.returncode == 3, err
     assert got.read_text() == "TERM\n"  # the command's own handler ran
     rec = load_recording(tmp_path / "r")
-    assert rec.manifest["status"] == "complete" and rec.manifest["target"]["exit_code"] == 3
+    assert rec.manifest.status == "complete" and rec.manifest.target.exit_code == 3
 
 
 def test_ctrl_c_reaches_the_command_and_fptrace_waits_for_it(tmp_path):
@@ -83,7 +83,7 @@ def test_ctrl_c_reaches_the_command_and_fptrace_waits_for_it(tmp_path):
     _, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 4, err
     assert got.read_text() == "INT\n"
-    assert load_recording(tmp_path / "r").manifest["status"] == "complete"
+    assert load_recording(tmp_path / "r").manifest.status == "complete"
 
 
 def test_a_second_signal_stops_at_once_even_if_the_command_ignores_sigterm(tmp_path):
@@ -104,10 +104,10 @@ def test_a_second_signal_stops_at_once_even_if_the_command_ignores_sigterm(tmp_p
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert programs_gone(ours)
     rec = load_recording(out)
-    assert rec.manifest["status"] == "complete" and not rec.recovered
+    assert rec.manifest.status == "complete" and not rec.recovered
 
 
 def test_a_command_killed_by_a_signal_gives_128_plus_n(record):
     run = record("--", "sh", "-c", "kill -USR1 $$")
     assert run.proc.returncode == 128 + signal.SIGUSR1, run.proc.stderr
-    assert run.rec.manifest["target"]["exit_code"] == 128 + signal.SIGUSR1
+    assert run.rec.manifest.target.exit_code == 128 + signal.SIGUSR1

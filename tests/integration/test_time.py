@@ -17,6 +17,7 @@ import time
 from fptrace.analysis.cost import DEFAULT
 from fptrace.analysis.report import build
 from fptrace.recording.loader import load_recording
+from fptrace.recording.manifest import Events
 from tests.integration.conftest import attached
 
 STOPPED_S = 1.5
@@ -58,23 +59,24 @@ def test_a_late_drain_is_one_long_interval_not_a_spike(tmp_path, pingpong):
     assert proc.returncode == 0, err
     rec = load_recording(out)
     iv = rec.intervals
-    assert iv is not None and len(iv) == rec.manifest["intervals"] >= 5
+    assert iv is not None and len(iv) == rec.manifest.intervals >= 5
     iv = iv.sort_values("interval").reset_index(drop=True)
     assert iv["due_ns"].isna().tolist() == [False] * (len(iv) - 1) + [True]  # the last: at stop
     iv = iv[["interval", "start_ns", "end_ns", "events"]].astype("int64")
     # Contiguous spans from attach to the end of the recording.
     assert iv["start_ns"].iloc[0] == 0
     assert (iv["start_ns"].iloc[1:].to_numpy() == iv["end_ns"].iloc[:-1].to_numpy()).all()
-    assert abs(iv["end_ns"].iloc[-1] / 1e9 - rec.manifest["duration_s"]) < 0.2
+    assert abs(iv["end_ns"].iloc[-1] / 1e9 - rec.manifest.duration_s) < 0.2
     # Each interval's events are the counts of that interval, and the manifest has their sum.
     per = rec.counts.groupby("interval")["count"].sum().astype("int64")
-    assert rec.manifest["events"] == {"counted": int(per.sum())}
+    assert rec.manifest.events == Events(counted=int(per.sum()))
     assert per.reindex(iv["interval"], fill_value=0).tolist() == iv["events"].tolist()
     spans = (iv["end_ns"] - iv["start_ns"]) / 1e9
     stopped = int(spans.idxmax())
     assert spans[stopped] >= STOPPED_S - 0.1, spans.tolist()
-    drains = rec.manifest["drains"]
-    assert drains["late_max_s"] >= STOPPED_S - 0.3 and drains["later_than_interval"] >= 1
+    drains = rec.manifest.drains
+    assert drains is not None and drains.late_max_s is not None
+    assert drains.late_max_s >= STOPPED_S - 0.3 and drains.later_than_interval >= 1
     # The timeline: the stopped interval holds several intervals' saves, at the same rate.
     tl = build(rec, DEFAULT).timeline.groupby("interval")[["saves", "saves_per_s"]].sum()
     steady = [i for i in tl.index if 0 < i < len(iv) - 1 and i != stopped]

@@ -25,13 +25,13 @@ def test_both_boots_recorded_with_the_workload_command(noxsave: LabRun) -> None:
         child = tasks.loc[work["child_pid"]]  # the parent also ran `fptrace workload`'s Python
         known_answer.check(work, "child", int(child.saves), int(child.restores))
     nox = noxsave.recording("6.1", "noxsave")
-    assert "noxsave" in nox.manifest["host"]["boot_cmdline"].split()
-    assert nox.manifest["lab"]["append"] == "noxsave"
+    assert "noxsave" in nox.manifest.host.boot_cmdline.split()
+    assert nox.manifest.lab.append == "noxsave"
 
 
 def test_noxsave_buffers_are_fxsave_sized(noxsave: LabRun) -> None:
     default, nox = noxsave.recording("6.1"), noxsave.recording("6.1", "noxsave")
-    assert nox.manifest["host"]["xstate"]["format"] == "fxsave"
+    assert nox.manifest.host.xstate["format"] == "fxsave"
     child = noxsave.workload("6.1", "noxsave")["child_pid"]
     assert int(nox.vso[nox.vso["pid"] == child].iloc[0]["size"]) == 512
     child = noxsave.workload("6.1")["child_pid"]

@@ -25,11 +25,11 @@ def test_guest_booted_the_kernel_asked_for(matrix: LabRun, kernel: str) -> None:
     c = matrix.combo(kernel)
     assert c["status"] == "ok", c
     m = matrix.recording(kernel).manifest
-    assert m["host"]["kernel"]["release"] == c["release"]
-    assert m["host"]["kernel"]["release"].startswith(kernel + ".")
-    assert m["lab"]["kernel_spec"] == KERNELS[kernel] and m["lab"]["combination"] == c["name"]
-    assert m["host"]["kernel_config"]["source"].endswith("/config")  # the guest's own config
-    assert m["backend"] == "bcc" and sum(m["drops"].values()) == 0
+    assert m.host.kernel.release == c["release"]
+    assert m.host.kernel.release.startswith(kernel + ".")
+    assert m.lab.kernel_spec == KERNELS[kernel] and m.lab.combination == c["name"]
+    assert m.host.kernel_config["source"].endswith("/config")  # the guest's own config
+    assert m.backend == "bcc" and sum(m.drops.values()) == 0
     jobdir = matrix.out / ".lab" / c["name"]
     assert json.loads((jobdir / "result.json").read_text())["debootstrap_root"] is False
 
@@ -63,7 +63,7 @@ def test_vso_size_is_the_guests_cpuid_size(matrix: LabRun, kernel: str) -> None:
     guest = matrix.guest_cpu(kernel)
     expect = guest.standard_size(guest.xcr0)
     assert expect == guest.leaf_d[0][1]  # EBX: the standard size for the current XCR0
-    xs = rec.manifest["host"]["xstate"]
+    xs = rec.manifest.host.xstate
     assert xs["source"] == "cpuid" and xs["format"] == "standard", xs
     work = matrix.workload(kernel)
     for pid in (work["parent_pid"], work["child_pid"]):
@@ -75,8 +75,8 @@ def test_vso_size_is_the_guests_cpuid_size(matrix: LabRun, kernel: str) -> None:
 
 @pytest.mark.parametrize("kernel", list(KERNELS))
 def test_probes_and_layout_branch(matrix: LabRun, kernel: str) -> None:
-    probes = matrix.recording(kernel).manifest["probes"]
-    fpu = {p["name"] for p in probes["attached"] if p["name"].startswith("x86_fpu:")}
+    probes = matrix.recording(kernel).manifest.probes
+    fpu = {p.name for p in probes.attached if p.name.startswith("x86_fpu:")}
     assert len(fpu) == EVENTS[kernel], sorted(fpu)
     assert "x86_fpu:x86_fpu_regs_deactivated" in fpu
     for p in probes["skipped"]:  # skipped only where the kernel lacks the probe, with why
@@ -86,7 +86,7 @@ def test_probes_and_layout_branch(matrix: LabRun, kernel: str) -> None:
     assert ("struct fpu follows task_struct" in notes) == (kernel == "7"), notes
     # Every one of these kernels has BTF for its tracepoints and takes the typed tp_btf
     # programs (direct loads); a raw_tracepoint here would mean the fast path was refused.
-    kinds = {p["kind"] for p in probes["attached"] if p["name"].startswith("x86_fpu:")}
+    kinds = {p.kind for p in probes.attached if p.name.startswith("x86_fpu:")}
     assert kinds == {"tp_btf"}, (kernel, probes["attached"])
     assert not any("tp_btf" in n and "refused" in n for n in probes["notes"]), notes
 
@@ -151,7 +151,7 @@ def test_lab_list_shows_the_cache_and_the_suites(matrix: LabRun) -> None:
 
 def test_ftrace_backend_in_a_guest_agrees(ftrace_guest: LabRun, matrix: LabRun) -> None:
     rec = ftrace_guest.recording("5.10")
-    assert rec.manifest["backend"] == "ftrace"
+    assert rec.manifest.backend == "ftrace"
     work = ftrace_guest.workload("5.10")
     tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
     bcc_vso = matrix.recording("5.10").vso
@@ -169,7 +169,7 @@ def test_debootstrap_root_fallback(debootstrap_guest: LabRun) -> None:
     c = debootstrap_guest.combo("6.1")
     assert c["status"] == "ok", c
     rec = debootstrap_guest.recording("6.1")
-    assert rec.manifest["lab"]["root"] == "debootstrap"
+    assert rec.manifest.lab.extra["root"] == "debootstrap"
     work = debootstrap_guest.workload("6.1")
     tasks = summary.per_task(rec.counts, rec.tasks).set_index("pid")
     child = tasks.loc[work["child_pid"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fptrace.recording.manifest import Manifest
 from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION
 from fptrace.recording.writer import RecordingWriter
 from tests.unit.test_xstate import AMD
@@ -80,11 +81,13 @@ def manifest(**kw: Any) -> dict[str, Any]:
 
 
 def write(path: Path, counts=(), tasks=(), vsos=(), finalize: bool = True, **man: Any) -> Path:
+    """A recording of these rows; ``man`` goes into the manifest as JSON (it may be one an
+    older fptrace wrote: it is read, and so migrated, as any recording's)."""
     w = RecordingWriter(path)
-    w.write_manifest(manifest(status="recording"))
+    w.write_manifest(Manifest.from_json(manifest(status="recording")))
     w.append("counts", list(counts))
     w.append("vso", list(vsos))
     w.replace("tasks", list(tasks))
     if finalize:
-        w.finalize(manifest(**man))
+        w.finalize(Manifest.from_json(manifest(**man)))
     return path

@@ -11,6 +11,7 @@ from fptrace.analysis import bench as ab
 from fptrace.analysis.stats import mann_whitney_p, median_ci, rsd, slope_ci
 from fptrace.collectors import bench as runner
 from fptrace.errors import EnvironmentProblem, UsageError
+from fptrace.recording.manifest import RecordCheck
 from tests.unit.test_xstate import AMD
 
 SSE, AVX512 = 0xA2, 0xE6  # XINUSE as the workloads see it
@@ -100,9 +101,9 @@ def test_record_check_compares_traced_saves_with_round_trips() -> None:
         ]
     )
     check = ab.record_check(bench_df, counts)
-    assert check == {"tasks_checked": 2, "max_abs_diff": 2, "tolerance": 10, "ok": True}
+    assert check == RecordCheck(tasks_checked=2, max_abs_diff=2, tolerance=10, ok=True)
     counts.loc[2, "count"] = 900
-    assert not ab.record_check(bench_df, counts)["ok"]
+    assert not ab.record_check(bench_df, counts).ok
 
 
 def test_resolve_refuses_unknown_names_and_states_the_cpu_lacks(monkeypatch) -> None:

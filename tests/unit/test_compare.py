@@ -8,6 +8,12 @@ import pytest
 
 from fptrace.analysis import compare
 from fptrace.errors import NotComparableError
+from fptrace.recording.manifest import Manifest
+
+
+def M(data: dict) -> Manifest:
+    return Manifest.from_json(data)
+
 
 HOST = {
     "kernel": {"release": "6.18.44-fc", "version": "#1 SMP PREEMPT_DYNAMIC"},
@@ -28,6 +34,7 @@ HOST = {
     },
 }
 MANIFEST = {
+    "format": "fptrace-recording",
     "format_version": 1,
     "fptrace_version": "0.1.0",
     "target": {"mode": "command", "command": ["./work"]},
@@ -52,7 +59,7 @@ def other_kernel() -> dict:
 
 
 def test_what_changed_lists_exactly_the_differences() -> None:
-    changes = compare.what_changed(MANIFEST, other_kernel())
+    changes = compare.what_changed(M(MANIFEST), M(other_kernel()))
     got = {(c.category, c.key, c.a, c.b) for c in changes}
     assert got == {
         ("kernel", "release", "6.18.44-fc", "6.1.0-50-amd64"),
@@ -66,15 +73,15 @@ def test_what_changed_lists_exactly_the_differences() -> None:
         ("xstate", "xsaves", True, False),
     }
     assert all(c.fpu_relevant for c in changes)
-    assert compare.what_changed(MANIFEST, copy.deepcopy(MANIFEST)) == []
+    assert compare.what_changed(M(MANIFEST), M(copy.deepcopy(MANIFEST))) == []
 
 
 def test_full_config_diff_and_cpu_flags() -> None:
     b = copy.deepcopy(MANIFEST)
     b["host"]["cpu"]["fpu_flags"] = ["avx"]
     changes = compare.what_changed(
-        MANIFEST,
-        b,
+        M(MANIFEST),
+        M(b),
         {"CONFIG_FOO": "y", "CONFIG_HZ": "250"},
         {"CONFIG_FOO": "m", "CONFIG_HZ": "250"},
     )
@@ -85,19 +92,19 @@ def test_full_config_diff_and_cpu_flags() -> None:
 
 
 def test_comparability_rules() -> None:
-    assert compare.comparability(MANIFEST, other_kernel()) == []  # kernels may differ
+    assert compare.comparability(M(MANIFEST), M(other_kernel())) == []  # kernels may differ
     b = copy.deepcopy(MANIFEST)
     b["target"]["command"] = ["./other"]
-    assert "different workloads" in compare.comparability(MANIFEST, b)[0]
+    assert "different workloads" in compare.comparability(M(MANIFEST), M(b))[0]
     b = copy.deepcopy(MANIFEST)
-    b["format_version"] = 2
-    assert "format versions differ" in compare.comparability(MANIFEST, b)[0]
+    b["format_version"] = 0  # an older format (this fptrace refuses newer ones)
+    assert "format versions differ" in compare.comparability(M(MANIFEST), M(b))[0]
     b = copy.deepcopy(MANIFEST)
     b["probes"]["attached"] = []
-    assert "probes" in compare.comparability(MANIFEST, b)[0]
+    assert "probes" in compare.comparability(M(MANIFEST), M(b))[0]
     b = copy.deepcopy(MANIFEST)
     b["kind"] = "bench"
-    assert "bench" in compare.comparability(MANIFEST, b)[0]
+    assert "bench" in compare.comparability(M(MANIFEST), M(b))[0]
 
 
 def test_significance_marks() -> None:
@@ -147,7 +154,7 @@ def test_regression_gate_one_run_a_side() -> None:
 def test_incomparable_runs_are_refused_without_force() -> None:
     class Rec:
         def __init__(self, m):
-            self.manifest, self.path = m, "x"
+            self.manifest, self.path = M(m), "x"
 
     b = copy.deepcopy(MANIFEST)
     b["target"]["command"] = ["./other"]
@@ -181,7 +188,7 @@ def test_bench_results_compare_per_level(tmp_path) -> None:
                 for i in range(4)
             ],
         )
-        w.finalize(manifest(kind="bench", host=MANIFEST["host"]))
+        w.finalize(Manifest.from_json(manifest(kind="bench", host=MANIFEST["host"])))
         return load_recording(tmp_path / name)
 
     a, b = bench_run("a", 1000.0), bench_run("b", 1500.0)
@@ -196,7 +203,7 @@ def test_bench_results_compare_per_level(tmp_path) -> None:
 def test_an_option_one_kernel_lacks_equals_one_not_set() -> None:
     a = {"CONFIG_X86_USER_SHADOW_STACK": "n", "CONFIG_OLD": "y", "CONFIG_GONE": "n"}
     b = {"CONFIG_X86_USER_SHADOW_STACK": "y", "CONFIG_NEW": "n", "CONFIG_ADDED": "m"}
-    changes = compare.what_changed(MANIFEST, MANIFEST, a, b)
+    changes = compare.what_changed(M(MANIFEST), M(MANIFEST), a, b)
     got = {c.key: (c.a, c.b) for c in changes if c.category == "config"}
     assert got == {
         "CONFIG_X86_USER_SHADOW_STACK": ("n", "y"),

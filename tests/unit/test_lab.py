@@ -239,6 +239,10 @@ def _boot(tmp_path: Path, rc: int | None, console: str = "x") -> BootResult:
     return BootResult(rc, 12.0, log)
 
 
+# What the guest's `fptrace record` leaves (the least a manifest has).
+GUEST_MANIFEST = '{"format": "fptrace-recording", "format_version": 1, "status": "complete"}'
+
+
 def _job(out: Path, name: str, result: dict | None, recording: bool) -> None:
     (out / ".lab" / name).mkdir(parents=True)
     if result is not None:
@@ -247,7 +251,7 @@ def _job(out: Path, name: str, result: dict | None, recording: bool) -> None:
         (out / ".lab" / name / "result.json").write_text(json.dumps(result))
     if recording:
         (out / name).mkdir()
-        (out / name / "manifest.json").write_text("{}")
+        (out / name / "manifest.json").write_text(GUEST_MANIFEST)
 
 
 @pytest.mark.parametrize(
@@ -344,7 +348,7 @@ def test_interrupted_lab_keeps_what_was_recorded(
         name = console.parent.name
         (console.parent / "result.json").write_text(json.dumps({"returncode": 0}))
         (out / name).mkdir()
-        (out / name / "manifest.json").write_text("{}")
+        (out / name / "manifest.json").write_text(GUEST_MANIFEST)
         return _boot(tmp_path, 0)
 
     monkeypatch.setattr(runner, "run_guest", fake_guest)

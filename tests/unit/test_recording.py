@@ -10,6 +10,7 @@ import pytest
 
 from fptrace.errors import OutputExistsError, RecordingError
 from fptrace.recording.loader import load_recording
+from fptrace.recording.manifest import Events, Manifest
 from fptrace.recording.writer import RecordingWriter
 from tests.unit.recordings import count, task, vso, write
 
@@ -113,7 +114,7 @@ def test_the_final_merge_streams_the_parts_in_bounded_row_groups(tmp_path: Path,
         rec.append("counts", [count(100 + j, "regs_deactivated", i, interval=i) for j in range(10)])
     rec.append("tasks", [task(100 + j, exit_ns=5) for j in range(10)])
     rec.replace("tasks", [task(7)])
-    rec.finalize(manifest())
+    rec.finalize(Manifest.from_json(manifest()))
     meta = pq.ParquetFile(tmp_path / "r" / "counts.parquet").metadata
     groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
     assert sum(groups) == 400 and len(groups) >= 400 // 35 and max(groups) <= 25 + 10
@@ -139,4 +140,4 @@ def test_manifest_events_has_one_shape_whatever_wrote_it(tmp_path: Path, written
     path = write(
         tmp_path / "r", [count(1, "regs_activated", 1)], [task(1)], [vso(1)], events=written
     )
-    assert load_recording(path).manifest["events"] == loaded
+    assert load_recording(path).manifest.events == Events(**loaded)

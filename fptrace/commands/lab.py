@@ -1,4 +1,5 @@
-"""`fptrace lab …`: the command line of the qemu lab (parsing and printing only)."""
+"""`fptrace lab …`: record in other kernels and boot options under qemu (parsing and printing;
+the lab itself is fptrace/lab/)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ Guest consoles are kept in DIR/.lab/<combination>/console.log.
 """
 
 
-def add_lab_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     lab = sub.add_parser(
         "lab",
         help="record a command inside other kernels and boot options (qemu)",
@@ -115,7 +116,7 @@ def add_lab_parser(sub: Any) -> None:
     cl.add_argument("--all", action="store_true", help="also the package lists and caches")
 
 
-def cmd_lab(args: argparse.Namespace, console: Console) -> int:
+def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
     from fptrace.errors import UsageError
 
     if args.lab_command == "record":
@@ -132,7 +133,7 @@ def cmd_lab(args: argparse.Namespace, console: Console) -> int:
 
 
 def _record(args: argparse.Namespace, console: Console) -> int:
-    from fptrace.argv import after_dashes
+    from fptrace.commands.common import after_dashes
     from fptrace.errors import UsageError
     from fptrace.lab.runner import LabOptions, lab_record
 

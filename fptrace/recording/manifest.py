@@ -1,0 +1,493 @@
+"""The recording's manifest, typed: what was traced, on what host, with which probes, and how
+it went.
+
+One definition for everyone: collectors build a :class:`Manifest`, the recording writer is
+the only code that turns it into ``manifest.json`` (:meth:`Manifest.to_json`), and readers get
+it back through :meth:`Manifest.from_json`, which validates every field it knows and
+migrates older versions (in the spirit of memray's ``Metadata`` and pyperf's versioned
+result files).  A recording is shared between people and may have been edited: a field of the
+wrong type is refused with one line naming the file and the field, never an internal error
+wherever it is first used.  Fields this version does not know are kept (``extra``) and
+written back as they were.
+
+Documented for users in docs/recording-format.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fptrace.errors import RecordingError
+from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST
+
+CLOCK = "CLOCK_MONOTONIC; *_ns columns are ns since attach_monotonic_ns"
+
+JSON_NAMES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true/false",
+}
+T = TypeVar("T")
+
+
+class _Fields:
+    """One JSON object of a manifest, read field by field with its type checked.
+
+    ``where`` is the object's dotted path, so that an error names the field exactly
+    (``probes.attached[2].name``); ``null`` is "not known" and reads as the default.
+    """
+
+    def __init__(self, data: Any, where: str, source: str) -> None:
+        self.where, self.source = where, source
+        if not isinstance(data, dict):
+            self.fail("", data, (dict,))
+        self.data: dict[str, Any] = data
+
+    def path(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where and name else self.where or name
+
+    def fail(self, name: str, value: Any, types: tuple[type, ...]) -> None:
+        want = " or ".join(JSON_NAMES[t] for t in types)
+        got = "null" if value is None else JSON_NAMES.get(type(value), type(value).__name__)
+        raise RecordingError(
+            f"{self.source}: field {self.path(name)!r} is {got}, not {want}: the recording "
+            "was damaged or edited; restore that field or record again"
+        )
+
+    def get(self, name: str, types: tuple[type, ...], default: Any = None) -> Any:
+        value = self.data.get(name)
+        if value is None:
+            return default
+        bad_bool = isinstance(value, bool) and bool not in types
+        if not isinstance(value, types) or bad_bool:
+            self.fail(name, value, types)
+        return value
+
+    def text(self, name: str, default: str | None = None) -> Any:
+        return self.get(name, (str,), default)
+
+    def whole(self, name: str, default: int | None = None) -> Any:
+        return self.get(name, (int,), default)
+
+    def number(self, name: str, default: float | None = None) -> Any:
+        value = self.get(name, (int, float), default)
+        return None if value is None else float(value)
+
+    def flag(self, name: str, default: bool | None = None) -> Any:
+        return self.get(name, (bool,), default)
+
+    def obj(self, name: str) -> _Fields | None:
+        value = self.data.get(name)
+        return None if value is None else _Fields(value, self.path(name), self.source)
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        """An object whose content fptrace passes on as it is (host facts, a calibration)."""
+        return dict(self.get(name, (dict,), {}))
+
+    def items(self, name: str, item: tuple[type, ...] | None = None) -> list[Any]:
+        values = self.get(name, (list,), [])
+        if item is not None:
+            for i, value in enumerate(values):
+                if not isinstance(value, item) or (isinstance(value, bool) and bool not in item):
+                    self.fail(f"{name}[{i}]", value, item)
+        return list(values)
+
+    def objects(self, name: str, build: Any) -> tuple[Any, ...]:
+        values = self.get(name, (list,), [])
+        return tuple(
+            build(_Fields(v, f"{self.path(name)}[{i}]", self.source)) for i, v in enumerate(values)
+        )
+
+    def rest(self, known: type) -> dict[str, Any]:
+        """The fields a dataclass does not name, kept so that a rewrite loses nothing."""
+        names = {f.name for f in fields(known)}
+        return {k: v for k, v in self.data.items() if k not in names}
+
+
+def _json(value: Any) -> Any:
+    """A section (or a value in one) as JSON: dataclasses by field, ``extra`` merged in,
+    tuples as lists."""
+    if hasattr(value, "__dataclass_fields__"):
+        out = {
+            f.name: _json(getattr(value, f.name))
+            for f in fields(value)
+            if f.name != "extra" and getattr(value, f.name) is not None
+        }
+        return out | dict(getattr(value, "extra", {}))
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _json(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Target:
+    """What was traced: a command fptrace started, running pids, the whole system, or the
+    benchmarks of ``fptrace bench``."""
+
+    mode: str  # command | pids | system | bench
+    command: tuple[str, ...] | None = None
+    pids: tuple[int, ...] | None = None
+    follow_children: bool | None = None
+    exit_code: int | None = None  # the command's; None when fptrace did not start one
+
+    @classmethod
+    def read(cls, f: _Fields) -> Target:
+        command, pids = f.data.get("command"), f.data.get("pids")
+        return cls(
+            mode=f.text("mode", "unknown"),
+            command=None if command is None else tuple(f.items("command", (str,))),
+            pids=None if pids is None else tuple(f.items("pids", (int,))),
+            follow_children=f.flag("follow_children"),
+            exit_code=f.whole("exit_code"),
+        )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe of the plan: attached (``reason`` empty) or skipped (``reason`` says why)."""
+
+    name: str
+    kind: str
+    required: bool = False
+    reason: str = ""
+
+    @classmethod
+    def read(cls, f: _Fields) -> Probe:
+        name = f.text("name")
+        if name is None:
+            f.fail("name", None, (str,))
+        return cls(
+            name=name,
+            kind=f.text("kind", "unknown"),
+            required=f.flag("required", False),
+            reason=f.text("reason", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Probes:
+    attached: tuple[Probe, ...] = ()
+    skipped: tuple[Probe, ...] = ()
+    notes: tuple[str, ...] = ()
+    program: Mapping[str, Any] | None = None  # BCC's compiled object: {"cached", "key"}
+
+    @classmethod
+    def read(cls, f: _Fields) -> Probes:
+        return cls(
+            attached=f.objects("attached", Probe.read),
+            skipped=f.objects("skipped", Probe.read),
+            notes=tuple(f.items("notes", (str,))),
+            program=f.mapping("program") or None,
+        )
+
+    def names(self) -> set[str]:
+        return {p.name for p in self.attached}
+
+
+@dataclass(frozen=True)
+class KernelId:
+    release: str | None = None
+    version: str | None = None
+    machine: str | None = None
+
+    @classmethod
+    def read(cls, f: _Fields) -> KernelId:
+        return cls(f.text("release"), f.text("version"), f.text("machine"))
+
+
+@dataclass(frozen=True)
+class Host:
+    """The machine: kernel, boot line, kernel config, CPU and its xstate layout.
+
+    ``cpu``, ``xstate`` and ``kernel_config`` are facts as the kernel and CPUID gave them
+    (collectors/host.py names each); they are passed on whole.
+    """
+
+    hostname: str | None = None
+    kernel: KernelId = field(default_factory=KernelId)
+    boot_cmdline: str | None = None
+    kernel_config: Mapping[str, Any] = field(default_factory=dict)
+    cpu: Mapping[str, Any] = field(default_factory=dict)
+    xstate: Mapping[str, Any] = field(default_factory=dict)
+    at_minsigstksz: int | None = None
+    dmesg_fpu_lines: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, f: _Fields) -> Host:
+        kernel = f.obj("kernel")
+        xstate = f.obj("xstate")
+        if xstate is not None:
+            xstate.items("components", (dict,))
+        return cls(
+            hostname=f.text("hostname"),
+            kernel=KernelId.read(kernel) if kernel else KernelId(),
+            boot_cmdline=f.text("boot_cmdline"),
+            kernel_config=f.mapping("kernel_config"),
+            cpu=f.mapping("cpu"),
+            xstate=f.mapping("xstate"),
+            at_minsigstksz=f.whole("at_minsigstksz"),
+            dmesg_fpu_lines=tuple(f.items("dmesg_fpu_lines", (str,))),
+            extra=f.rest(cls),
+        )
+
+
+@dataclass(frozen=True)
+class Events:
+    """How many events were counted, and with ``--events`` how many were kept one by one."""
+
+    counted: int | None = None
+    recorded: int | None = None  # rows in events.parquet (None: not recorded)
+    ring_bytes: int | None = None  # the BPF ring's size; 0 for the ftrace backend
+    lost: int | None = None  # events the ring or ftrace's buffer had no room for
+
+    @classmethod
+    def read(cls, f: _Fields) -> Events:
+        return cls(f.whole("counted"), f.whole("recorded"), f.whole("ring_bytes"), f.whole("lost"))
+
+
+@dataclass(frozen=True)
+class Drains:
+    """How late the recorder's drains came (a busy machine delays them)."""
+
+    scheduled: int = 0
+    late_median_s: float | None = None
+    late_max_s: float | None = None
+    later_than_interval: int = 0
+
+    @classmethod
+    def read(cls, f: _Fields) -> Drains:
+        return cls(
+            f.whole("scheduled", 0),
+            f.number("late_median_s"),
+            f.number("late_max_s"),
+            f.whole("later_than_interval", 0),
+        )
+
+
+@dataclass(frozen=True)
+class LoadFpu:
+    """How the load_fpu column (TIF_NEED_FPU_LOAD) is known."""
+
+    tif_bit: int | None = None
+    method: str | None = None
+
+    @classmethod
+    def read(cls, f: _Fields) -> LoadFpu:
+        return cls(f.whole("tif_bit"), f.text("method"))
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    name: str
+    op: str = ""
+    mode: str = ""
+
+    @classmethod
+    def read(cls, f: _Fields) -> BenchItem:
+        return cls(f.text("name", "?"), f.text("op", ""), f.text("mode", ""))
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What ``fptrace bench`` ran: the benchmarks, what it skipped (and why), its settings."""
+
+    benchmarks: tuple[BenchItem, ...] = ()
+    skipped: tuple[Mapping[str, Any], ...] = ()
+    duration_s: float | None = None  # the benchmarks' own time (under --record: untraced)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # reps, quick, states, warmup…
+
+    @classmethod
+    def read(cls, f: _Fields) -> Bench:
+        return cls(
+            benchmarks=f.objects("benchmarks", BenchItem.read),
+            skipped=tuple(f.items("skipped", (dict,))),
+            duration_s=f.number("duration_s"),
+            extra=f.rest(cls),
+        )
+
+
+@dataclass(frozen=True)
+class Lab:
+    """Where ``fptrace lab`` ran this recording: the combination, kernel spec, boot options."""
+
+    combination: str | None = None
+    kernel_spec: str | None = None
+    append: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)  # machine, root filesystem…
+
+    @classmethod
+    def read(cls, f: _Fields) -> Lab:
+        return cls(f.text("combination"), f.text("kernel_spec"), f.text("append", ""), f.rest(cls))
+
+
+@dataclass(frozen=True)
+class RecordCheck:
+    """``bench --record``: each ping-pong task's traced saves against its round trips."""
+
+    tasks_checked: int = 0
+    max_abs_diff: int = 0
+    tolerance: int = 0
+    ok: bool = False
+
+    @classmethod
+    def read(cls, f: _Fields) -> RecordCheck:
+        return cls(
+            f.whole("tasks_checked", 0),
+            f.whole("max_abs_diff", 0),
+            f.whole("tolerance", 0),
+            f.flag("ok", False),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``: a recording's facts that are not tables."""
+
+    target: Target
+    host: Host
+    probes: Probes = field(default_factory=Probes)
+    status: str = "recording"  # recording | complete
+    kind: str = "recording"  # recording | bench
+    format_version: int = FORMAT_VERSION
+    fptrace_version: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    command_line: tuple[str, ...] = ()
+    backend: str | None = None  # bcc | ftrace
+    clock: str = CLOCK
+    interval_s: float = 1.0
+    duration_s: float | None = None
+    startup_s: float | None = None
+    intervals: int | None = None
+    attach_monotonic_ns: int | None = None
+    events: Events = field(default_factory=Events)
+    drops: Mapping[str, int] = field(default_factory=dict)
+    drains: Drains | None = None
+    load_fpu: LoadFpu | None = None
+    bench: Bench | None = None
+    lab: Lab | None = None
+    calibration: Mapping[str, Any] | None = None  # the cost table `bench` measured
+    record_check: RecordCheck | None = None  # `bench --record`: traced vs counted
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Any, source: Path | str = MANIFEST) -> Manifest:
+        """Validate and migrate a parsed manifest.json (``source`` names it in errors)."""
+        src = str(source)
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise RecordingError(
+                f"{src} is not an fptrace manifest (format is not {FORMAT_NAME!r})"
+            )
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise RecordingError(f"{src} has no format_version")
+        if version > FORMAT_VERSION:
+            raise RecordingError(
+                f"{src} is format version {version}, newer than this fptrace reads "
+                f"({FORMAT_VERSION}): upgrade fptrace"
+            )
+        f = _Fields(migrate(dict(data)), "", src)
+
+        def section(name: str, build: Any, default: Any = None) -> Any:
+            sub = f.obj(name)
+            return default if sub is None else build(sub)
+
+        drops = f.mapping("drops")
+        for name, value in drops.items():
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                f.fail(f"drops.{name}", value, (int,))
+        return cls(
+            target=section("target", Target.read, Target("unknown")),
+            host=section("host", Host.read, Host()),
+            probes=section("probes", Probes.read, Probes()),
+            status=f.text("status", "recording"),
+            kind=f.text("kind", "recording"),
+            format_version=version,
+            fptrace_version=f.text("fptrace_version"),
+            started_at=f.text("started_at"),
+            ended_at=f.text("ended_at"),
+            command_line=tuple(f.items("command_line", (str,))),
+            backend=f.text("backend"),
+            clock=f.text("clock", CLOCK),
+            interval_s=f.number("interval_s", 1.0),
+            duration_s=f.number("duration_s"),
+            startup_s=f.number("startup_s"),
+            intervals=f.whole("intervals"),
+            attach_monotonic_ns=f.whole("attach_monotonic_ns"),
+            events=section("events", Events.read, Events()),
+            drops={k: v for k, v in drops.items() if v is not None},
+            drains=section("drains", Drains.read),
+            load_fpu=section("load_fpu", LoadFpu.read),
+            bench=section("bench", Bench.read),
+            lab=section("lab", Lab.read),
+            calibration=f.mapping("calibration") or None,
+            record_check=section("record_check", RecordCheck.read),
+            extra={k: v for k, v in f.rest(cls).items() if k != "format"},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written as manifest.json (``null`` fields are left out: absent and
+        null both mean "not known")."""
+        return {"format": FORMAT_NAME} | _json(self)
+
+    def value(self, dotted: str) -> Any:
+        """A field by its dotted JSON path (``host.kernel.release``), or None: the one getter
+        behind ``compare``'s and ``fleet``'s grouping by any manifest key."""
+        node: Any = self.to_json()
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    def with_(self, **changes: Any) -> Manifest:
+        return replace(self, **changes)
+
+    def joined_with_trace(self, trace: Manifest, check: RecordCheck) -> Manifest:
+        """A bench result's manifest joined with that of its trace (``bench --record``): the
+        trace's probes, drops and time span (rates are per traced second); the benchmarks'
+        own duration stays under ``bench``."""
+        bench = replace(self.bench or Bench(), duration_s=self.duration_s)
+        return replace(
+            self,
+            bench=bench,
+            probes=trace.probes,
+            drops=trace.drops,
+            load_fpu=trace.load_fpu,
+            events=trace.events,
+            attach_monotonic_ns=trace.attach_monotonic_ns,
+            interval_s=trace.interval_s,
+            duration_s=trace.duration_s,
+            intervals=trace.intervals,
+            record_check=check,
+        )
+
+    @property
+    def total_drops(self) -> int:
+        return sum(self.drops.values())
+
+
+def read_manifest(path: Path) -> Manifest:
+    """A manifest.json file, validated and migrated."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RecordingError(f"{path} is unreadable or not JSON: {exc}") from exc
+    return Manifest.from_json(data, path)
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Older manifests in today's shape, so that readers handle one: ``events`` was a bare
+    count without ``--events`` and an object (without the count) with it."""
+    events = data.get("events")
+    if isinstance(events, int) and not isinstance(events, bool):
+        data["events"] = {"counted": events}
+    return data
