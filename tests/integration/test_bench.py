@@ -79,8 +79,9 @@ def test_record_cross_check_agrees(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rec = load_recording(out)
     check = rec.manifest.record_check
-    assert check["ok"] and check["tasks_checked"] >= 2 * 2 * 2  # reps x levels x 2 tasks
-    assert check["max_abs_diff"] <= check["tolerance"]
+    assert check is not None
+    assert check.ok and check.tasks_checked >= 2 * 2 * 2  # reps x levels x 2 tasks
+    assert check.max_abs_diff <= check.tolerance
     assert int(rec.counts["count"].sum()) > 0 and rec.bench is not None
     assert not list(tmp_path.glob(".r.*"))  # no temporary directories left
 

@@ -169,7 +169,7 @@ def test_tif_bit_is_calibrated_on_a_fresh_cache_and_then_reused(record, pingpong
         for p in m.probes.attached
         if p.name == "x86_fpu:x86_fpu_regs_activated" and p.kind == "tracepoint"
     ]
-    assert cal and "calibrates" in cal[0]["reason"]
+    assert cal and "calibrates" in cal[0].reason
     acts = first.rec.counts[first.rec.counts["event"] == "regs_activated"]
     assert int(acts[acts["load_fpu"] == 1]["count"].sum()) >= 2 * 500
     second = record("--", "true", env=env, name="b")
