@@ -79,16 +79,16 @@ def test_probes_and_layout_branch(matrix: LabRun, kernel: str) -> None:
     fpu = {p.name for p in probes.attached if p.name.startswith("x86_fpu:")}
     assert len(fpu) == EVENTS[kernel], sorted(fpu)
     assert "x86_fpu:x86_fpu_regs_deactivated" in fpu
-    for p in probes["skipped"]:  # skipped only where the kernel lacks the probe, with why
-        assert p["reason"] and not p["required"], p
-    notes = " ".join(probes["notes"])
+    for p in probes.skipped:  # skipped only where the kernel lacks the probe, with why
+        assert p.reason and not p.required, p
+    notes = " ".join(probes.notes)
     assert ("VSO is fpu->state" in notes) == (kernel == "5.10"), notes
     assert ("struct fpu follows task_struct" in notes) == (kernel == "7"), notes
     # Every one of these kernels has BTF for its tracepoints and takes the typed tp_btf
     # programs (direct loads); a raw_tracepoint here would mean the fast path was refused.
     kinds = {p.kind for p in probes.attached if p.name.startswith("x86_fpu:")}
-    assert kinds == {"tp_btf"}, (kernel, probes["attached"])
-    assert not any("tp_btf" in n and "refused" in n for n in probes["notes"]), notes
+    assert kinds == {"tp_btf"}, (kernel, probes.attached)
+    assert not any("tp_btf" in n and "refused" in n for n in probes.notes), notes
 
 
 def kernel_config(path: Path) -> dict[str, str]:
