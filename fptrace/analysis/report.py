@@ -191,10 +191,7 @@ def task_table(
         save_bytes=measures.save_bytes(c, layout),
     )
     fpu = c[c["event"].isin(SWITCH_EVENTS)]
-    act = fpu[fpu["event"] == "regs_activated"]
-    load = act["load_fpu"]
-    act_load = act[load.notna() & (load.fillna(0).astype("int64") == 1)]
-    act_unknown = act[load.isna()]
+    act = measures.activations(fpu)
     xf = fpu["xfeatures"].astype("uint64")
     avx512 = _per_task(fpu[(xf & AVX512_MASK) != 0], "saves")
     amx = _per_task(fpu[(xf & AMX_MASK) != 0], "saves")
@@ -206,20 +203,19 @@ def task_table(
         return series.reindex(idx, fill_value=0).astype("float64")
 
     t["bytes_saved"] = col(_per_task(fpu, "save_bytes"))
-    # A restore reads the buffer as XSTATE_BV says.  Where load_fpu was not read, the
-    # activations' bytes are scaled by how many of them were taken as restores.
-    unknown_n = col(_per_task(act_unknown, "count"))
-    paired = (t["restores"] - col(_per_task(act_load, "count"))).clip(lower=0)
-    ratio = (paired / unknown_n.where(unknown_n > 0)).fillna(0)
-    t["bytes_restored"] = (
-        col(_per_task(act_load, "bytes")) + col(_per_task(act_unknown, "bytes")) * ratio
+    t["bytes_restored"] = measures.bytes_restored(
+        t["restores"],
+        col(_per_task(act["load"], "count")),
+        col(_per_task(act["load"], "bytes")),
+        col(_per_task(act["unknown"], "count")),
+        col(_per_task(act["unknown"], "bytes")),
     )
     t["saves_per_s"] = t["saves"] / duration_s if duration_s > 0 else 0.0
     # A dead task's final switch saves once more after its counters were read: clip at 1.
     t["switch_save_share"] = (
         (t["saves"] / t["switches"].where(t["switches"] > 0)).astype(float).clip(upper=1.0)
     )
-    t["untraced_saves"] = (t["restores"] - t["saves"]).clip(lower=0)
+    t["untraced_saves"] = measures.untraced_saves(t["saves"], t["restores"])
     saves_n = t["saves"].astype("float64")
     t["avx512_share"] = (col(avx512) / saves_n.where(saves_n > 0)).fillna(0)
     t["amx_share"] = (col(amx) / saves_n.where(saves_n > 0)).fillna(0)
@@ -233,19 +229,22 @@ def task_table(
     t["vso_replacements"] = col(reallocs).astype("int64")
     t["signal_frame_bytes"] = t["signal_frames"] * col(user_size)
     t["xcomp_requests"] = col(_per_task(perm, "count")).astype("int64")
-    t["est_save_ns"] = model.save.total(t["saves"], t["bytes_saved"])
-    t["est_restore_ns"] = model.restore.total(t["restores"], t["bytes_restored"])
-    # Signal frames (kernel-fpu.md §1.3): at delivery an XSAVE of the user state to the
-    # stack (standard format: user_size bytes) and an XRSTOR of the init state (no bytes
-    # read); at sigreturn an XRSTOR from the frame.  Both are outside the switch path.
-    frame = col(user_size)
-    frames, sigreturns = t["signal_frames"], t["sigreturns"]
-    t["est_signal_ns"] = (
-        model.save.total(frames, frames * frame)
-        + model.restore.total(frames, 0)
-        + model.restore.total(sigreturns, sigreturns * frame)
+    est = measures.estimated_ns(
+        model,
+        t["saves"],
+        t["bytes_saved"],
+        t["restores"],
+        t["bytes_restored"],
+        t["signal_frames"],
+        t["sigreturns"],
+        col(user_size),
     )
-    t["est_ns"] = t["est_save_ns"] + t["est_restore_ns"] + t["est_signal_ns"]
+    t["est_save_ns"], t["est_restore_ns"], t["est_signal_ns"] = (
+        est.save_ns,
+        est.restore_ns,
+        est.signal_ns,
+    )
+    t["est_ns"] = est.total_ns
     oncpu = t["oncpu_ns"].astype("float64")
     t["est_oncpu_share"] = (t["est_ns"] / oncpu.where(oncpu > 0)).astype(float)
     return t.reset_index().sort_values("saves", ascending=False).reset_index(drop=True)

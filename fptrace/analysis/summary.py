@@ -34,32 +34,11 @@ def _event_counts(counts: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def _activations(counts: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    """``regs_activated`` per task, split by ``load_fpu``: 1 (``act_load``), 0
-    (``act_other``: signal delivery, sigreturn, KVM) and null (``act_unknown``)."""
-    act = counts[counts["event"] == "regs_activated"]
-    load = act["load_fpu"]
-    parts = {
-        "act_load": act[load.notna() & (load.fillna(0).astype("int64") == 1)],
-        "act_other": act[load.notna() & (load.fillna(1).astype("int64") == 0)],
-        "act_unknown": act[load.isna()],
-    }
-    return pd.DataFrame({k: v.groupby(cols)["count"].sum() for k, v in parts.items()}).fillna(0)
-
-
-def _classify(ev: pd.DataFrame) -> pd.DataFrame:
-    """restores, sigreturns and whether they had to be estimated, from the activations.
-
-    sigreturns: each caught signal fires one ``regs_activated`` (load_fpu clear) at delivery
-    and one at sigreturn, if the handler returns; so sigreturns = other - signal frames.
-    """
-    sigs = ev["signal_deliver"]
-    unknown = ev["act_unknown"]
-    ev["restores"] = (ev["act_load"] + (unknown - 2 * sigs).clip(lower=0)).astype("int64")
-    exact = unknown == 0
-    # Estimated: assume every handler returned (what the pairing above assumes too).
-    ev["sigreturns"] = (ev["act_other"] - sigs).clip(lower=0).where(exact, sigs).astype("int64")
-    ev["restores_estimated"] = ~exact & (sigs > 0)
-    return ev
+    """``regs_activated`` per task, split by ``load_fpu`` (:func:`measures.activations`)."""
+    parts = measures.activations(counts)
+    return pd.DataFrame(
+        {f"act_{k}": v.groupby(cols)["count"].sum() for k, v in parts.items()}
+    ).fillna(0)
 
 
 def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
@@ -77,9 +56,13 @@ def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     ev = ev.merge(_activations(counts, cols).reset_index(), on=cols, how="left")
     for name in ("act_load", "act_other", "act_unknown"):
         ev[name] = ev[name].fillna(0).astype("int64") if name in ev.columns else 0
-    ev = _classify(ev)
-    # A save whose task came back to the same CPU with its registers intact needs no restore.
-    ev["restores_skipped"] = (ev["saves"] - ev["restores"]).clip(lower=0)
+    r = measures.restores(ev["act_load"], ev["act_other"], ev["act_unknown"], ev["signal_deliver"])
+    ev["restores"], ev["sigreturns"], ev["restores_estimated"] = (
+        r.restores,
+        r.sigreturns,
+        r.estimated,
+    )
+    ev["restores_skipped"] = measures.restores_skipped(ev["saves"], ev["restores"])
     ev = ev.rename(columns={"copy_dst": "fork_copies", "signal_deliver": "signal_frames"})
     keep = [
         *("task", "pid", "tgid", "saves", "restores", "restores_skipped", "fork_copies"),

@@ -116,7 +116,8 @@ def _recorded(
     import shutil
 
     from fptrace.analysis.bench import record_check
-    from fptrace.collectors.recorder import RecordOptions, record
+    from fptrace.collectors.options import RecordOptions
+    from fptrace.collectors.record import record
     from fptrace.commands.common import print_summary
     from fptrace.recording.loader import load_recording
     from fptrace.recording.schema import CALIBRATION, KERNEL_CONFIG, TABLES

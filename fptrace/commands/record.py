@@ -12,7 +12,7 @@ from rich.text import Text
 from fptrace.commands.common import after_dashes, pid_list, positive, print_summary
 
 if TYPE_CHECKING:
-    from fptrace.collectors.recorder import RecordOptions
+    from fptrace.collectors.options import RecordOptions
 
 EPILOG = """\
 examples:
@@ -98,7 +98,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
-    from fptrace.collectors.recorder import RecordOptions, record
+    from fptrace.collectors.options import RecordOptions
+    from fptrace.collectors.record import record
 
     cmd = after_dashes(args.cmd)
     opts = RecordOptions(
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
 def _print_ebpf(opts: RecordOptions) -> int:
     """Print the BPF C and the -D flags `record` would use with these options (BCC's --ebpf)."""
     from fptrace.collectors.bpf_session import bpf_source
-    from fptrace.collectors.recorder import plan_options
+    from fptrace.collectors.options import plan_options
     from fptrace.probes.kernel import LiveKernel, find_tracefs
     from fptrace.probes.plan import plan_probes
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from fptrace import cli
-from fptrace.collectors import recorder
+from fptrace.collectors import options
+from fptrace.collectors import record as record_module
 from tests.unit.recordings import count, task, vso, write
 
 
@@ -25,7 +26,7 @@ def one_line_error(err: str) -> str:
 
 
 def test_record_as_non_root_says_sudo(capsys, monkeypatch) -> None:
-    monkeypatch.setattr(recorder.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(options.os, "geteuid", lambda: 1000)
     code, _, err = run(capsys, "record", "--", "true")
     assert code == 77 and "sudo" in one_line_error(err)
 
@@ -43,14 +44,14 @@ def test_record_as_non_root_says_sudo(capsys, monkeypatch) -> None:
     ],
 )
 def test_bad_input_gets_one_line_and_an_exit_code(capsys, monkeypatch, argv, code, text):
-    monkeypatch.setattr(recorder.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(options.os, "geteuid", lambda: 0)
     got, _, err = run(capsys, *argv)
     assert got == code
     assert text in one_line_error(err)
 
 
 def test_debug_shows_the_traceback(monkeypatch) -> None:
-    monkeypatch.setattr(recorder.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(options.os, "geteuid", lambda: 1000)
     with pytest.raises(Exception, match="sudo"):
         cli.main(["--debug", "record", "--", "true"])
 
@@ -100,8 +101,8 @@ def test_missing_bcc_names_the_package(monkeypatch, tmp_path) -> None:
 
 
 def test_unmountable_tracefs_is_one_line_and_writes_nothing(capsys, monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(recorder.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(recorder, "find_tracefs", lambda mount=False: None)
+    monkeypatch.setattr(options.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(record_module, "find_tracefs", lambda mount=False: None)
     out = tmp_path / "rec"
     code, _, err = run(capsys, "record", "-o", str(out), "--", "true")
     assert code == 69 and "mount -t tracefs" in one_line_error(err)

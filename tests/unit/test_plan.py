@@ -147,25 +147,25 @@ def test_load_fpu_on_the_switch_path_is_opt_in() -> None:
 def test_backend_choice_falls_back_to_ftrace_and_says_so(monkeypatch) -> None:
     import importlib.util
 
-    from fptrace.collectors import recorder
+    from fptrace.collectors import options
     from fptrace.errors import EnvironmentProblem
 
     said: list[str] = []
     ok_plan = plan_probes(kernel_6_18(), ALL)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    opts = recorder.RecordOptions(system=True)
-    assert recorder.choose_backend(opts, ok_plan, said.append) == "ftrace"
+    opts = options.RecordOptions(system=True)
+    assert options.choose_backend(opts, ok_plan, said.append) == "ftrace"
     assert said and "python3-bpfcc" in said[0] and "ftrace backend" in said[0]
     with pytest.raises(EnvironmentProblem, match="cannot trace with BCC"):
-        recorder.choose_backend(
-            recorder.RecordOptions(system=True, backend="bcc"), ok_plan, said.append
+        options.choose_backend(
+            options.RecordOptions(system=True, backend="bcc"), ok_plan, said.append
         )
-    forced = recorder.RecordOptions(system=True, backend="ftrace", events=True)
-    assert recorder.choose_backend(forced, ok_plan, said.append) == "ftrace"  # events work too
+    forced = options.RecordOptions(system=True, backend="ftrace", events=True)
+    assert options.choose_backend(forced, ok_plan, said.append) == "ftrace"  # events work too
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
-    assert recorder.choose_backend(opts, ok_plan, said.append) == "bcc"
+    assert options.choose_backend(opts, ok_plan, said.append) == "bcc"
     no_btf = plan_probes(FakeKernel("x", kernel_6_18().groups, None, "no BTF"), ALL)
-    assert recorder.choose_backend(opts, no_btf, said.append) == "ftrace"  # BTF is BCC's need
+    assert options.choose_backend(opts, no_btf, said.append) == "ftrace"  # BTF is BCC's need
 
 
 def test_fpu_probes_carry_the_btf_id_tp_btf_attaches_by() -> None:

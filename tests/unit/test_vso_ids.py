@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from fptrace.collectors.recorder import VsoNamer
+from fptrace.collectors.columns import VsoNamer
 
 ADDR = 0xFFFF_8881_0A2B_3C40  # a struct fpstate address, as the kernel reports it
 

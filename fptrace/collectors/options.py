@@ -1,0 +1,134 @@
+"""What `fptrace record` was asked to do, checked before the kernel is touched, and the
+probe plan and backend that follow from it."""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from fptrace.cache import cache_dir, cache_write_dir, write_atomic
+from fptrace.collectors.procfs import (
+    pid_max,
+    process_running,
+)
+from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError
+from fptrace.probes.plan import (
+    PlanOptions,
+    ProbePlan,
+)
+
+Status = Callable[[str], None]
+
+
+@dataclass
+class RecordOptions:
+    """What to record; built by the CLI, never holds argparse objects."""
+
+    output: Path | None = None
+    force: bool = False
+    system: bool = False  # -a
+    pids: list[int] = field(default_factory=list)  # -p
+    command: list[str] = field(default_factory=list)  # -- CMD ARGS…
+    duration: float | None = None  # -d
+    interval: float = 1.0
+    keep_root: bool = False  # run CMD as root even under sudo
+    load_fpu: bool = False  # read load_fpu on switch-path events too (costs ~2.5%)
+    arch_prctl: bool | None = None  # None: on unless -a (a syscall tracepoint taxes all syscalls)
+    events: bool = False  # --events: also stream one record per event
+    backend: str = "auto"  # auto | bcc | ftrace
+    ring_mb: int = 256  # --ring-mb: BPF ring buffer size (64 MiB lost a few batches here)
+    argv: list[str] = field(default_factory=list)  # fptrace's own command line, for the manifest
+
+    @property
+    def mode(self) -> str:
+        if self.system:
+            return "system"
+        return "command" if self.command else "pids"
+
+
+def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
+    """BCC when it can run here; ftrace (no BCC, compiler or headers) otherwise, said aloud."""
+    import importlib.util
+
+    if opts.backend == "ftrace":
+        return "ftrace"
+    problem = None
+    if importlib.util.find_spec("bcc") is None:
+        problem = "BCC (python3-bpfcc) is not installed"
+    elif not plan.ok:
+        problem = plan.fatal[0]
+    if problem is None:
+        return "bcc"
+    if opts.backend == "bcc":
+        raise EnvironmentProblem(f"cannot trace with BCC: {problem} (run `fptrace doctor`)")
+    say(f"{problem}: using the ftrace backend")
+    return "ftrace"
+
+
+def plan_options(opts: RecordOptions) -> PlanOptions:
+    """The probe-plan inputs a recording with these options uses (also for --ebpf)."""
+    return PlanOptions(
+        filter_targets=not opts.system,
+        self_tgid=os.getpid(),
+        calibrated_tif_bit=load_tif_bit(),
+        load_on_switch=opts.load_fpu,
+        arch_prctl=opts.arch_prctl if opts.arch_prctl is not None else not opts.system,
+        events_pages=ring_pages(opts.ring_mb) if opts.events else 0,
+        raw_tp=os.environ.get("FPTRACE_RAW_TP") == "1",
+        pid_max=pid_max(),
+    )
+
+
+def ring_pages(megabytes: int) -> int:
+    """Pages for a ring of about ``megabytes`` MiB: the kernel wants a power of two."""
+    pages = max(1, megabytes * 1024 * 1024 // mmap.PAGESIZE)
+    return 1 << (pages - 1).bit_length()
+
+
+def default_output() -> Path:
+    return Path(datetime.now().strftime("fptrace-%Y%m%d-%H%M%S"))
+
+
+def check_options(opts: RecordOptions) -> None:
+    """Everything that can be refused before the kernel is touched."""
+    if os.geteuid() != 0:
+        raise PrivilegeError("fptrace record needs root to load BPF programs: run it with sudo")
+    if not opts.system and not opts.pids and not opts.command:
+        raise TargetError("nothing to trace: give -- CMD ARGS…, -p PID[,PID…], or -a")
+    if opts.pids and opts.command:
+        raise TargetError("give either -p or a command, not both")
+    if opts.interval <= 0 or opts.interval > 3600:
+        raise TargetError(f"--interval {opts.interval} is out of range: use 0.1 to 3600 seconds")
+    if opts.duration is not None and opts.duration <= 0:
+        raise TargetError(f"--duration {opts.duration} must be positive")
+    for pid in opts.pids:
+        if pid <= 0 or not process_running(pid):
+            raise TargetError(f"no process with PID {pid}: check it with `ps -p {pid}`")
+        if pid == os.getpid():
+            raise TargetError("fptrace does not trace itself: choose another PID")
+    if opts.command and shutil.which(opts.command[0]) is None:
+        raise TargetError(f"command not found: {opts.command[0]} (not on PATH, or not executable)")
+
+
+def _tif_cache() -> Path:
+    u = os.uname()
+    build = hashlib.sha256(f"{u.release} {u.version}".encode()).hexdigest()[:16]
+    return cache_dir() / f"tif-bit-{build}"
+
+
+def load_tif_bit() -> int | None:
+    """TIF_NEED_FPU_LOAD's bit as calibrated by an earlier run on this exact kernel build."""
+    try:
+        return int(_tif_cache().read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def save_tif_bit(bit: int) -> None:
+    write_atomic(cache_write_dir() / _tif_cache().name, f"{bit}\n")  # best effort, as reads
