@@ -334,8 +334,8 @@ class BpfSession:
                 out.append(
                     (
                         cpu,
-                        (k.pid, k.tgid, k.vso, k.xfeatures, k.event, k.load_bits, k.arg),
-                        (s.val.count, s.val.first_ns, s.val.last_ns),
+                        CountKey(k.pid, k.tgid, k.vso, k.xfeatures, k.event, k.load_bits, k.arg),
+                        CountVal(s.val.count, s.val.first_ns, s.val.last_ns),
                     )
                 )
         return out

@@ -177,12 +177,7 @@ def map_lookup(
     fd: int, key: ctypes.Array[ctypes.c_char], value: ctypes.Array[ctypes.c_char]
 ) -> bool:
     """Fill ``value`` with the element at ``key``; False when there is none."""
-    attr = MAP_ELEM.pack(fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0)
-    try:
-        bpf(BPF_MAP_LOOKUP_ELEM, attr)
-    except FileNotFoundError:
-        return False
-    return True
+    return _elem(BPF_MAP_LOOKUP_ELEM, fd, key, value)
 
 
 def map_update(
@@ -195,19 +190,22 @@ def map_update(
 
 def map_delete(fd: int, key: ctypes.Array[ctypes.c_char]) -> bool:
     """Delete the element at ``key``; False when there was none."""
-    try:
-        bpf(BPF_MAP_DELETE_ELEM, MAP_ELEM.pack(fd, 0, ctypes.addressof(key), 0, 0))
-    except FileNotFoundError:
-        return False
-    return True
+    return _elem(BPF_MAP_DELETE_ELEM, fd, key, None)
 
 
 def map_pop(fd: int, key: ctypes.Array[ctypes.c_char], value: ctypes.Array[ctypes.c_char]) -> bool:
     """Remove the element at ``key`` and fill ``value`` with what it held at that instant
     (hash maps: 5.14+, else OSError EINVAL); False when there was none."""
-    attr = MAP_ELEM.pack(fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0)
+    return _elem(BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, key, value)
+
+
+def _elem(
+    cmd: int, fd: int, key: ctypes.Array[ctypes.c_char], value: ctypes.Array[ctypes.c_char] | None
+) -> bool:
+    """One element command on ``key`` (``value``: filled, or None); False: no such key."""
+    address = 0 if value is None else ctypes.addressof(value)
     try:
-        bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, attr)
+        bpf(cmd, MAP_ELEM.pack(fd, 0, ctypes.addressof(key), address, 0))
     except FileNotFoundError:
         return False
     return True

@@ -35,12 +35,34 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
-CountKey = tuple[int, int, int, int, int, int, int]  # pid, tgid, vso, xfeatures, event, bits, arg
-CountVal = tuple[int, int, int]  # count, first_ns, last_ns (kernel monotonic; last: see .c)
-KEY_FIELDS = ("pid", "tgid", "vso", "xfeatures", "event", "load_bits", "arg")
+
+class CountKey(NamedTuple):
+    """One key of the kernel's counts, as both backends give it (``struct count_key`` in
+    fptrace.bpf.c): the task, the buffer, what it held and which event."""
+
+    pid: int
+    tgid: int
+    vso: int  # the fpstate's kernel address: never written out (columns.VsoNamer)
+    xfeatures: int  # XSTATE_BV in the buffer; aux events: their argument
+    event: int  # FPU_EVENT_IDS / AUX_EVENT_IDS (probes/plan.py)
+    load_bits: int  # TIF candidate bits of current, or LOAD_NOT_READ
+    arg: int  # aux events: e.g. the arch_prctl option; else 0
+
+
+class CountVal(NamedTuple):
+    """Its value: events, and when the first and last were seen (kernel monotonic ns; the
+    last up to one tick early, see fptrace.bpf.c)."""
+
+    events: int  # how many (`count` in the counts table)
+    first_ns: int
+    last_ns: int
+
+
+KEY_FIELDS = CountKey._fields
 # The key's identity: every field widened to 64 bits, whatever the kernel struct's layout.
 KEY_DTYPE = np.dtype([(n, "<u8") for n in KEY_FIELDS])
 
@@ -174,13 +196,15 @@ def _blank(n: int) -> CountTable:
 
 
 def _merge(a: CountVal, b: CountVal) -> CountVal:
-    return (a[0] + b[0], min(a[1], b[1]), max(a[2], b[2]))
+    return CountVal(a[0] + b[0], min(a[1], b[1]), max(a[2], b[2]))
 
 
 def as_dict(t: CountTable) -> dict[CountKey, CountVal]:
     """A count table as {key tuple: (count, first_ns, last_ns)} (for tests and checks)."""
-    keys = zip(*(t.keys[n].tolist() for n in KEY_FIELDS), strict=True)
-    vals = zip(t.count.tolist(), t.first_ns.tolist(), t.last_ns.tolist(), strict=True)
+    keys = map(CountKey._make, zip(*(t.keys[n].tolist() for n in KEY_FIELDS), strict=True))
+    vals = map(
+        CountVal._make, zip(t.count.tolist(), t.first_ns.tolist(), t.last_ns.tolist(), strict=True)
+    )
     return dict(zip(keys, vals, strict=True))
 
 

@@ -243,7 +243,7 @@ class FtraceSession:
     def snapshot(self) -> Snapshot:
         with self._lock:
             counts: dict[CountKey, CountVal] = {
-                k: (v[0], v[1], v[2]) for k, v in self.counts.items()
+                k: CountVal(v[0], v[1], v[2]) for k, v in self.counts.items()
             }
             vsos = {k: dict(v) for k, v in self.vsos.items()}
             tasks = {k: dict(v) for k, v in self.tasks.items()}
@@ -493,7 +493,9 @@ class FtraceSession:
             f_ns, l_ns = int(first[i]), int(last[i])
             self._task(p, tg, None, f_ns)
             self._vso(vso, p, tg, int(row["xcomp_bv"]), f_ns)
-            key = (p, tg, vso, int(row["xfeatures"]), int(row["event"]), int(row["load"]), 0)
+            key = CountKey(
+                p, tg, vso, int(row["xfeatures"]), int(row["event"]), int(row["load"]), 0
+            )
             v = self.counts.get(key)
             if v is None:
                 self.counts[key] = [int(n[i]), f_ns, l_ns]
@@ -542,7 +544,7 @@ class FtraceSession:
                 fpu, xf, xc = pending
                 self._vso(fpu, child, ctgid, xc, ns)
                 code = FPU_EVENT_IDS["copy_dst"]
-                self._bump((child, ctgid, fpu, xf, code, 0, 0), ns)
+                self._bump(CountKey(child, ctgid, fpu, xf, code, 0, 0), ns)
                 rows.append(event_row(ns, cpu, child, ctgid, fpu, code, xf, 0))
         elif name == "sched_process_exec":
             t = self._task(pid, tgid, None, ns)
@@ -556,7 +558,7 @@ class FtraceSession:
         elif name == "signal_deliver" and kv.get("sa_handler", 0) > 1:
             code = AUX_EVENT_IDS["signal_deliver"]
             sig = int(kv.get("sig", 0))
-            self._bump((pid, tgid, 0, sig, code, 0x8000, 0), ns)
+            self._bump(CountKey(pid, tgid, 0, sig, code, 0x8000, 0), ns)
             rows.append(event_row(ns, cpu, pid, tgid, 0, code, sig, 0x8000))
 
     def _traced(self, pid: int, tgid: int) -> bool:

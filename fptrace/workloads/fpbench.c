@@ -57,6 +57,15 @@ static void report(const char *bench, const char *mode, double ns_per_op, long o
         exit(3);
 }
 
+
+/* Dirty the state before an operation; at the last one, note what was live (XINUSE). */
+static inline void dirty_step(long i, uint64_t *seen)
+{
+    dirty(g_state);
+    if (i == g_iters - 1)
+        *seen = xinuse();
+}
+
 // ---- ping-pong: pipes, futex, yield ----
 
 struct side {
@@ -92,18 +101,14 @@ static void *play(void *arg)
                 dirty(g_state);
                 sys3(SYS_write, s->wfd, (long)&byte, 1);
             }
-            dirty(g_state);
-            if (i == g_iters - 1)
-                s->seen = xinuse();
+            dirty_step(i, &s->seen);
             sys3(SYS_read, s->rfd, (long)&byte, 1);
             if (s->me == 1) {
                 dirty(g_state);
                 sys3(SYS_write, s->wfd, (long)&byte, 1);
             }
         } else if (s->kind == 1) {
-            dirty(g_state);
-            if (i == g_iters - 1)
-                s->seen = xinuse();
+            dirty_step(i, &s->seen);
             while (__atomic_load_n(s->turn, __ATOMIC_ACQUIRE) != s->me) {
                 dirty(g_state);
                 futex_wait(s->turn, !s->me);
@@ -112,9 +117,7 @@ static void *play(void *arg)
             dirty(g_state);
             futex_wake(s->turn);
         } else {
-            dirty(g_state);
-            if (i == g_iters - 1)
-                s->seen = xinuse();
+            dirty_step(i, &s->seen);
             sys3(SYS_sched_yield, 0, 0, 0);
         }
     }
@@ -186,9 +189,7 @@ static int bench_signal(void)
     uint64_t seen = 0;
     uint64_t t0 = now_ns();
     for (long i = 0; i < g_iters; i++) {
-        dirty(g_state);
-        if (i == g_iters - 1)
-            seen = xinuse();
+        dirty_step(i, &seen);
         sys3(SYS_tgkill, pid, tid, SIGUSR1);
     }
     double ns = (double)(now_ns() - t0) / g_iters;
@@ -207,9 +208,7 @@ static int bench_fork(int do_exec, const char *self)
     uint64_t seen = 0;
     uint64_t t0 = now_ns();
     for (long i = 0; i < g_iters; i++) {
-        dirty(g_state);
-        if (i == g_iters - 1)
-            seen = xinuse();
+        dirty_step(i, &seen);
         long child = sys3(SYS_fork, 0, 0, 0);
         if (child == 0) {
             if (do_exec) {
