@@ -22,7 +22,7 @@ from fptrace.collectors import bpf_sys, counting
 from fptrace.collectors.bpf_maps import Map
 from fptrace.collectors.bpf_object import TRACEPOINT_PREFIX, BpfObject, get_object
 from fptrace.collectors.counting import CountKey, CountVal
-from fptrace.collectors.ring import EVENT_DTYPE, RingReader
+from fptrace.collectors.ring import EVENT_DTYPE, RingReader, layout_mismatch
 from fptrace.collectors.session import Snapshot
 from fptrace.collectors.tp_btf import load_tp_btf, open_tp_btf
 from fptrace.errors import EnvironmentProblem
@@ -95,6 +95,10 @@ class BpfSession:
             raise
         self.ring: RingReader | None = None
         if "EVENTS" in plan.macros:
+            problem = layout_mismatch(self.maps["batches"].Leaf)
+            if problem is not None:  # a bug of fptrace's own: say it before reading garbage
+                self.close()
+                raise EnvironmentProblem(f"fptrace's event layout is inconsistent: {problem}")
             size = plan.macros["EVENT_PAGES"] * mmap.PAGESIZE
             self.ring = RingReader(self.maps["events"].fd, size)
         self._calibrating = plan.calibrate

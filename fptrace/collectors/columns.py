@@ -11,10 +11,7 @@ import struct
 import numpy as np
 import pyarrow as pa
 
-from fptrace.probes.plan import (
-    EVENT_NAMES,
-    LOAD_NOT_READ,
-)
+from fptrace.probes.plan import AUX_EVENT_BASE, EVENT_NAMES, LOAD_NOT_READ
 
 
 class VsoNamer:
@@ -45,7 +42,7 @@ def load_fpu_column(load_bits: np.ndarray, events: np.ndarray, bit: int | None) 
     """TIF_NEED_FPU_LOAD per row from the events' load_bits: null for aux events, where it
     was not read (LOAD_NOT_READ) or where the TIF bit is unknown."""
     load = load_bits.astype(np.int64)
-    unread = (events >= 32) | (bit is None) | ((load & LOAD_NOT_READ) != 0)
+    unread = (events >= AUX_EVENT_BASE) | (bit is None) | ((load & LOAD_NOT_READ) != 0)
     return pa.array(((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8())
 
 

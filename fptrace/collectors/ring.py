@@ -93,6 +93,30 @@ class RingReader:
         return out
 
 
+def layout_mismatch(batch: type) -> str | None:
+    """How the C ``struct fp_batch`` (the map's leaf type, as the compiled object describes
+    it) differs from :data:`BATCH_DTYPE`, which decodes it; None when they agree.  The
+    ring's records are read through the numpy types above: a field moved in the C alone
+    would be read as garbage, not refused."""
+    import ctypes
+
+    if ctypes.sizeof(batch) != BATCH_DTYPE.itemsize:
+        return (
+            f"struct fp_batch is {ctypes.sizeof(batch)} bytes, ring.py reads {BATCH_DTYPE.itemsize}"
+        )
+    event = dict(batch._fields_)["e"]._type_  # type: ignore[attr-defined]
+    for name in EVENT_DTYPE.names or ():
+        dtype, offset = EVENT_DTYPE.fields[name][:2]  # type: ignore[index]
+        got = getattr(event, name, None)
+        if got is None or (got.offset, got.size) != (offset, dtype.itemsize):
+            where = "absent" if got is None else f"at {got.offset} ({got.size} bytes)"
+            return (
+                f"struct fp_event.{name} is {where}, ring.py reads it at {offset} "
+                f"({dtype.itemsize} bytes)"
+            )
+    return None
+
+
 def partial_batches(per_cpu: list[bytes]) -> np.ndarray:
     """The events still waiting in each CPU's unfinished batch (read after detaching)."""
     parts = []

@@ -31,7 +31,10 @@ FPU_EVENT_IDS: dict[str, int] = {
     "deactivate_state": 13,
 }
 # Events that are not x86_fpu tracepoints but are counted in the same table.
-AUX_EVENT_IDS: dict[str, int] = {"signal_deliver": 32, "xcomp_perm": 33}
+# Events that are not x86_fpu tracepoints count from here (their keys hold no buffer and no
+# load_fpu; columns.load_fpu_column and the readers rely on it).
+AUX_EVENT_BASE = 32
+AUX_EVENT_IDS: dict[str, int] = {"signal_deliver": AUX_EVENT_BASE, "xcomp_perm": AUX_EVENT_BASE + 1}
 EVENT_NAMES: dict[int, str] = {v: k for k, v in (FPU_EVENT_IDS | AUX_EVENT_IDS).items()}
 
 # The two switch-path events: without them there is nothing to record.

@@ -197,3 +197,28 @@ def test_map_sizes_follow_the_pid_space() -> None:
     assert small["MAX_TASKS"] == 32768 and small["MAX_COUNTS"] == 4 * 32768
     assert map_sizes(1000)["MAX_TASKS"] == MIN_TASKS  # never below a small machine's
     assert map_sizes(4_194_304)["MAX_TASKS"] == MAX_TASKS_CAP  # preallocated: capped
+
+
+def test_the_ring_layout_check_catches_a_field_moved_in_the_c_alone() -> None:
+    """ring.py decodes struct fp_batch with numpy types; the BPF session compares them with
+    the layout the compiled object describes before it reads any event."""
+    import ctypes
+
+    from fptrace.collectors.ring import BATCH, layout_mismatch
+
+    def batch(fields: list[tuple[str, type]]) -> type:
+        event = type("fp_event", (ctypes.Structure,), {"_fields_": fields})
+        return type(
+            "fp_batch",
+            (ctypes.Structure,),
+            {"_fields_": [("n", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("e", event * BATCH)]},
+        )
+
+    u64, u32, u16 = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint16
+    as_in_c = [("ts", u64), ("vso", u64), ("xfeatures", u64), ("pid", u32), ("tgid", u32)]
+    as_in_c += [("event", u16), ("load_bits", u16), ("cpu", u16), ("pad", u16)]
+    assert layout_mismatch(batch(as_in_c)) is None
+    swapped = as_in_c[:3] + [("tgid", u32), ("pid", u32)] + as_in_c[5:]
+    assert "fp_event.pid is at 28" in (layout_mismatch(batch(swapped)) or "")
+    wider = [*as_in_c[:-1], ("pad", u32)]
+    assert "bytes" in (layout_mismatch(batch(wider)) or "")
