@@ -38,8 +38,13 @@ class TargetError(FptraceError):
 class OutputExistsError(FptraceError):
     exit_code = 73  # EX_CANTCREAT
 
-    def __init__(self, path: Path, what: str = "already exists") -> None:
-        super().__init__(f"output {path} {what}: choose another -o, or add --force to replace it")
+    def __init__(
+        self,
+        path: Path,
+        what: str = "already exists",
+        fix: str = "choose another -o, or add --force to replace it",
+    ) -> None:
+        super().__init__(f"output {path} {what}: {fix}")
 
 
 class OutputWriteError(FptraceError):

@@ -49,7 +49,7 @@ from fptrace.probes.plan import (
     plan_probes,
 )
 from fptrace.recording.manifest import Drains, Events, LoadFpu, Manifest, Probe, Probes, Target
-from fptrace.recording.writer import RecordingWriter, chown_tree
+from fptrace.recording.writer import RecordingWriter
 
 
 @dataclass
@@ -182,7 +182,7 @@ def record(
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
-        chown_tree(writer.path)
+        writer.close()
     return RecordResult(writer.path, exit_code, manifest, notes)
 
 

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
     from fptrace.analysis.cost import choose_model
     from fptrace.analysis.report import build
     from fptrace.recording.loader import load_recording
+    from fptrace.recording.schema import REPORT
 
     rec = load_recording(args.recording)
     data = build(rec, choose_model(rec.manifest, args.calibration))
@@ -67,5 +68,5 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
     if args.output is None and args.format == "json":
         sys.stdout.write(text)
         return 0
-    write_text(args.output or args.recording / "report.html", text)
+    write_text(args.output or args.recording / REPORT, text)
     return 0

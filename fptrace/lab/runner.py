@@ -27,8 +27,9 @@ from fptrace.lab.qemu import Machine, kvm_usable, qemu_argv, qemu_binary, qemu_v
 from fptrace.lab.rootfs import bind_paths, debootstrap_root
 from fptrace.lab.specs import KernelSpec, combination_name, parse_spec
 from fptrace.recording.manifest import Lab
+from fptrace.recording.outdir import chown_tree
 from fptrace.recording.schema import MANIFEST
-from fptrace.recording.writer import amend_manifest, chown_tree
+from fptrace.recording.writer import amend_manifest
 
 Progress = Callable[[str], None]
 #: Kernel command line every guest gets before the user's boot options.

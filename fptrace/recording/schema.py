@@ -14,6 +14,7 @@ MANIFEST = "manifest.json"
 KERNEL_CONFIG = "kernel-config.gz"  # the traced kernel's full .config
 CALIBRATION = "calibration.json"  # `fptrace bench`'s cost table, also in the manifest
 EVENTS = "events.parquet"  # `record --events`: one row per event
+REPORT = "report.html"  # where `fptrace report` writes by default
 PARTS_DIR = ".parts"  # per-interval files while recording; merged away on a clean finish
 
 COUNTS_SCHEMA = pa.schema(

@@ -8,21 +8,21 @@ parts if fptrace was killed before that.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
-import os
+import re
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fptrace.errors import OutputExistsError, OutputWriteError
+from fptrace.errors import OutputWriteError
 from fptrace.recording.manifest import Manifest, read_manifest
+from fptrace.recording.outdir import OutputDir
 from fptrace.recording.schema import (
     ALL_TABLES,
     CALIBRATION,
@@ -61,53 +61,28 @@ def skip_pandas_probe() -> None:
         sys.meta_path.remove(finder)
 
 
-def _owner() -> tuple[int, int] | None:
-    """The invoking user under sudo, so files written as root belong to them."""
-    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-    if os.geteuid() == 0 and uid and gid and uid.isdigit() and gid.isdigit():
-        return int(uid), int(gid)
-    return None
-
-
-def chown_tree(path: Path) -> None:
-    owner = _owner()
-    if owner is None:
-        return
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            with contextlib.suppress(OSError):
-                os.chown(os.path.join(root, name), *owner)
-    with contextlib.suppress(OSError):
-        os.chown(path, *owner)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    with _written_whole(path) as tmp, open(tmp, "w") as f:
+def _write_json(directory: OutputDir, name: str, data: dict[str, Any]) -> None:
+    with directory.written_whole(name, text=True) as f:
         json.dump(data, f, indent=2, sort_keys=True, default=str)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class RecordingWriter:
-    """Creates the directory, appends interval parts, and finalizes the tables."""
+    """Creates the directory, appends interval parts, and finalizes the tables.
+
+    Every file is created through :class:`~fptrace.recording.outdir.OutputDir` (relative to
+    the directory, never following a symlink, whole or not at all, owned by the invoking
+    user under sudo)."""
 
     def __init__(self, path: Path, force: bool = False) -> None:
         skip_pandas_probe()
         self.path = path
-        if path.exists():
-            if not force:
-                raise OutputExistsError(path)
-            if not path.is_dir():
-                raise OutputExistsError(path, "is a file")
-            if (path / MANIFEST).exists() or (path / PARTS_DIR).exists():
-                shutil.rmtree(path)
-            elif any(path.iterdir()):
-                raise OutputExistsError(path, "is a non-empty directory that is not a recording")
+        self.dir = OutputDir.create(path, force)
         try:
-            (path / PARTS_DIR).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputWriteError(path, exc) from exc
+            self.parts_dir = self.dir.make_dir(PARTS_DIR)
+        except BaseException:
+            self.dir.close()
+            raise
         self._seq = 0
 
     @property
@@ -116,44 +91,41 @@ class RecordingWriter:
 
     def write_manifest(self, manifest: Manifest) -> None:
         """Write manifest.json whole (the only place that writes one)."""
-        _write_manifest(self.path, manifest)
+        _write_json(self.dir, MANIFEST, manifest.to_json())
 
     def write_kernel_config(self, text: str) -> None:
         """The running kernel's full config, gzipped, beside the manifest (which holds its
         hash and the FPU-relevant options)."""
-        try:
-            with _written_whole(self.path / KERNEL_CONFIG) as tmp, gzip.open(tmp, "wt") as f:
-                f.write(text)
-        except OSError as exc:
-            raise OutputWriteError(self.path / KERNEL_CONFIG, exc) from exc
+        with self.dir.written_whole(KERNEL_CONFIG) as raw, gzip.open(raw, "wt") as f:
+            f.write(text)
 
     def write_calibration(self, table: dict[str, Any]) -> None:
         """The cost table `fptrace bench` measured, as a file of its own (for --calibration)."""
-        try:
-            write_json_atomic(self.path / CALIBRATION, table)
-        except OSError as exc:
-            raise OutputWriteError(self.path / CALIBRATION, exc) from exc
+        _write_json(self.dir, CALIBRATION, table)
 
     def finish_with(self, files: Mapping[Path, Sequence[str]], manifest: Manifest) -> None:
         """Finish with the files of finished recordings (directory → names) instead of parts:
         `bench --record` joins the benchmarks' results and the trace of them."""
         for source, names in files.items():
-            for name in names:
-                if (source / name).exists():
+            with OutputDir.existing(source) as src:
+                for name in names:
                     try:
-                        shutil.copy(source / name, self.path / name)
+                        f = src.open_read(name)
+                    except FileNotFoundError:
+                        continue
                     except OSError as exc:
-                        raise OutputWriteError(self.path / name, exc) from exc
+                        raise OutputWriteError(source / name, exc) from exc
+                    with f, self.dir.written_whole(name) as out:
+                        shutil.copyfileobj(f, out)
         self.write_manifest(manifest)
-        shutil.rmtree(self.parts, ignore_errors=True)
-        chown_tree(self.path)
+        self._drop_parts()
 
     def append(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Append rows to a table as one part file (no-op for no rows)."""
         if not rows:
             return
         self._seq += 1
-        self._write(self.parts / f"{table}-{self._seq:06d}.parquet", table, rows)
+        self._write(f"{table}-{self._seq:06d}.parquet", table, rows)
 
     def append_table(self, table: str, data: pa.Table) -> None:
         """Append an Arrow table as one part (bulk data such as events)."""
@@ -162,59 +134,48 @@ class RecordingWriter:
         self._seq += 1
         schema = accept_dictionaries(data.schema, ALL_TABLES[table])
         # lz4: fast, and the parts are rewritten when merged.
-        self._write_table(self.parts / f"{table}-{self._seq:06d}.parquet", data.cast(schema), "lz4")
+        self._write_table(f"{table}-{self._seq:06d}.parquet", data.cast(schema), "lz4")
 
     def replace(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Replace the single 'latest' part of a table (tables that are snapshots: tasks)."""
-        self._write(self.parts / f"{table}-latest.parquet", table, rows)
+        self._write(f"{table}-latest.parquet", table, rows)
 
-    def _write(self, dest: Path, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        self._write_table(dest, pa.Table.from_pylist(list(rows), schema=ALL_TABLES[table]))
+    def _write(self, name: str, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        self._write_table(name, pa.Table.from_pylist(list(rows), schema=ALL_TABLES[table]))
 
-    @staticmethod
-    def _write_table(dest: Path, tbl: pa.Table, compression: str = "snappy") -> None:
-        try:
-            with _written_whole(dest) as tmp:
-                pq.write_table(tbl, tmp, compression=compression)
-        except OSError as exc:
-            raise OutputWriteError(dest, exc) from exc
+    def _write_table(self, name: str, tbl: pa.Table, compression: str = "snappy") -> None:
+        with self.parts_dir.written_whole(name) as f:
+            pq.write_table(tbl, f, compression=compression)
 
     def finalize(self, manifest: Manifest) -> None:
         """Merge the parts into the final tables, then write the manifest and drop parts."""
         try:
-            write_merged(self.parts, self.path)
+            write_merged(self.parts_dir, self.dir)
         except OSError as exc:
             raise OutputWriteError(self.path, exc) from exc
         self.write_manifest(manifest)
-        shutil.rmtree(self.parts, ignore_errors=True)
-        chown_tree(self.path)
+        self._drop_parts()
 
+    def _drop_parts(self) -> None:
+        """Once the tables hold them, the parts go (and so does the directory's descriptor)."""
+        self.parts_dir.close()
+        self.dir.remove_dir(PARTS_DIR)
+        self.close()
 
-def _write_manifest(directory: Path, manifest: Manifest) -> None:
-    try:
-        write_json_atomic(directory / MANIFEST, manifest.to_json())
-    except OSError as exc:
-        raise OutputWriteError(directory / MANIFEST, exc) from exc
+    def close(self) -> None:
+        """Let go of the directory (an unfinished recording keeps its parts: the loader
+        rebuilds it from them)."""
+        self.parts_dir.close()
+        self.dir.close()
 
 
 def amend_manifest(directory: Path, **changes: Any) -> Manifest:
     """Rewrite a finished recording's manifest with some fields replaced (``fptrace lab``
     adds where the recording was made)."""
     manifest = read_manifest(directory / MANIFEST).with_(**changes)
-    _write_manifest(directory, manifest)
+    with OutputDir.existing(directory) as d:
+        _write_json(d, MANIFEST, manifest.to_json())
     return manifest
-
-
-@contextlib.contextmanager
-def _written_whole(dest: Path) -> Iterator[Path]:
-    """A temporary path to write ``dest`` at: renamed into place if the block succeeds,
-    removed otherwise, so that a file is there whole or not at all."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # Rows per row group of a merged table.  The merge streams part by part and holds at most
@@ -224,19 +185,19 @@ def _written_whole(dest: Path) -> Iterator[Path]:
 MERGE_ROWS = 1 << 17
 
 
-def _part_files(parts: Path, name: str) -> list[Path]:
+def _part_names(names: Iterable[str], table: str) -> list[str]:
     """A table's parts in order: the numbered ones, then the 'latest' snapshot (``tasks``:
     exited tasks are appended once, for good; the live ones are replaced every interval)."""
-    latest = parts / f"{name}-latest.parquet"
-    files = sorted(p for p in parts.glob(f"{name}-[0-9]*.parquet"))
-    return files + ([latest] if latest.exists() else [])
+    numbered = sorted(n for n in names if re.fullmatch(rf"{table}-\d+\.parquet", n))
+    latest = f"{table}-latest.parquet"
+    return numbered + ([latest] if latest in names else [])
 
 
-def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
+def _read_part(f: Any, schema: pa.Schema) -> pa.Table:
     # ParquetFile, not read_table (which imports pyarrow.dataset), and a cast only where
     # a part's schema differs (a cast imports pyarrow.compute): ~3 s of a lab guest's
     # record under TCG for what is a plain concatenation.
-    table = pq.ParquetFile(path).read().select(schema.names)
+    table = pq.ParquetFile(f).read().select(schema.names)
     return table if table.schema.equals(schema) else table.cast(schema)
 
 
@@ -245,34 +206,38 @@ def merge_parts(parts: Path) -> dict[str, pa.Table]:
 
     Core tables are always present (empty if no part); optional ones only if written.
     """
-    out: dict[str, pa.Table] = {}
-    for name, schema in ALL_TABLES.items():
-        tables = [_read_part(f, schema) for f in _part_files(parts, name)]
-        if tables:
-            out[name] = pa.concat_tables(tables)
-        elif name in TABLES:
-            out[name] = schema.empty_table()
+    with OutputDir.existing(parts) as d:
+        names = set(d.names())
+        out: dict[str, pa.Table] = {}
+        for name, schema in ALL_TABLES.items():
+            tables = []
+            for n in _part_names(names, name):
+                with d.open_read(n) as f:
+                    tables.append(_read_part(f, schema))
+            if tables:
+                out[name] = pa.concat_tables(tables)
+            elif name in TABLES:
+                out[name] = schema.empty_table()
     return out
 
 
-def write_merged(parts: Path, dest: Path) -> None:
+def write_merged(parts: OutputDir, dest: OutputDir) -> None:
     """Write each table's parts into ``dest/<table>.parquet``, streaming (see MERGE_ROWS).
 
     Core tables are always written (empty if no part); optional ones only if recorded.
     Each file appears whole or not at all (a temporary file renamed into place).
     """
+    names = set(parts.names())
     for name, schema in ALL_TABLES.items():
-        files = _part_files(parts, name)
+        files = _part_names(names, name)
         if not files and name not in TABLES:
             continue
-        with (
-            _written_whole(dest / f"{name}.parquet") as tmp,
-            pq.ParquetWriter(tmp, schema) as out,
-        ):
+        with dest.written_whole(f"{name}.parquet") as raw, pq.ParquetWriter(raw, schema) as out:
             held: list[pa.Table] = []
             rows = 0
-            for f in files:
-                held.append(_read_part(f, schema))
+            for n in files:
+                with parts.open_read(n) as f:
+                    held.append(_read_part(f, schema))
                 rows += held[-1].num_rows
                 if rows >= MERGE_ROWS:
                     out.write_table(pa.concat_tables(held))

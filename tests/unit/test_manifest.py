@@ -171,14 +171,22 @@ def test_value_reads_a_dotted_key() -> None:
 
 
 def test_only_the_recording_writer_writes_a_manifest() -> None:
-    """Every manifest.json goes through RecordingWriter (or amend_manifest beside it): no
-    other module writes JSON into a recording."""
+    """Every manifest.json goes through RecordingWriter (or amend_manifest beside it), and
+    every file of a recording through recording/outdir.py: no other module writes JSON into
+    a recording or opens its directory for writing."""
     root = Path(fptrace.__file__).parent
-    writers = []
+    writers: dict[str, set[str]] = {}
     for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
+            name = None
             if isinstance(node, ast.Call):
                 name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-                if name in ("write_json_atomic", "_write_manifest"):
-                    writers.append(str(path.relative_to(root)))
-    assert set(writers) == {"recording/writer.py"}
+            elif isinstance(node, ast.Name):
+                name = node.id
+            if name in ("_write_json", "OutputDir", "written_whole"):
+                writers.setdefault(name, set()).add(str(path.relative_to(root)))
+    assert writers["_write_json"] == {"recording/writer.py"}
+    assert writers["OutputDir"] | writers["written_whole"] <= {
+        "recording/writer.py",
+        "recording/outdir.py",
+    }

@@ -48,9 +48,63 @@ def test_output_that_exists_is_refused_unless_forced(tmp_path: Path) -> None:
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match="not a recording"):
+    with pytest.raises(OutputExistsError, match="not an fptrace recording"):
         RecordingWriter(other, force=True)  # never deletes a user's directory
     assert (other / "keep.txt").exists()
+
+
+def test_force_removes_only_a_recordings_own_files(tmp_path: Path) -> None:
+    """`record -f -o proj` used to wipe any directory holding a manifest.json (a project with
+    src/ and notes was deleted): now a directory with anything else in it is refused whole."""
+    proj = write(tmp_path / "proj", [count(1, "regs_activated", 1)])
+    (proj / "src").mkdir()
+    (proj / "src" / "main.c").write_text("int main;")
+    (proj / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"not an fptrace recording's \(notes.txt, src\)"):
+        RecordingWriter(proj, force=True)
+    assert (proj / "src" / "main.c").exists() and (proj / "manifest.json").exists()
+    # A stray file among the parts of an unfinished recording: refused too.
+    run = write(tmp_path / "run", [count(1, "regs_activated", 1)], finalize=False)
+    (run / ".parts" / "mine.txt").write_text("x")
+    with pytest.raises(OutputExistsError, match="mine.txt"):
+        RecordingWriter(run, force=True)
+    assert (run / ".parts" / "mine.txt").exists()
+    # A recording with its report: replaced, and nothing of it is left.
+    done = write(tmp_path / "done", [count(1, "regs_activated", 1)])
+    (done / "report.html").write_text("<html>")
+    RecordingWriter(done, force=True).close()
+    assert sorted(p.name for p in done.iterdir()) == [".parts"]
+
+
+def test_a_planted_symlink_never_redirects_a_write(tmp_path: Path) -> None:
+    """Names planted in the directory while fptrace writes (as root, another user could)
+    are never followed: the file is written beside them, their targets are untouched."""
+    from tests.unit.recordings import manifest
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    w = RecordingWriter(tmp_path / "r")
+    for name in ("counts-000001.parquet.tmp", "tasks-latest.parquet.tmp"):
+        (tmp_path / "r" / ".parts" / name).symlink_to(victim)
+    for name in ("manifest.json.tmp", "counts.parquet.tmp", "vso.parquet", "kernel-config.gz"):
+        (tmp_path / "r" / name).symlink_to(victim)
+    w.write_kernel_config("CONFIG_X=y\n")
+    w.append("counts", [count(1, "regs_activated", 1)])
+    w.replace("tasks", [task(1)])
+    w.finalize(Manifest.from_json(manifest()))
+    assert victim.read_text() == "precious"
+    rec = load_recording(tmp_path / "r")
+    assert int(rec.counts["count"].sum()) == 1 and len(rec.tasks) == 1
+    assert not (tmp_path / "r" / "vso.parquet").is_symlink()
+    assert rec.kernel_config() == {"CONFIG_X": "y"}
+
+
+def test_the_output_itself_may_not_be_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "r").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputExistsError, match="symlink"):
+        RecordingWriter(tmp_path / "r", force=True)
+    assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
 @pytest.mark.parametrize(
