@@ -218,7 +218,7 @@ def test_the_ring_layout_check_catches_a_field_moved_in_the_c_alone() -> None:
     as_in_c = [("ts", u64), ("vso", u64), ("xfeatures", u64), ("pid", u32), ("tgid", u32)]
     as_in_c += [("event", u16), ("load_bits", u16), ("cpu", u16), ("pad", u16)]
     assert layout_mismatch(batch(as_in_c)) is None
-    swapped = as_in_c[:3] + [("tgid", u32), ("pid", u32)] + as_in_c[5:]
+    swapped = [*as_in_c[:3], ("tgid", u32), ("pid", u32), *as_in_c[5:]]
     assert "fp_event.pid is at 28" in (layout_mismatch(batch(swapped)) or "")
     wider = [*as_in_c[:-1], ("pad", u32)]
     assert "bytes" in (layout_mismatch(batch(wider)) or "")

@@ -66,7 +66,7 @@ def test_force_removes_only_a_recordings_own_files(tmp_path: Path) -> None:
     # A stray file among the parts of an unfinished recording: refused too.
     run = write(tmp_path / "run", [count(1, "regs_activated", 1)], finalize=False)
     (run / ".parts" / "mine.txt").write_text("x")
-    with pytest.raises(OutputExistsError, match="mine.txt"):
+    with pytest.raises(OutputExistsError, match=r"mine\.txt"):
         RecordingWriter(run, force=True)
     assert (run / ".parts" / "mine.txt").exists()
     # A recording with its report: replaced, and nothing of it is left.
