@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fptrace.errors import RecordingError
+from fptrace.errors import OutputWriteError, RecordingError
 from fptrace.recording.manifest import Manifest, read_manifest
 from fptrace.recording.schema import (
     ALL_TABLES,
@@ -98,6 +98,7 @@ class Recording:
     intervals: pd.DataFrame | None = None  # real interval spans (None: recorded before them)
     _counts_in_memory: pa.Table | None = None  # recovered recordings: merged from parts
     _events_in_memory: pa.Table | None = None
+    _duration_s: float | None = None  # recovered recordings: the span their parts cover
 
     @property
     def counts_file(self) -> Path:
@@ -173,7 +174,9 @@ class Recording:
 
     @property
     def duration_s(self) -> float:
-        return self.manifest.duration_s or 0.0
+        """Traced seconds: the manifest's, or for a recording that never finished, up to the
+        last drain it wrote (rates would otherwise all be 0)."""
+        return self.manifest.duration_s or self._duration_s or 0.0
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -186,6 +189,18 @@ def load_manifest(path: Path) -> Manifest:
     if not mpath.exists():
         raise RecordingError(f"{path} is not an fptrace recording (no {MANIFEST})")
     return read_manifest(mpath)
+
+
+def _span_s(tables: dict[str, pa.Table]) -> float | None:
+    """How long an unfinished recording ran, from what its parts hold: the last drain's end
+    (intervals), else the last time a count was seen."""
+    for name, column in (("intervals", "end_ns"), ("counts", "last_ns")):
+        table = tables.get(name)
+        if table is not None and table.num_rows:
+            last = max((v for v in table.column(column).to_pylist() if v is not None), default=0)
+            if last > 0:
+                return round(last / 1e9, 3)
+    return None
 
 
 def _check_counts_file(path: Path) -> None:
@@ -215,9 +230,9 @@ def load_recording(path: str | Path) -> Recording:
                 f"{path} is incomplete (status {manifest.status!r}) and has no parts"
             )
         try:
-            tables = merge_parts(parts)
-        except (OSError, pa.ArrowException) as exc:
-            raise RecordingError(f"{parts} holds a corrupt part: {exc}") from exc
+            tables, skipped = merge_parts(parts)
+        except (OSError, pa.ArrowException, OutputWriteError) as exc:
+            raise RecordingError(f"{parts} cannot be read: {exc}") from exc
         return Recording(
             path=path,
             manifest=manifest,
@@ -229,7 +244,13 @@ def load_recording(path: str | Path) -> Recording:
             warnings=[
                 "recording did not finish cleanly; rebuilt from its interval parts "
                 "(at most the last interval is missing)"
-            ],
+            ]
+            + (
+                [f"left out {len(skipped)} unreadable part(s) ({', '.join(skipped[:3])})"]
+                if skipped
+                else []
+            ),
+            _duration_s=_span_s(tables),
             _counts_in_memory=tables["counts"],
             _events_in_memory=tables.get("events"),
         )

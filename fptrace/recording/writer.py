@@ -201,24 +201,30 @@ def _read_part(f: Any, schema: pa.Schema) -> pa.Table:
     return table if table.schema.equals(schema) else table.cast(schema)
 
 
-def merge_parts(parts: Path) -> dict[str, pa.Table]:
-    """Each table's parts concatenated in memory (to read an unfinished recording).
+def merge_parts(parts: Path) -> tuple[dict[str, pa.Table], list[str]]:
+    """Each table's parts concatenated in memory (to read an unfinished recording), and the
+    parts that could not be read (a crash or a full disk can leave the last one cut short:
+    it is left out, never the recording).
 
     Core tables are always present (empty if no part); optional ones only if written.
     """
     with OutputDir.existing(parts) as d:
         names = set(d.names())
         out: dict[str, pa.Table] = {}
+        skipped: list[str] = []
         for name, schema in ALL_TABLES.items():
             tables = []
             for n in _part_names(names, name):
-                with d.open_read(n) as f:
-                    tables.append(_read_part(f, schema))
+                try:
+                    with d.open_read(n) as f:
+                        tables.append(_read_part(f, schema))
+                except (OSError, pa.ArrowException, ValueError):
+                    skipped.append(n)
             if tables:
                 out[name] = pa.concat_tables(tables)
             elif name in TABLES:
                 out[name] = schema.empty_table()
-    return out
+    return out, skipped
 
 
 def write_merged(parts: OutputDir, dest: OutputDir) -> None:

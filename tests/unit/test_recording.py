@@ -12,7 +12,7 @@ from fptrace.errors import OutputExistsError, RecordingError
 from fptrace.recording.loader import load_recording
 from fptrace.recording.manifest import Events, Manifest
 from fptrace.recording.writer import RecordingWriter
-from tests.unit.recordings import count, task, vso, write
+from tests.unit.recordings import count, manifest, task, vso, write
 
 
 def test_round_trip_keeps_types_and_values(tmp_path: Path) -> None:
@@ -195,3 +195,35 @@ def test_manifest_events_has_one_shape_whatever_wrote_it(tmp_path: Path, written
         tmp_path / "r", [count(1, "regs_activated", 1)], [task(1)], [vso(1)], events=written
     )
     assert load_recording(path).manifest.events == Events(**loaded)
+
+
+def test_an_unfinished_recording_keeps_its_events_and_its_duration(tmp_path: Path) -> None:
+    """After a SIGKILL or a full disk every rate was 0 (no duration_s) and every export said
+    "has no events" (the events were in .parts/)."""
+    import pyarrow as pa
+
+    from fptrace.recording.schema import EVENTS_SCHEMA, INTERVALS_SCHEMA
+
+    w = RecordingWriter(tmp_path / "r")
+    w.write_manifest(Manifest.from_json(manifest(status="recording", duration_s=None)))
+    w.append("counts", [count(1, "regs_deactivated", 4, last_ns=2_500_000_000)])
+    w.replace("tasks", [task(1)])
+    event = {"ts_ns": 5, "cpu": 0, "task": 1, "pid": 1, "tgid": 1, "vso": "v1"}
+    event |= {"event": "regs_deactivated", "xfeatures": 3, "load_fpu": None}
+    w.append_table("events", pa.Table.from_pylist([event], schema=EVENTS_SCHEMA))
+    span = {"interval": 0, "start_ns": 0, "end_ns": 3_000_000_000, "due_ns": None, "events": 4}
+    span |= {"map_tasks": 1, "map_keys": 1, "map_vsos": 1, "recorder_rss_bytes": 1}
+    w.append("intervals", [span])
+    w.close()  # killed: no finalize
+    rec = load_recording(tmp_path / "r")
+    assert rec.recovered and rec.duration_s == 3.0
+    assert rec.has_events and rec.events_table().num_rows == 1
+    assert INTERVALS_SCHEMA.names == list(rec.intervals.columns)
+
+
+def test_a_cut_short_part_is_left_out_not_the_recording(tmp_path: Path) -> None:
+    path = write(tmp_path / "r", [count(1, "regs_activated", 3)], [task(1)], finalize=False)
+    (path / ".parts" / "counts-000099.parquet").write_bytes(b"PAR1 cut short")
+    rec = load_recording(path)
+    assert int(rec.counts["count"].sum()) == 3
+    assert any("counts-000099.parquet" in w for w in rec.warnings)
