@@ -20,6 +20,7 @@ from fptrace.analysis import bench as bench_stats
 from fptrace.analysis import measures, summary
 from fptrace.analysis.cost import CostModel
 from fptrace.analysis.measures import bytes_of
+from fptrace.probes.plan import XCOMP_REQUEST_OPTIONS
 from fptrace.recording.loader import Recording
 from fptrace.recording.manifest import Manifest
 from fptrace.xstate import AMX_MASK, AVX512_MASK, Layout, bits, component_name, decode
@@ -28,7 +29,6 @@ KEYS = ["task", "pid", "tgid", "vso", "event", "xfeatures", "load_fpu", "arg"]
 SWITCH_EVENTS = ("regs_deactivated", "regs_activated", "dropped")
 # Live-state classes for stacking, most expensive first.
 STATE_CLASSES = ("AMX", "AVX-512", "AVX", "SSE/x87", "init")
-XCOMP_REQUEST_OPTIONS = (0x1023, 0x1025)  # ARCH_REQ_XCOMP_PERM, ARCH_REQ_XCOMP_GUEST_PERM
 
 
 def state_class(xstate_bv: int) -> str:

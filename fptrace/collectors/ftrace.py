@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fptrace.collectors import counting
+from fptrace.collectors import counting, ftrace_watchdog
 from fptrace.collectors.counting import CountKey, CountVal
 from fptrace.collectors.ftrace_raw import (
     EventFormat,
@@ -38,6 +39,7 @@ from fptrace.collectors.ftrace_raw import (
     record_string,
     walk_pages,
 )
+from fptrace.collectors.ftrace_watchdog import remove_instance
 from fptrace.collectors.procfs import proc_comm, proc_tgid, process_running, task_counters
 from fptrace.collectors.ring import EVENT_DTYPE
 from fptrace.collectors.session import Snapshot
@@ -84,14 +86,6 @@ def leftover_instances(tracefs: Path) -> list[Path]:
     return out
 
 
-def remove_instance(inst: Path) -> None:
-    with contextlib.suppress(OSError):
-        (inst / "tracing_on").write_text("0")
-        (inst / "events" / "enable").write_text("0")
-    with contextlib.suppress(OSError):
-        inst.rmdir()
-
-
 class FtraceSession:
     """A private tracefs instance with the FPU, scheduler and signal events enabled."""
 
@@ -123,6 +117,8 @@ class FtraceSession:
             raise EnvironmentProblem(
                 f"cannot create a tracing instance in {tracefs}/instances: {exc.strerror}"
             ) from exc
+        # Removes the instance if this process is killed (SIGKILL included) before close().
+        self._watchdog = ftrace_watchdog.start(self.inst)
         self.self_pid = self_pid
         self._lock = threading.Lock()
         self.counts: dict[CountKey, list[int]] = {}
@@ -239,6 +235,10 @@ class FtraceSession:
         if self._thread is not None and self._thread.is_alive():
             self._thread.join()
         remove_instance(self.inst)
+        if self._watchdog.stdin is not None:
+            self._watchdog.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._watchdog.wait(timeout=5)
 
     def snapshot(self) -> Snapshot:
         with self._lock:

@@ -676,12 +676,15 @@ TRACEPOINT_PROBE(signal, signal_deliver)
 TRACEPOINT_PROBE(syscalls, sys_enter_arch_prctl)
 {
     u64 option = args->option;
-    if (option < 0x1021 || option > 0x1025)  // ARCH_{GET,REQ}_XCOMP_{SUPP,PERM,GUEST_PERM}
+    if (option < ARCH_GET_XCOMP_SUPP || option > ARCH_REQ_XCOMP_GUEST_PERM)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!is_traced(pid_tgid >> 32))
         return 0;
-    bump_direct(pid_tgid, pid_tgid >> 32, 0, AUX_XCOMP_PERM, args->arg2, 0, option);
+    // A REQ option's argument is an xfeature number; a GET option's is a user-space pointer,
+    // which is never recorded (recordings are shared).
+    u64 arg = option == ARCH_REQ_XCOMP_PERM || option == ARCH_REQ_XCOMP_GUEST_PERM ? args->arg2 : 0;
+    bump_direct(pid_tgid, pid_tgid >> 32, 0, AUX_XCOMP_PERM, arg, 0, option);
     return 0;
 }
 #endif

@@ -87,6 +87,22 @@ DROP_COUNTERS = (
 )
 
 
+# arch_prctl's xstate-permission options (asm/prctl.h).  Only the REQ ones' second argument
+# (an xfeature number) is recorded: the GET ones pass a user-space pointer, which must not
+# reach a shareable file.
+ARCH_PRCTL_XCOMP = {
+    "ARCH_GET_XCOMP_SUPP": 0x1021,
+    "ARCH_GET_XCOMP_PERM": 0x1022,
+    "ARCH_REQ_XCOMP_PERM": 0x1023,
+    "ARCH_GET_XCOMP_GUEST_PERM": 0x1024,
+    "ARCH_REQ_XCOMP_GUEST_PERM": 0x1025,
+}
+XCOMP_REQUEST_OPTIONS = (
+    ARCH_PRCTL_XCOMP["ARCH_REQ_XCOMP_PERM"],
+    ARCH_PRCTL_XCOMP["ARCH_REQ_XCOMP_GUEST_PERM"],
+)
+
+
 def shared_macros() -> dict[str, int]:
     """The numbers the BPF C and Python share, defined here once and passed as -D flags."""
     macros = {
@@ -94,6 +110,7 @@ def shared_macros() -> dict[str, int]:
         "CACHE_SLOTS": CACHE_SLOTS,
         "EVENT_BATCH": EVENT_BATCH,
         "DROP_COUNTERS_N": len(DROP_COUNTERS),
+        **ARCH_PRCTL_XCOMP,
     }
     for i, name in enumerate(DROP_COUNTERS):
         macros["DROP_" + name.replace("_map", "").upper()] = i

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 from fptrace.analysis import summary
 from fptrace.probes.kernel import find_tracefs
+from fptrace.recording.loader import load_recording
 from tests import known_answer
 from tests.integration.conftest import attached
 
@@ -86,3 +88,30 @@ def test_ftrace_events_equal_its_counts(record, pingpong):
     got = events.groupby(["pid", "vso", "event"], dropna=False).size()
     assert got.sort_index().to_dict() == counts.sort_index().to_dict()
     assert all(g["ts_ns"].is_monotonic_increasing for _, g in events.groupby("cpu"))
+
+
+def test_a_sigkilled_ftrace_recorder_leaves_no_instance_tracing(tmp_path):
+    """SIGKILL gives fptrace no chance to clean up: its instance used to stay tracing (an
+    8 MB buffer, eleven events enabled) until the next run.  A watchdog that outlives the
+    recorder removes it."""
+    tracefs = find_tracefs(mount=True)
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "fptrace", "record", "-q", "--backend", "ftrace"),
+            *("-o", str(out), "--", "sh", "-c", "read x"),
+        ],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ours = tracefs / "instances" / f"fptrace-{proc.pid}"
+    attached(out, proc)
+    assert ours.is_dir() and (ours / "tracing_on").read_text().strip() == "1"
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while ours.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not ours.exists(), "the killed recorder's tracing instance is still there"
+    assert load_recording(out).recovered  # and what it had recorded is readable

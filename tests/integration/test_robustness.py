@@ -261,3 +261,19 @@ def test_duration_stops_a_system_recording(record):
     assert run.proc.returncode == 0, run.proc.stderr
     assert 1.4 <= run.rec.duration_s <= 2.5 and time.monotonic() - t0 < 30
     assert run.rec.manifest.target.mode == "system"
+
+
+def test_no_user_address_in_xcomp_perm_rows(record):
+    """ARCH_GET_XCOMP_PERM's second argument is a pointer into the caller: it used to be
+    stored (e.g. 0x7febcb1f1720), an address in a shareable file.  The REQ option's (an
+    xfeature number) is kept."""
+    script = (
+        "import ctypes; libc = ctypes.CDLL(None, use_errno=True); buf = ctypes.c_uint64()\n"
+        "libc.syscall(158, 0x1022, ctypes.byref(buf))\n"  # ARCH_GET_XCOMP_PERM, &buf
+        "libc.syscall(158, 0x1023, 18)\n"  # ARCH_REQ_XCOMP_PERM, XTILEDATA (EINVAL w/o AMX)
+    )
+    run = record("--", sys.executable, "-c", script)
+    assert run.proc.returncode == 0, run.proc.stderr
+    perm = run.rec.counts[run.rec.counts["event"] == "xcomp_perm"]
+    got = {int(a): int(x) for a, x in zip(perm["arg"], perm["xfeatures"], strict=True)}
+    assert got == {0x1022: 0, 0x1023: 18}, got

@@ -40,6 +40,11 @@ def test_record_as_non_root_says_sudo(capsys, monkeypatch) -> None:
         (["record", "-p", "1", "--", "true"], 66, "either -p or a command"),
         (["record", "-p", "x1"], 2, "not a PID list"),
         (["record", "-d", "-3", "--", "true"], 2, "must be positive"),
+        (["record", "--events", "--ring-mb", "0", "--", "true"], 2, "--ring-mb 0 is out of range"),
+        (["record", "--ring-mb", "-1", "--", "true"], 2, "use 1 to 2048 MiB"),
+        (["record", "--ring-mb", "100000", "--", "true"], 2, "--ring-mb 100000 is out of range"),
+        (["record", "--interval", "0.001", "--", "true"], 2, "use 0.01 to 3600 seconds"),
+        (["record", "--interval", "7200", "--", "true"], 2, "--interval 7200 is out of range"),
         (["frobnicate"], 2, "invalid choice"),
     ],
 )
