@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
         description="Measure what context switches, signals, forks and execs cost as a function "
         "of the live xstate (init, SSE, AVX, AVX-512, AMX), and calibrate the cost model of "
         "`fptrace report`. Each measurement is its own process; levels are interleaved; "
-        "results are medians with 95%% confidence intervals, '~' where a difference is not "
+        "results are medians with 95% confidence intervals, '~' where a difference is not "
         "significant.",
         epilog="examples:\n  fptrace bench --quick                 everything, fast\n"
         "  fptrace bench calibrate -o cal        just the XSAVE/XRSTOR cost table\n"

@@ -19,13 +19,13 @@ def add_parser(sub: Any) -> None:
         help="set runs side by side: what changed, and which differences are significant",
         description="Compare recordings or bench results from different kernels, boot options, "
         "configs or CPUs. First what changed in the setup, then the metrics side by side: "
-        "ratio of medians with a 95%% interval and, with repeated runs, a Mann-Whitney test "
+        "ratio of medians with a 95% interval and, with repeated runs, a Mann-Whitney test "
         "('~' = not significant).",
         epilog="examples:\n"
         "  fptrace compare old new                         one run a side\n"
         "  fptrace compare --baseline a1 a2 a3 --candidate b1 b2 b3\n"
         "  fptrace compare runs/ --group-by host.kernel.release -f html -o k.html\n"
-        "  fptrace compare base new --fail-on-increase 5   exit 1 on a >5%% regression\n",
+        "  fptrace compare base new --fail-on-increase 5   exit 1 on a >5% regression\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cp.add_argument("runs", nargs="*", type=Path, help="A B [C…]: each compared with A")

@@ -21,11 +21,12 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
-    from fptrace.probes.kernel import LiveKernel, find_tracefs
+    from fptrace.probes.kernel import LiveKernel, find_tracefs, tracefs_mounts, tracefs_problem
     from fptrace.probes.requirements import run_checks
 
     tracefs = find_tracefs(mount=os.geteuid() == 0)
-    checks = run_checks(LiveKernel(tracefs), tracefs is not None)
+    problem = tracefs_problem(tracefs, tracefs_mounts(), os.geteuid())
+    checks = run_checks(LiveKernel(tracefs), problem)
     table = Table(title="fptrace doctor", title_justify="left", expand=True)
     table.add_column("", no_wrap=True)
     table.add_column("requirement", ratio=3, overflow="fold")

@@ -61,6 +61,29 @@ def find_tracefs(mount: bool = False) -> Path | None:
     return None
 
 
+def tracefs_mounts(mounts: str | None = None) -> list[str]:
+    """Where tracefs is mounted (from /proc/self/mounts, or ``mounts``' text)."""
+    if mounts is None:
+        try:
+            with open("/proc/self/mounts") as f:
+                mounts = f.read()
+        except OSError:
+            return []
+    return [line.split()[1] for line in mounts.splitlines() if line.split()[2:3] == ["tracefs"]]
+
+
+def tracefs_problem(found: Path | None, mounts: list[str], euid: int) -> str:
+    """Why tracefs cannot be used, in the user's terms ("" when it can): not mounted, or
+    mounted but readable only by root (which non-root `doctor` used to call "not mounted")."""
+    if found is not None:
+        return ""
+    if mounts:
+        if euid != 0:
+            return f"mounted at {mounts[0]} but readable only by root (running as uid {euid})"
+        return f"mounted at {mounts[0]} but its events directory cannot be read"
+    return "not mounted"
+
+
 FORMAT_FIELD = re.compile(
     r"field:(?P<decl>[^;]*);\s*offset:(?P<off>\d+);\s*size:(?P<size>\d+);\s*signed:(?P<sgn>\d)"
 )

@@ -27,8 +27,10 @@ def _bcc_importable() -> bool:
     return importlib.util.find_spec("bcc") is not None
 
 
-def run_checks(env: KernelEnv, tracefs_ok: bool, euid: int | None = None) -> list[Check]:
+def run_checks(env: KernelEnv, tracefs_problem: str, euid: int | None = None) -> list[Check]:
+    """Every requirement; ``tracefs_problem`` is :func:`kernel.tracefs_problem`'s answer."""
     euid = os.geteuid() if euid is None else euid
+    tracefs_ok = not tracefs_problem
     checks = [
         Check(
             "privilege",
@@ -41,8 +43,10 @@ def run_checks(env: KernelEnv, tracefs_ok: bool, euid: int | None = None) -> lis
             "tracefs",
             tracefs_ok,
             True,
-            "mounted" if tracefs_ok else "not mounted or not readable",
-            "mount -t tracefs nodev /sys/kernel/tracing (as root)",
+            "mounted" if tracefs_ok else tracefs_problem,
+            "run as root: sudo fptrace doctor"
+            if "only by root" in tracefs_problem
+            else "mount -t tracefs nodev /sys/kernel/tracing (as root)",
         ),
         Check(
             "BTF",

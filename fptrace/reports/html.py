@@ -106,7 +106,8 @@ def heatmap_figure(data: ReportData) -> dict[str, Any] | None:
         go.Heatmap(
             z=hm.to_numpy().round(4),
             x=list(hm.columns),
-            y=[html.escape(str(i)) for i in hm.index],  # plotly renders HTML in labels
+            # plotly renders a few tags and only &amp; &lt; &gt; among entities: a quote stays
+            y=[html.escape(str(i), quote=False) for i in hm.index],
             colorscale="Reds",
             zmin=0,
             zmax=1,

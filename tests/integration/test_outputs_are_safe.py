@@ -27,7 +27,7 @@ from tests.integration.conftest import (
 )
 
 HTML_NAME = "</script><b>x"  # 13 bytes: a comm holds 15
-RICH_NAME = "[b]y[/b]\x1b[2J"  # Rich markup, then "clear screen"
+RICH_NAME = '[b]y[/b]"\x1b[2J'  # Rich markup, a quote, then "clear screen"
 NAMES = (HTML_NAME, RICH_NAME)
 # Each name: a child renames itself, then forks a grandchild (born with that name) and the
 # two ping-pong over pipes, so both have saves under the hostile name.
@@ -144,6 +144,26 @@ def test_compare_html_shows_the_names_as_text(runs, tmp_path, browser):
     injected = browser.execute_script(
         "return Array.from(document.querySelectorAll('b')).filter(b => b.textContent === 'x')"
         ".length"
+    )
+    assert injected == 0
+
+
+def test_report_figures_label_the_names_as_written(runs, browser):
+    """The heat map's task labels are the names as the process set them: escaped once for
+    plotly (a quote was escaped twice and showed as a literal &quot;), never applied."""
+    assert fptrace("report", str(runs[0])).returncode == 0
+    browser.get((runs[0] / "report.html").as_uri())
+    figures, drawn = wait_for_figures(browser)
+    assert drawn == figures and console_errors(browser) == []
+    labels = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.ytick text')).map(t => t.textContent)"
+    )
+    assert any(label.startswith(HTML_NAME + " (") for label in labels), labels
+    assert any(label.startswith('[b]y[/b]"') for label in labels), labels
+    assert not any("&quot;" in label or "&lt;" in label for label in labels), labels
+    injected = browser.execute_script(
+        "return Array.from(document.querySelectorAll('svg b, svg tspan[style*=bold]'))"
+        ".filter(b => b.textContent === 'x').length"
     )
     assert injected == 0
 

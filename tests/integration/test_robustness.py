@@ -277,3 +277,20 @@ def test_no_user_address_in_xcomp_perm_rows(record):
     perm = run.rec.counts[run.rec.counts["event"] == "xcomp_perm"]
     got = {int(a): int(x) for a, x in zip(perm["arg"], perm["xfeatures"], strict=True)}
     assert got == {0x1022: 0, 0x1023: 18}, got
+
+
+def test_doctor_as_another_user_says_tracefs_is_root_only():
+    """tracefs is mounted but readable only by root: non-root `doctor` called it "not
+    mounted" and told the user to mount it."""
+    require_tool("setpriv")
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    proc = subprocess.run(
+        [*as_nobody, sys.executable, "-m", "fptrace", "doctor"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, COLUMNS="250"),
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "readable only by root (running as uid 65534)" in proc.stdout, proc.stdout
+    assert "not mounted" not in proc.stdout

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fptrace import cli
+from fptrace.commands import COMMANDS
 from fptrace.collectors import options
 from fptrace.collectors import record as record_module
 from tests.unit.recordings import count, task, vso, write
@@ -171,3 +172,13 @@ def test_a_manifest_field_of_the_wrong_type_is_named_in_one_line(
         code, _, err = run(capsys, *argv, str(path))
         line = one_line_error(err)
         assert code == 65 and "manifest.json" in line and named in line, line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_prints_percent_signs_as_written(capsys, command: str) -> None:
+    """argparse %-formats argument help but not descriptions and epilogs: a "95%%" there
+    printed as such."""
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "%%" not in out and "usage: fptrace " + command in out

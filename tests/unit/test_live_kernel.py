@@ -53,3 +53,19 @@ def test_btf_comes_as_remembered_facts_and_a_missing_blob_says_why(tmp_path, mon
     blob.write_bytes(bytes(40))  # another, malformed blob (bad magic): reported, not cached
     bad = LiveKernel(tmp_path, btf_path=blob)
     assert bad.btf is None and bad.btf_error
+
+
+def test_tracefs_mounted_but_root_only_is_not_called_unmounted() -> None:
+    """Non-root `doctor` said "tracefs not mounted" when it was mounted but unreadable."""
+    from pathlib import Path
+
+    from fptrace.probes.kernel import tracefs_mounts, tracefs_problem
+
+    mounts = tracefs_mounts(
+        "sysfs /sys sysfs rw 0 0\ntracefs /sys/kernel/tracing tracefs rw,nosuid 0 0\n"
+    )
+    assert mounts == ["/sys/kernel/tracing"]
+    said = tracefs_problem(None, mounts, 1000)
+    assert said == "mounted at /sys/kernel/tracing but readable only by root (running as uid 1000)"
+    assert tracefs_problem(None, [], 1000) == "not mounted"
+    assert tracefs_problem(Path("/sys/kernel/tracing"), mounts, 0) == ""
