@@ -103,12 +103,20 @@ int main(int argc, char **argv)
         perror("pingpong: fork");
         return 2;
     }
+    // Each side closes the ends it does not use: when the other side dies, a read then sees
+    // end of file (and the process exits) instead of waiting forever.
     if (child == 0) {
+        close(ping[1]);
+        close(pong[0]);
+        close(report[0]);
         uint64_t seen = play(m, rounds, ping[0], pong[1], 0);
         if (write(report[1], &seen, sizeof(seen)) != sizeof(seen))
             _exit(4);
         _exit(0);
     }
+    close(ping[0]);
+    close(pong[1]);
+    close(report[1]);
     uint64_t seen_parent = play(m, rounds, pong[0], ping[1], 1);
     uint64_t seen_child = 0;
     if (read(report[0], &seen_child, sizeof(seen_child)) != sizeof(seen_child))

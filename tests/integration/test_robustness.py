@@ -294,3 +294,27 @@ def test_doctor_as_another_user_says_tracefs_is_root_only():
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "readable only by root (running as uid 65534)" in proc.stdout, proc.stdout
     assert "not mounted" not in proc.stdout
+
+
+def test_pingpong_child_exits_when_its_parent_is_killed(pingpong):
+    """The child used to keep the pipe ends it does not use open, so with its parent killed
+    its read() never saw end of file and it stayed forever."""
+    proc = subprocess.Popen([str(pingpong), "--rounds", "1000000000"], stdout=subprocess.PIPE)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 10
+    while not children.read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (child,) = (int(c) for c in children.read_text().split())
+    proc.kill()
+    proc.wait(timeout=10)
+
+    def alive() -> bool:  # a zombie has exited (waiting for init to reap it)
+        try:
+            return Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    deadline = time.monotonic() + 5
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(), "pingpong's child outlived its parent"
