@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from fptrace import cli
-from fptrace.commands import COMMANDS
 from fptrace.collectors import options
 from fptrace.collectors import record as record_module
+from fptrace.commands import COMMANDS
 from tests.unit.recordings import count, task, vso, write
 
 
