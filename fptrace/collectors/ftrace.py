@@ -252,9 +252,10 @@ class FtraceSession:
                 continue
             live = task_counters(t["tgid"] or pid, pid)
             if live is not None:
-                t["end_runtime"], t["end_switches"] = live
+                t["end_runtime"], t["end_switches"] = live.runtime_ns, live.switches
                 with self._lock:
-                    self.tasks[pid]["end_runtime"], self.tasks[pid]["end_switches"] = live
+                    self.tasks[pid]["end_runtime"] = live.runtime_ns
+                    self.tasks[pid]["end_switches"] = live.switches
         return Snapshot(
             counts=counting.table_of(counts),
             vsos=vsos,
@@ -282,7 +283,8 @@ class FtraceSession:
                 comm = proc_comm(tgid, pid)
             if comm is None:
                 comm = saved_map(self.tracefs / "saved_cmdlines", str).get(pid, "")
-            base = task_counters(tgid, pid) or (0, 0)
+            counters = task_counters(tgid, pid)
+            base = (counters.runtime_ns, counters.switches) if counters else (0, 0)
             t = self.tasks[pid] = {
                 "tgid": tgid,
                 "ppid": 0,
@@ -554,6 +556,7 @@ class FtraceSession:
             ended = self.tasks.get(pid)
             if ended is not None:
                 ended["exit_ns"] = ns
+                ended["comm"] = kv.get("comm") or ended["comm"]  # its name at the end
             self._tgids.pop(pid, None)  # the pid may be reused
         elif name == "signal_deliver" and kv.get("sa_handler", 0) > 1:
             code = AUX_EVENT_IDS["signal_deliver"]

@@ -11,6 +11,7 @@ import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 
@@ -56,13 +57,19 @@ def proc_tgid(pid: int) -> int | None:
 
 
 def proc_comm(tgid: int, pid: int) -> str | None:
-    """A thread's name, while it lives."""
+    """A thread's name, while it lives (as set: status's Name line escapes some characters)."""
     text = read_text(f"/proc/{tgid}/task/{pid}/comm")
     return None if text is None else text.rstrip("\n")
 
 
-def task_counters(tgid: int, pid: int) -> tuple[int, int] | None:
-    """(on-CPU ns, context switches) of a live thread, or None if it is gone."""
+class TaskCounters(NamedTuple):
+    runtime_ns: int  # on-CPU time
+    switches: int  # voluntary + involuntary context switches
+    name: str  # status's Name line: the comm, but with some characters escaped (proc_comm)
+
+
+def task_counters(tgid: int, pid: int) -> TaskCounters | None:
+    """A live thread's counters and current name, or None if it is gone."""
     base = f"/proc/{tgid}/task/{pid}"
     sched = read_text(f"{base}/schedstat")
     status = read_text(f"{base}/status")
@@ -73,10 +80,13 @@ def task_counters(tgid: int, pid: int) -> tuple[int, int] | None:
     except (IndexError, ValueError):
         return None
     switches = 0
+    name = ""
     for line in status.splitlines():
         if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
             switches += int(line.split(":", 1)[1])
-    return runtime, switches
+        elif line.startswith("Name:"):
+            name = line[5:].lstrip("\t")
+    return TaskCounters(runtime, switches, name)
 
 
 @dataclass

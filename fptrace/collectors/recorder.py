@@ -22,6 +22,7 @@ from fptrace.collectors.events import EventStream, ParsedEvents
 from fptrace.collectors.procfs import (
     TaskMeta,
     own_rss,
+    proc_comm,
     task_counters,
     task_meta,
 )
@@ -63,6 +64,9 @@ class Recorder:
         self.meta: dict[int, TaskMeta] = {}
         self.meta_execs: dict[int, int] = {}
         self.live_counters: dict[int, tuple[int, int]] = {}
+        # Names of live tasks renamed since the kernel's record of them (at fork or exec);
+        # the kernel records the name again at exit.
+        self.names: dict[int, str] = {}
         self.total_events = 0
         self.last: Snapshot | None = None
         # Events come from the BPF ring (a consumer thread), or straight from the ftrace parser.
@@ -250,6 +254,7 @@ class Recorder:
         for pid in final:
             self.tasks.retire(pid, until=self.drained_at)
             self.live_counters.pop(pid, None)
+            self.names.pop(pid, None)
             if pid not in alive_tgids:  # a process whose every task is gone
                 self.meta.pop(pid, None)
                 self.meta_execs.pop(pid, None)
@@ -325,12 +330,18 @@ class Recorder:
                     self.meta[tgid] = meta
                     self.meta_execs[tgid] = t["execs"]
             meta = self.meta.get(tgid, TaskMeta())
+            comm = t["comm"]
             if t["exit_ns"]:
                 runtime, switches = t["end_runtime"], t["end_switches"]
             else:
                 live = task_counters(tgid, pid)
                 if live is not None:
-                    self.live_counters[pid] = live
+                    self.live_counters[pid] = (live.runtime_ns, live.switches)
+                    if live.name != comm:  # renamed (prctl PR_SET_NAME), or escaped by status
+                        self.names[pid] = proc_comm(tgid, pid) or self.names.get(pid, comm)
+                    else:
+                        self.names.pop(pid, None)
+                comm = self.names.get(pid, comm)
                 runtime, switches = self.live_counters.get(
                     pid, (t["base_runtime"], t["base_switches"])
                 )
@@ -340,7 +351,7 @@ class Recorder:
                     "pid": pid,
                     "tgid": tgid,
                     "ppid": t["ppid"] or meta.ppid,
-                    "comm": t["comm"],
+                    "comm": comm,
                     "cmdline": meta.cmdline,
                     "cgroup": meta.cgroup,
                     "switches": max(switches - t["base_switches"], 0),

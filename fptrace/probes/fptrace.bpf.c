@@ -639,6 +639,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     ti->end_runtime = task_runtime(task);
     ti->end_switches = task_switches(task);
     ti->exit_ns = now_ns();
+    bpf_get_current_comm(&ti->comm, sizeof(ti->comm));  // renamed since (prctl PR_SET_NAME)?
     return 0;
 }
 #endif

@@ -318,3 +318,35 @@ def test_pingpong_child_exits_when_its_parent_is_killed(pingpong):
     while alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not alive(), "pingpong's child outlived its parent"
+
+
+RENAMES = """
+import ctypes, json, os, sys, time
+libc = ctypes.CDLL(None)
+pids = {}
+for name, stay in (("renamed-live", 1.0), ("renamed-exit", 0.0)):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.3)  # seen under its first name first
+        libc.prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
+        os.write(w, b"x")
+        time.sleep(stay)  # the live one is renamed across drains (--interval 0.1)
+        os._exit(0)
+    os.read(r, 1)
+    pids[name] = pid
+for _ in pids:
+    os.wait()
+print(json.dumps(pids))
+"""
+
+
+@pytest.mark.parametrize("backend", ["bcc", "ftrace"])
+def test_a_renamed_task_is_recorded_under_its_new_name(record, backend):
+    """The tasks table kept the name a task had when first seen: one that renamed itself
+    (prctl PR_SET_NAME, pthread_setname_np) was shown under its old name."""
+    run = record("--backend", backend, "--interval", "0.1", "--", sys.executable, "-c", RENAMES)
+    assert run.proc.returncode == 0, run.proc.stderr
+    pids = json.loads(run.proc.stdout.strip().splitlines()[-1])
+    names = dict(zip(run.rec.tasks["pid"].astype(int), run.rec.tasks["comm"], strict=True))
+    assert {names.get(pid) for pid in pids.values()} == set(pids), (pids, names)
