@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fptrace.errors import OutputWriteError, RecordingError
+from fptrace.recording.checks import CountsCheck, check_strings, check_tasks
 from fptrace.recording.manifest import Manifest, read_manifest
 from fptrace.recording.schema import (
     ALL_TABLES,
@@ -60,9 +61,26 @@ def _read_table(path: Path, name: str) -> pa.Table:
     _check_columns(path, table.schema, name)
     table = table.select(ALL_TABLES[name].names)
     try:
-        return table.cast(accept_dictionaries(table.schema, ALL_TABLES[name]))
+        table = table.cast(accept_dictionaries(table.schema, ALL_TABLES[name]))
     except (pa.ArrowException, ValueError) as exc:
         raise RecordingError(f"{path} has columns of the wrong type: {exc}") from exc
+    return _checked(name, table, path)
+
+
+def _first_of_each(table: pa.Table, key: str) -> pa.Table:
+    ids = table.column(key).to_pylist()
+    seen: set[object] = set()
+    keep = [not (i in seen or seen.add(i)) for i in ids]  # type: ignore[func-returns-value]
+    return table if all(keep) else table.filter(pa.array(keep))
+
+
+def _checked(name: str, table: pa.Table, path: Path) -> pa.Table:
+    """A small table (not counts or events, which are checked as they stream), checked."""
+    if name == "tasks":
+        check_tasks(table, path)
+    else:
+        check_strings(table, path)
+    return table
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -105,7 +123,12 @@ class Recording:
         return self.path / "counts.parquet"
 
     def iter_counts(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """The counts table in batches of at most about a million rows."""
+        """The counts table in batches of at most about a million rows, each checked
+        (recording/checks.py) as it passes."""
+        check = CountsCheck(self.counts_file)
+        yield from map(check, self._counts_batches(columns))
+
+    def _counts_batches(self, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
         if self._counts_in_memory is not None:
             table = self._counts_in_memory
             yield from (table.select(columns) if columns else table).to_batches(BATCH_ROWS)
@@ -127,9 +150,13 @@ class Recording:
 
     @cached_property
     def counts_table(self) -> pa.Table:
-        if self._counts_in_memory is not None:
-            return self._counts_in_memory
-        return _read_table(self.counts_file, "counts").unify_dictionaries()
+        table = self._counts_in_memory
+        if table is None:
+            table = _read_table(self.counts_file, "counts").unify_dictionaries()
+        check = CountsCheck(self.counts_file)
+        for batch in table.to_batches(BATCH_ROWS):
+            check(batch)
+        return table
 
     @cached_property
     def counts(self) -> pd.DataFrame:
@@ -142,20 +169,28 @@ class Recording:
 
     def iter_events(self, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """The events table in batches (``--events`` recordings; see :attr:`has_events`)."""
-        if self._events_in_memory is not None:
-            yield from self._events_in_memory.to_batches(batch_rows)
-            return
         path = self.path / EVENTS
+        if self._events_in_memory is not None:
+            for batch in self._events_in_memory.to_batches(batch_rows):
+                check_strings(batch, path)
+                yield batch
+            return
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, read_dictionary=["vso", "event"])
             _check_columns(path, pf.schema_arrow, "events")
-            yield from pf.iter_batches(batch_size=batch_rows, columns=ALL_TABLES["events"].names)
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=ALL_TABLES["events"].names):
+                check_strings(batch, path)  # before a row of it is turned into text
+                yield batch
         except (OSError, pa.ArrowException) as exc:
             raise _corrupt(path, exc) from exc
 
     def events_table(self) -> pa.Table:
         """The whole events table (for views that need it sorted; others stream it)."""
-        return pa.Table.from_batches(list(self.iter_events()), ALL_TABLES["events"])
+        batches = list(self.iter_events())
+        schema = ALL_TABLES["events"]
+        if not batches:
+            return schema.empty_table()
+        return pa.Table.from_batches(batches).unify_dictionaries().cast(schema)
 
     def kernel_config(self) -> dict[str, str] | None:
         """The traced kernel's full config (``CONFIG_X`` → value), if the recording kept it."""
@@ -233,6 +268,11 @@ def load_recording(path: str | Path) -> Recording:
             tables, skipped = merge_parts(parts)
         except (OSError, pa.ArrowException, OutputWriteError) as exc:
             raise RecordingError(f"{parts} cannot be read: {exc}") from exc
+        # Killed between a drain's parts, a task can be in an exited-tasks part and still in
+        # the 'latest' snapshot: the exited row (first) is the final one.
+        tables["tasks"] = _first_of_each(tables["tasks"], "task")
+        for name in ("tasks", "vso"):
+            _checked(name, tables[name], parts / name)
         return Recording(
             path=path,
             manifest=manifest,

@@ -16,6 +16,9 @@ Documented for users in docs/recording-format.md.
 from __future__ import annotations
 
 import json
+import math
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -65,9 +68,13 @@ class _Fields:
         value = self.data.get(name)
         if value is None:
             return default
-        bad_bool = isinstance(value, bool) and bool not in types
-        if not isinstance(value, types) or bad_bool:
+        if not _is(value, types):
             self.fail(name, value, types)
+        if not _in_range(value):
+            raise RecordingError(
+                f"{self.source}: field {self.path(name)!r} is {value!r}, out of range: the "
+                "recording was damaged or edited; restore that field or record again"
+            )
         return value
 
     def text(self, name: str, default: str | None = None) -> Any:
@@ -95,7 +102,7 @@ class _Fields:
         values = self.get(name, (list,), [])
         if item is not None:
             for i, value in enumerate(values):
-                if not isinstance(value, item) or (isinstance(value, bool) and bool not in item):
+                if not _is(value, item) or not _in_range(value):
                     self.fail(f"{name}[{i}]", value, item)
         return list(values)
 
@@ -109,6 +116,22 @@ class _Fields:
         """The fields a dataclass does not name, kept so that a rewrite loses nothing."""
         names = {f.name for f in fields(known)}
         return {k: v for k, v in self.data.items() if k not in names}
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    """JSON's types: true/false is not a number here."""
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def _in_range(value: Any) -> bool:
+    """Numbers a 64-bit column can hold, and no NaN or infinity (Python's json reads both)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -(1 << 63) <= value < 1 << 64
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return True
 
 
 def _json(value: Any) -> Any:
@@ -404,7 +427,7 @@ class Manifest:
 
         drops = f.mapping("drops")
         for name, value in drops.items():
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            if value is not None and not (_is(value, (int,)) and 0 <= value < 1 << 63):
                 f.fail(f"drops.{name}", value, (int,))
         return cls(
             target=section("target", Target.read, Target("unknown")),
@@ -475,12 +498,30 @@ class Manifest:
         return sum(self.drops.values())
 
 
+# A manifest is a few kB (a lab recording's ~15 kB).  Bigger is not one fptrace wrote; and
+# a symlink to /dev/zero used to be read until MemoryError.
+MANIFEST_MAX_BYTES = 4 << 20
+
+
 def read_manifest(path: Path) -> Manifest:
-    """A manifest.json file, validated and migrated."""
+    """A manifest.json file, validated and migrated: a regular file of a sane size."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RecordingError(f"{path} is unreadable or not JSON: {exc}") from exc
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise RecordingError(f"{path} is not a regular file: not an fptrace manifest")
+            raw = f.read(MANIFEST_MAX_BYTES + 1)
+    except OSError as exc:
+        raise RecordingError(f"{path} is unreadable: {exc.strerror or exc}") from exc
+    if len(raw) > MANIFEST_MAX_BYTES:
+        raise RecordingError(
+            f"{path} is larger than {MANIFEST_MAX_BYTES >> 20} MiB: not an fptrace manifest"
+        )
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting thousands deep
+        what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise RecordingError(f"{path} is not JSON fptrace can read: {what}") from None
     return Manifest.from_json(data, path)
 
 

@@ -190,3 +190,28 @@ def test_only_the_recording_writer_writes_a_manifest() -> None:
         "recording/writer.py",
         "recording/outdir.py",
     }
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"format": "fptrace-recording", "format_version": 1, "duration_s": NaN}', "out of range"),
+        (
+            '{"format": "fptrace-recording", "format_version": 1, "intervals": 1' + "0" * 30 + "}",
+            "out of range",
+        ),
+        (" " * (5 << 20), "larger than 4 MiB"),
+    ],
+)
+def test_a_manifest_that_would_break_a_reader_is_refused(tmp_path: Path, content, says) -> None:
+    (tmp_path / "manifest.json").write_text(content)
+    with pytest.raises(RecordingError, match=says):
+        read_manifest(tmp_path / "manifest.json")
+
+
+def test_a_manifest_that_is_a_device_is_not_read(tmp_path: Path) -> None:
+    """A manifest symlinked to /dev/zero was read until MemoryError."""
+    (tmp_path / "manifest.json").symlink_to("/dev/zero")
+    with pytest.raises(RecordingError, match="not a regular file"):
+        read_manifest(tmp_path / "manifest.json")

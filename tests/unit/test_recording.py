@@ -227,3 +227,58 @@ def test_a_cut_short_part_is_left_out_not_the_recording(tmp_path: Path) -> None:
     rec = load_recording(path)
     assert int(rec.counts["count"].sum()) == 3
     assert any("counts-000099.parquet" in w for w in rec.warnings)
+
+
+def _edited(path: Path, name: str, edit) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path / name)
+    pq.write_table(edit(table), path / name)
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "says"),
+    [
+        ("counts.parquet", lambda t: pa_concat(t, t), "rows repeat another row whole"),
+        ("counts.parquet", lambda t: set_column(t, "count", 1 << 41), "a count of"),
+        ("counts.parquet", lambda t: set_column(t, "count", -5), "a count of -5"),
+        ("counts.parquet", lambda t: set_column(t, "vso", "v" * 100_000), "a vso of 100,000"),
+        ("tasks.parquet", lambda t: pa_concat(t, t), "a task id appears in more than one row"),
+        ("tasks.parquet", lambda t: set_column(t, "comm", "x" * 70_000), "a comm of 70,000"),
+    ],
+)
+def test_a_table_edited_beyond_what_fptrace_writes_is_refused(tmp_path: Path, name, edit, says):
+    """Duplicated rows doubled every number; huge counts overflowed sums silently; 100 KB
+    strings made exports take gigabytes."""
+    from fptrace.analysis.cost import DEFAULT
+    from fptrace.analysis.report import build
+
+    path = write(tmp_path / "r", [count(1, "regs_deactivated", 5)], [task(1)], [vso(1)])
+    _edited(path, name, edit)
+    with pytest.raises(RecordingError, match=says) as err:
+        build(load_recording(path), DEFAULT)
+    assert name in str(err.value) and "\n" not in str(err.value)
+
+
+def pa_concat(a, b):
+    import pyarrow as pa
+
+    return pa.concat_tables([a, b])
+
+
+def set_column(table, name: str, value):
+    import pyarrow as pa
+
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, name, pa.array([value] * table.num_rows, table.schema.field(i).type))
+
+
+def test_counts_that_add_up_beyond_int64_are_refused(tmp_path: Path, monkeypatch) -> None:
+    import fptrace.recording.checks as checks
+
+    rows = [count(1, "regs_deactivated", 1 << 40, interval=i) for i in range(8)]
+    path = write(tmp_path / "r", rows, [task(1)], [vso(1)])
+    list(load_recording(path).iter_counts())  # 2**43 in all: fine
+    monkeypatch.setattr(checks, "MAX_TOTAL", 7 << 40)  # eight rows of 2**40 are over it
+    with pytest.raises(RecordingError, match="add up beyond"):
+        list(load_recording(path).iter_counts())
