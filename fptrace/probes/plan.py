@@ -236,7 +236,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
     plan = ProbePlan()
     fpu_events = env.events("x86_fpu")
     if fpu_events is None:
-        plan.fatal.append("tracefs is not mounted or not readable")
+        plan.fatal.append("tracefs cannot be read: the x86_fpu tracepoints cannot be listed")
         return plan
     btf = env.btf
     if btf is None:

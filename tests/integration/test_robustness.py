@@ -350,3 +350,40 @@ def test_a_renamed_task_is_recorded_under_its_new_name(record, backend):
     pids = json.loads(run.proc.stdout.strip().splitlines()[-1])
     names = dict(zip(run.rec.tasks["pid"].astype(int), run.rec.tasks["comm"], strict=True))
     assert {names.get(pid) for pid in pids.values()} == set(pids), (pids, names)
+
+
+@pytest.mark.parametrize("backend", ["bcc", "ftrace"])
+def test_a_task_renamed_while_traced_and_alive_at_the_end_has_its_new_name(tmp_path, backend):
+    """The kernel records a name at fork, exec and exit; a task seen under one name, renamed,
+    and still running when the recording ends gets its new name from /proc at the drains."""
+    go = tmp_path / "go"
+    script = (
+        "import ctypes, os, sys, time\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"  # switches, old name
+        "ctypes.CDLL(None).prctl(15, b'renamed-alive', 0, 0, 0)\n"
+        "print('renamed', flush=True)\n"
+        "while True: time.sleep(0.01)\n"
+    )
+    work = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    out = tmp_path / "r"
+    try:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "fptrace", "record", "-q", "--backend", backend),
+                *("-o", str(out), "-p", str(work.pid), "-d", "2.5", "--interval", "0.2"),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        attached(out, proc)
+        time.sleep(0.5)  # drains see it under its first name
+        go.touch()
+        assert work.stdout is not None and work.stdout.readline().strip() == "renamed"
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        rec = load_recording(out)
+        names = set(rec.tasks[rec.tasks["pid"] == work.pid]["comm"])
+        assert names == {"renamed-alive"}, names
+    finally:
+        work.kill()
+        work.wait()
