@@ -4,7 +4,11 @@ helper.  Nothing here does a stage's work."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from rich.console import Console
 
@@ -54,10 +58,29 @@ def print_summary(path: Path, console: Console, calibration: Path | None = None)
     )
 
 
-def write_text(out: Path, text: str) -> None:
-    """Write a report file and print its path; a failure is one line, not a traceback."""
+@contextlib.contextmanager
+def output_file(out: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file to write ``out`` through: it appears whole when the block ends without an
+    error, and is not there at all otherwise (a full disk used to leave a truncated report
+    or export behind).  A failure is one line, not a traceback."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        out.write_text(text, encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else TEXT)) as f:
+            yield f
+        os.replace(tmp, out)
     except OSError as exc:
         raise OutputWriteError(out, exc) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+TEXT: dict[str, Any] = {"encoding": "utf-8", "newline": ""}
+
+
+def write_text(out: Path, text: str) -> None:
+    """Write a report file whole and print its path."""
+    with output_file(out) as f:
+        f.write(text)
     print(out)

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fptrace.commands.common import write_text
+from fptrace.commands.common import output_file, write_text
 from fptrace.errors import UsageError
 
 
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
         if args.output is None:
             render.render_text(comparisons, Console(highlight=False, width=min(console.width, 100)))
         else:
-            with open(args.output, "w") as f:
+            with output_file(args.output) as f:
                 render.render_text(comparisons, Console(file=f, width=100, highlight=False))
     else:
         text = (

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from fptrace.commands.common import output_file
 
 
 def add_parser(sub: Any) -> None:
@@ -28,32 +31,17 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
-    from fptrace.errors import OutputWriteError
-    from fptrace.recording.loader import load_recording
+    from fptrace.recording.loader import Recording, load_recording
     from fptrace.reports.export import WRITERS
+    from fptrace.reports.perfetto import write_perfetto
 
     rec = load_recording(args.recording)
-    if args.format == "perfetto":
-        from fptrace.reports.perfetto import write_perfetto
-
-        if args.output is None:
-            write_perfetto(rec, sys.stdout.buffer)
-            return 0
-        try:
-            with open(args.output, "wb") as fb:
-                write_perfetto(rec, fb)
-        except OSError as exc:
-            raise OutputWriteError(args.output, exc) from exc
-        print(f"{args.output} (perfetto)", file=sys.stderr)
-        return 0
-    write = WRITERS[args.format]
+    binary = args.format == "perfetto"
+    write: Callable[[Recording, Any], str] = write_perfetto if binary else WRITERS[args.format]
     if args.output is None:
-        write(rec, sys.stdout)
+        write(rec, sys.stdout.buffer if binary else sys.stdout)
         return 0
-    try:
-        with open(args.output, "w", newline="") as f:
-            kind = write(rec, f)
-    except OSError as exc:
-        raise OutputWriteError(args.output, exc) from exc
+    with output_file(args.output, binary=binary) as f:
+        kind = write(rec, f)
     print(f"{args.output} ({kind})", file=sys.stderr)
     return 0

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fptrace.commands.common import write_text
+from fptrace.commands.common import output_file, write_text
 
 
 def add_parser(sub: Any) -> None:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
         if args.output is None:
             render_report(data, Console(highlight=False, width=min(console.width, WIDTH)))
             return 0
-        with open(args.output, "w") as f:
+        with output_file(args.output) as f:
             render_report(data, Console(file=f, width=WIDTH, highlight=False))
         return 0
     if args.format == "json":

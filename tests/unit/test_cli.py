@@ -182,3 +182,26 @@ def test_help_prints_percent_signs_as_written(capsys, command: str) -> None:
         cli.main([command, "--help"])
     out = capsys.readouterr().out
     assert "%%" not in out and "usage: fptrace " + command in out
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_an_output_that_fails_midway_is_not_left_truncated(capsys, monkeypatch, tmp_path, command):
+    """A report or export onto a full disk used to leave a truncated file behind."""
+    import errno
+
+    from fptrace.reports import export, terminal
+
+    path = write(tmp_path / "r", [count(5, "regs_deactivated", 10)], [task(5)], [vso(5)])
+    (tmp_path / "out").write_text("the previous output")
+
+    def full(rec, out, *args):
+        getattr(out, "file", out).write("half a line")  # a file, or a Console on one
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(export.WRITERS, "csv", full)
+    monkeypatch.setattr(terminal, "render_report", full)
+    argv = ["export", "-f", "csv"] if command == "export" else ["report", "-f", "text"]
+    code, _, err = run(capsys, *argv, str(path), "-o", str(tmp_path / "out"))
+    assert code == 74 and "disk is full" in one_line_error(err)
+    assert (tmp_path / "out").read_text() == "the previous output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r"]
