@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,7 @@ RECORDING_FILES = frozenset(
 )
 PART_FILE = re.compile(rf"(?:{'|'.join(ALL_TABLES)})-(?:\d+|latest)\.parquet")
 TMP = ".tmp"
+TMP_NAME = re.compile(r"\.[0-9a-f]{16}\.tmp$")
 
 
 def invoking_user() -> tuple[int, int] | None:
@@ -59,9 +61,13 @@ def invoking_user() -> tuple[int, int] | None:
     return None
 
 
+def _unpart(name: str) -> str:
+    """A file's name without the temporary suffix a write in progress gives it."""
+    return TMP_NAME.sub("", name)
+
+
 def _ours(name: str) -> bool:
-    base = name.removesuffix(TMP)
-    return base in RECORDING_FILES
+    return _unpart(name) in RECORDING_FILES
 
 
 class OutputDir:
@@ -151,9 +157,7 @@ class OutputDir:
         if PARTS_DIR in names:
             parts = self.open_dir(PARTS_DIR)
             try:
-                extra = [
-                    n for n in os.listdir(parts.fd) if not PART_FILE.fullmatch(n.removesuffix(TMP))
-                ]
+                extra = [n for n in os.listdir(parts.fd) if not PART_FILE.fullmatch(_unpart(n))]
                 if extra:
                     raise OutputExistsError(
                         self.path / PARTS_DIR,
@@ -207,9 +211,10 @@ class OutputDir:
     def written_whole(self, name: str, text: bool = False) -> Iterator[IO[Any]]:
         """A new file to write ``name`` through: renamed into place when the block ends
         without an error, removed otherwise."""
-        tmp = name + TMP
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=self.fd)  # a leftover (or planted) name: unlink never follows
+        # Unpredictable: a name planted in advance (by whoever can write here) is never the
+        # one opened, so O_EXCL never meets it; the rename then replaces the final name
+        # itself, a planted symlink included, never what it points to.
+        tmp = f"{name}.{secrets.token_hex(8)}{TMP}"
         try:
             fd = os.open(tmp, NEW_FILE, 0o644, dir_fd=self.fd)
         except OSError as exc:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -387,3 +389,81 @@ def test_a_task_renamed_while_traced_and_alive_at_the_end_has_its_new_name(tmp_p
     finally:
         work.kill()
         work.wait()
+
+
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_force_never_writes_into_another_users_directory(tmp_path):
+    """`sudo fptrace record -f -o DIR` into a directory another user owns (and can change
+    while root writes there): refused, nothing in it touched."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o777)
+    os.chmod(theirs, 0o777)
+    (theirs / "manifest.json").write_text('{"format": "fptrace-recording"}')
+    os.chown(theirs, 65534, 65534)
+    os.chown(theirs / "manifest.json", 65534, 65534)
+    proc = fptrace("record", "-f", "-o", str(theirs), "--", "true")
+    assert proc.returncode == 73 and "another user (uid 65534)" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in theirs.iterdir()) == ["manifest.json"]
+
+
+def test_symlinks_planted_while_recording_never_redirect_a_write_or_chown():
+    """Under sudo the recording belongs to the invoking user, who can plant names in it
+    while root writes: every name root writes, the part files included, is planted as a
+    symlink to a root-owned file, by that user, before and during the run."""
+    require_tool("setpriv")
+    top = Path(tempfile.mkdtemp(prefix="fptrace-plant-", dir="/tmp"))  # reachable by nobody
+    try:
+        os.chmod(top, 0o755)
+        base = top / "shared"
+        base.mkdir()
+        os.chmod(base, 0o1777)
+        victim = top / "victim"
+        victim.write_text("root's")
+        out = base / "run"
+        names = ["manifest.json.tmp", "kernel-config.gz.tmp"]
+        names += [
+            f"{t}.parquet{s}" for t in ("counts", "tasks", "vso", "intervals") for s in ("", ".tmp")
+        ]
+        parts = [f"{t}-{i:06d}.parquet.tmp" for t in ("counts", "intervals") for i in range(1, 60)]
+        parts += ["tasks-latest.parquet.tmp"]
+        plant = (
+            "import os, sys, time\n"
+            "out, victim = sys.argv[1], sys.argv[2]\n"
+            "made, end = 0, time.monotonic() + 2.5\n"
+            "while time.monotonic() < end:\n"
+            f"    for d, names in ((out, {names!r}), (out + '/.parts', {parts!r})):\n"
+            "        for n in names:\n"
+            "            try: os.symlink(victim, os.path.join(d, n)); made += 1\n"
+            "            except OSError: pass\n"
+            "    time.sleep(0.001)\n"
+            "print(made)\n"
+        )
+        env = dict(os.environ, SUDO_UID="65534", SUDO_GID="65534")
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "fptrace", "record", "-q", "--interval", "0.1"),
+                *("-o", str(out), "--", "sleep", "1.5"),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        attached(out, proc)
+        planter = subprocess.run(
+            [*AS_NOBODY, sys.executable, "-c", plant, str(out), str(victim)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        _, err = proc.communicate(timeout=60)
+        assert planter.returncode == 0 and int(planter.stdout) > 100, planter
+        assert victim.read_text() == "root's" and victim.stat().st_uid == 0
+        # Its temporary names cannot be guessed: it finished, writing beside the planted ones.
+        assert proc.returncode == 0, err
+        assert load_recording(out).manifest.status == "complete"
+        for p in [out, *out.rglob("*")]:  # what fptrace made belongs to the invoking user
+            assert p.lstat().st_uid == 65534, p
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
