@@ -157,7 +157,7 @@ class Layout:
             comps[idx] = Component(
                 idx,
                 int(item["size"]),  # type: ignore[call-overload]
-                int(item.get("offset", 0)),  # type: ignore[call-overload]
+                int(item.get("offset") or 0),  # type: ignore[call-overload]
                 bool(item.get("supervisor", False)),
                 bool(item.get("align64", False)),
                 bool(item.get("xfd", False)),

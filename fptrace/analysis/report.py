@@ -270,8 +270,8 @@ def vso_table(c: pd.DataFrame, vso: pd.DataFrame, tasks: pd.DataFrame, layout: L
     out["activations"] = out["vso"].map(by["regs_activated"]).fillna(0).astype("int64")
     out["live_components"] = [", ".join(decode(live.get(v, 0))) for v in out["vso"]]
     out["footprint"] = out["layout_size"].fillna(out["size"]).astype("int64")
-    comm = tasks.set_index("task")["comm"] if not tasks.empty else pd.Series(dtype=str)
-    out["comm"] = out["task"].map(comm).fillna("?")
+    names = dict(zip(tasks["task"], tasks["comm"], strict=True))  # a task may have no row
+    out["comm"] = [str(names.get(t, "?")) for t in out["task"]]
     return out.sort_values("saves", ascending=False).reset_index(drop=True)
 
 

@@ -55,6 +55,27 @@ def _longest(col: pa.ChunkedArray | pa.Array) -> int:
     return int(longest or 0)
 
 
+# Columns that are never null in what fptrace writes (the others may be: a VSO for an aux
+# event, load_fpu where not read, an exit time of a live task...).
+REQUIRED = {
+    "counts": ("interval", "task", "pid", "tgid", "event", "xfeatures", "arg", "count"),
+    "tasks": ("task", "pid", "tgid", "switches", "oncpu_ns", "first_ns", "execs"),
+    "vso": ("vso", "task", "pid", "tgid", "size", "user_size", "xfeatures", "xcomp_bv"),
+    "events": ("ts_ns", "cpu", "task", "pid", "tgid", "event", "xfeatures"),
+    "intervals": ("interval", "start_ns", "end_ns"),
+    "bench": ("bench", "state", "metric", "ns"),
+}
+
+
+def check_table(name: str, table: pa.Table | pa.RecordBatch, path: Path) -> None:
+    """A table (or a batch of one): no null where fptrace never writes one, and identifiers
+    and texts within their bounds."""
+    for column in REQUIRED.get(name, ()):
+        if column in table.schema.names and table.column(column).null_count:
+            raise _refuse(path, f"{column} is missing (null) in some rows")
+    check_strings(table, path)
+
+
 def check_strings(table: pa.Table | pa.RecordBatch, path: Path) -> None:
     """Identifiers and texts within their bounds."""
     for name, limit in [(c, MAX_ID_CHARS) for c in ID_COLUMNS] + [
@@ -83,7 +104,7 @@ class CountsCheck:
             self.total += int(pc.sum(count).as_py() or 0)
             if self.total > MAX_TOTAL:
                 raise _refuse(self.path, "counts that add up beyond 2**62")
-        check_strings(batch, self.path)
+        check_table("counts", batch, self.path)
         if all(k in names for k in ROW) and batch.num_rows > 1:
             table = pa.Table.from_batches([batch]).select(ROW).unify_dictionaries()
             rows = table.group_by(ROW).aggregate([([], "count_all")])
@@ -98,7 +119,7 @@ class CountsCheck:
 
 def check_tasks(table: pa.Table, path: Path) -> None:
     """One row per task id; texts within bounds."""
-    check_strings(table, path)
+    check_table("tasks", table, path)
     ids = table.column("task")
     if len(pc.unique(ids)) < len(ids):
         raise _refuse(path, "a task id appears in more than one row")

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fptrace.errors import OutputWriteError, RecordingError
-from fptrace.recording.checks import CountsCheck, check_strings, check_tasks
+from fptrace.recording.checks import CountsCheck, check_table, check_tasks
 from fptrace.recording.manifest import Manifest, read_manifest
 from fptrace.recording.schema import (
     ALL_TABLES,
@@ -30,6 +33,7 @@ from fptrace.xstate import Layout
 # Repeated strings (VSO ids, event names) stay dictionary-encoded in memory.
 DICTIONARY_COLUMNS = {"counts": ["vso", "event"]}
 BATCH_ROWS = 1 << 20
+KERNEL_CONFIG_MAX = 16 << 20
 
 
 def with_task_ids(table: pa.Table) -> pa.Table:
@@ -52,9 +56,25 @@ def _corrupt(path: Path, exc: Exception) -> RecordingError:
     )
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """A table file opened for reading, if it is a regular file: a FIFO blocked every reader
+    and a symlink to /dev/zero was read until memory ran out."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _corrupt(path, exc) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RecordingError(
+            f"{path} is not a regular file: replace it with the recording's own, or delete it"
+        )
+    return os.fdopen(fd, "rb")
+
+
 def _read_table(path: Path, name: str) -> pa.Table:
     try:
-        table = pq.read_table(path, read_dictionary=DICTIONARY_COLUMNS.get(name))
+        with _open_regular(path) as f:
+            table = pq.read_table(f, read_dictionary=DICTIONARY_COLUMNS.get(name))
     except (OSError, pa.ArrowException) as exc:
         raise _corrupt(path, exc) from exc
     table = with_task_ids(table)
@@ -79,7 +99,7 @@ def _checked(name: str, table: pa.Table, path: Path) -> pa.Table:
     if name == "tasks":
         check_tasks(table, path)
     else:
-        check_strings(table, path)
+        check_table(name, table, path)
     return table
 
 
@@ -133,8 +153,14 @@ class Recording:
             table = self._counts_in_memory
             yield from (table.select(columns) if columns else table).to_batches(BATCH_ROWS)
             return
+        with _open_regular(self.counts_file) as f:
+            yield from self._counts_file_batches(f, columns)
+
+    def _counts_file_batches(
+        self, f: BinaryIO, columns: list[str] | None
+    ) -> Iterator[pa.RecordBatch]:
         try:
-            pf = pq.ParquetFile(self.counts_file, read_dictionary=DICTIONARY_COLUMNS["counts"])
+            pf = pq.ParquetFile(f, read_dictionary=DICTIONARY_COLUMNS["counts"])
             if "task" in pf.schema_arrow.names:
                 yield from pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
                 return
@@ -172,17 +198,19 @@ class Recording:
         path = self.path / EVENTS
         if self._events_in_memory is not None:
             for batch in self._events_in_memory.to_batches(batch_rows):
-                check_strings(batch, path)
+                check_table("events", batch, path)
                 yield batch
             return
-        try:
-            pf = pq.ParquetFile(path, read_dictionary=["vso", "event"])
-            _check_columns(path, pf.schema_arrow, "events")
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=ALL_TABLES["events"].names):
-                check_strings(batch, path)  # before a row of it is turned into text
-                yield batch
-        except (OSError, pa.ArrowException) as exc:
-            raise _corrupt(path, exc) from exc
+        names = ALL_TABLES["events"].names
+        with _open_regular(path) as f:
+            try:
+                _check_columns(path, pq.ParquetFile(f).schema_arrow, "events")
+                pf = pq.ParquetFile(f, read_dictionary=["vso", "event"])
+                for batch in pf.iter_batches(batch_size=batch_rows, columns=names):
+                    check_table("events", batch, path)  # before a row is turned into text
+                    yield batch
+            except (OSError, pa.ArrowException) as exc:
+                raise _corrupt(path, exc) from exc
 
     def events_table(self) -> pa.Table:
         """The whole events table (for views that need it sorted; others stream it)."""
@@ -197,10 +225,13 @@ class Recording:
         from fptrace.collectors.host import parse_config
 
         try:
-            with gzip.open(self.path / KERNEL_CONFIG, "rt") as f:
-                return parse_config(f.read())
-        except (OSError, EOFError, UnicodeDecodeError):
+            with _open_regular(self.path / KERNEL_CONFIG) as raw, gzip.GzipFile(fileobj=raw) as f:
+                text = f.read(KERNEL_CONFIG_MAX + 1)
+        except (RecordingError, OSError, EOFError):
             return None
+        if len(text) > KERNEL_CONFIG_MAX:  # a config is ~300 kB; this is not one
+            return None
+        return parse_config(text.decode("utf-8", "replace"))
 
     @property
     def layout(self) -> Layout | None:
@@ -241,7 +272,8 @@ def _span_s(tables: dict[str, pa.Table]) -> float | None:
 def _check_counts_file(path: Path) -> None:
     """Open the (possibly huge) counts file's footer and schema without reading its rows."""
     try:
-        schema = pq.ParquetFile(path).schema_arrow
+        with _open_regular(path) as f:
+            schema = pq.ParquetFile(f).schema_arrow
     except (OSError, pa.ArrowException) as exc:
         raise _corrupt(path, exc) from exc
     if "task" not in schema.names and "pid" in schema.names:

@@ -71,11 +71,14 @@ class _Fields:
         if not _is(value, types):
             self.fail(name, value, types)
         if not _in_range(value):
-            raise RecordingError(
-                f"{self.source}: field {self.path(name)!r} is {value!r}, out of range: the "
-                "recording was damaged or edited; restore that field or record again"
-            )
+            self.out_of_range(name, value)
         return value
+
+    def out_of_range(self, name: str, value: Any) -> None:
+        raise RecordingError(
+            f"{self.source}: field {self.path(name)!r} is {value!r}, out of range: the "
+            "recording was damaged or edited; restore that field or record again"
+        )
 
     def text(self, name: str, default: str | None = None) -> Any:
         return self.get(name, (str,), default)
@@ -95,8 +98,13 @@ class _Fields:
         return None if value is None else _Fields(value, self.path(name), self.source)
 
     def mapping(self, name: str) -> dict[str, Any]:
-        """An object whose content fptrace passes on as it is (host facts, a calibration)."""
-        return dict(self.get(name, (dict,), {}))
+        """An object whose content fptrace passes on as it is (host facts, a calibration):
+        every number in it, however deep, a 64-bit integer or a finite float."""
+        value = dict(self.get(name, (dict,), {}))
+        bad = _first_out_of_range(value, name)
+        if bad is not None:
+            self.out_of_range(*bad)
+        return value
 
     def items(self, name: str, item: tuple[type, ...] | None = None) -> list[Any]:
         values = self.get(name, (list,), [])
@@ -132,6 +140,20 @@ def _in_range(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return True
+
+
+def _first_out_of_range(value: Any, path: str) -> tuple[str, Any] | None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if (bad := _first_out_of_range(v, f"{path}.{k}")) is not None:
+                return bad
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if (bad := _first_out_of_range(v, f"{path}[{i}]")) is not None:
+                return bad
+    elif not _in_range(value):
+        return path, value
+    return None
 
 
 def _json(value: Any) -> Any:
@@ -227,6 +249,48 @@ class KernelId:
         return cls(f.text("release"), f.text("version"), f.text("machine"))
 
 
+def _check_host_facts(f: _Fields) -> None:
+    """The host facts fptrace computes with or compares (the rest is passed on as it is)."""
+    if (cpu := f.obj("cpu")) is not None:
+        for name in ("model_name", "vendor", "family", "model", "stepping", "microcode"):
+            cpu.text(name)
+        cpu.items("fpu_flags", (str,))
+        cpu.items("flags", (str,))
+        cpu.whole("logical_cpus")
+    if (config := f.obj("kernel_config")) is not None:
+        for name in ("source", "sha256", "copy"):
+            config.text(name)
+        if (options := config.obj("fpu_options")) is not None:
+            for name in options.data:
+                options.text(name)
+    if (xstate := f.obj("xstate")) is not None:
+        xstate.objects("components", _check_component)
+        xstate.text("format")
+        xstate.text("source")
+        for name in ("xsaves", "xsavec", "xsaveopt", "xgetbv1", "xfd"):
+            xstate.flag(name)
+        for name in ("enabled_features", "kernel_context_size", "compacted_size_enabled"):
+            xstate.whole(name)
+        for name in ("standard_size_enabled", "standard_size_max"):
+            xstate.whole(name)
+        for name in ("supported_user_features", "supported_supervisor_features"):
+            xstate.whole(name)
+
+
+def _check_component(f: _Fields) -> None:
+    """One xstate component of ``host.xstate.components`` (CPUID leaf 0xD, as collected):
+    the layout every byte figure is computed from."""
+    for name, low, high in (("index", 0, 63), ("size", 0, 1 << 20), ("offset", 0, 1 << 20)):
+        value = f.whole(name, 0 if name == "offset" else None)
+        if value is None:
+            f.fail(name, value, (int,))
+        if not low <= value <= high:
+            f.out_of_range(name, value)
+    f.text("name")
+    for flag in ("supervisor", "align64", "xfd"):
+        f.flag(flag)
+
+
 @dataclass(frozen=True)
 class Host:
     """The machine: kernel, boot line, kernel config, CPU and its xstate layout.
@@ -248,9 +312,7 @@ class Host:
     @classmethod
     def read(cls, f: _Fields) -> Host:
         kernel = f.obj("kernel")
-        xstate = f.obj("xstate")
-        if xstate is not None:
-            xstate.items("components", (dict,))
+        _check_host_facts(f)
         return cls(
             hostname=f.text("hostname"),
             kernel=KernelId.read(kernel) if kernel else KernelId(),
@@ -506,7 +568,7 @@ MANIFEST_MAX_BYTES = 4 << 20
 def read_manifest(path: Path) -> Manifest:
     """A manifest.json file, validated and migrated: a regular file of a sane size."""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise RecordingError(f"{path} is not a regular file: not an fptrace manifest")

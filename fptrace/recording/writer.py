@@ -218,8 +218,8 @@ def merge_parts(parts: Path) -> tuple[dict[str, pa.Table], list[str]]:
                 try:
                     with d.open_read(n) as f:
                         tables.append(_read_part(f, schema))
-                except (OSError, pa.ArrowException, ValueError):
-                    skipped.append(n)
+                except (OSError, pa.ArrowException, ValueError, KeyError):
+                    skipped.append(n)  # KeyError: a column is missing
             if tables:
                 out[name] = pa.concat_tables(tables)
             elif name in TABLES:

@@ -175,6 +175,7 @@ def write_perfetto(rec: Recording, out: IO[bytes]) -> str:
             out.write(packet(ts, instant(t, r["event"], notes)))
         sign = SAVE_SIGN.get(r["event"], 0)  # a save: analysis/measures.py
         if sign:
+            process_track(tgid)  # its counters (a pid seen under another tgid has none yet)
             slot = per_slot.setdefault((tgid, ts // interval_ns), [0.0, 0.0])
             slot[0] += sign
             slot[1] += sign * nbytes

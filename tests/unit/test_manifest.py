@@ -63,7 +63,10 @@ WRITTEN = {
         "boot_cmdline": "console=ttyS0 quiet",
         "kernel_config": {"source": "/proc/config.gz", "fpu_options": {"CONFIG_HZ": "250"}},
         "cpu": {"vendor": "AuthenticAMD", "fpu_flags": ["avx", "avx2"]},
-        "xstate": {"format": "compacted", "components": [{"index": 2, "name": "AVX"}]},
+        "xstate": {
+            "format": "compacted",
+            "components": [{"index": 2, "name": "AVX", "size": 256, "offset": 576}],
+        },
         "at_minsigstksz": 3376,
         "dmesg_fpu_lines": ["x86/fpu: Supporting XSAVE feature 0x001"],
     },
