@@ -76,7 +76,11 @@ def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
         ev = ev.astype({"task": "int64", "pid": "int64"}).merge(info, on="task", how="left")
     else:
         ev["comm"], ev["switches"], ev["oncpu_ns"] = "", 0, 0
+    # A task with counts but no row in the tasks table (its entry was dropped, or the table
+    # was edited): known by its pid only.
     ev["comm"] = ev["comm"].fillna("?").astype(str)
+    for name in ("switches", "oncpu_ns"):
+        ev[name] = ev[name].fillna(0).astype("int64")
     return ev.sort_values(["saves", "restores"], ascending=False).reset_index(drop=True)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from fptrace.errors import RecordingError
 
@@ -59,7 +60,7 @@ def _longest(col: pa.ChunkedArray | pa.Array) -> int:
 # event, load_fpu where not read, an exit time of a live task...).
 REQUIRED = {
     "counts": ("interval", "task", "pid", "tgid", "event", "xfeatures", "arg", "count"),
-    "tasks": ("task", "pid", "tgid", "switches", "oncpu_ns", "first_ns", "execs"),
+    "tasks": ("task", "pid", "tgid", "comm", "switches", "oncpu_ns", "first_ns", "execs"),
     "vso": ("vso", "task", "pid", "tgid", "size", "user_size", "xfeatures", "xcomp_bv"),
     "events": ("ts_ns", "cpu", "task", "pid", "tgid", "event", "xfeatures"),
     "intervals": ("interval", "start_ns", "end_ns"),
@@ -68,11 +69,16 @@ REQUIRED = {
 
 
 def check_table(name: str, table: pa.Table | pa.RecordBatch, path: Path) -> None:
-    """A table (or a batch of one): no null where fptrace never writes one, and identifiers
-    and texts within their bounds."""
+    """A table (or a batch of one): no null where fptrace never writes one, nothing negative
+    that cannot be, and identifiers and texts within their bounds."""
     for column in REQUIRED.get(name, ()):
         if column in table.schema.names and table.column(column).null_count:
             raise _refuse(path, f"{column} is missing (null) in some rows")
+    for column in NOT_NEGATIVE.get(name, ()):
+        if column in table.schema.names and len(table):
+            low = pc.min(table.column(column)).as_py()
+            if low is not None and low < 0:
+                raise _refuse(path, f"a negative {column} ({low:,})")
     check_strings(table, path)
 
 
@@ -115,6 +121,43 @@ class CountsCheck:
                     "(every number would count them twice)",
                 )
         return batch
+
+
+# Columns whose values cannot be negative (a negative interval drew bars of NaN width).
+NOT_NEGATIVE = {
+    "counts": ("interval", "count"),
+    "intervals": ("interval", "start_ns", "end_ns"),
+    "events": ("cpu",),
+    "tasks": ("switches", "oncpu_ns", "execs"),
+    "vso": ("size", "user_size"),
+}
+
+
+def check_footer(name: str, metadata: pq.FileMetaData, path: Path) -> None:
+    """What the Parquet footer's statistics tell without reading a row: nulls in a column
+    fptrace always fills, negative values, counts out of range.  Readers that go around
+    the batch checks (DuckDB, for compare and fleet) see only files that passed this."""
+    schema = metadata.schema.to_arrow_schema()
+    total = 0
+    for g in range(metadata.num_row_groups):
+        group = metadata.row_group(g)
+        for i in range(group.num_columns):
+            col = group.column(i)
+            column, stats = schema.field(i).name, col.statistics
+            if stats is None:
+                continue
+            if column in REQUIRED.get(name, ()) and stats.null_count:
+                raise _refuse(path, f"{column} is missing (null) in some rows")
+            if not stats.has_min_max:
+                continue
+            if column in NOT_NEGATIVE.get(name, ()) and stats.min < 0:
+                raise _refuse(path, f"a negative {column} ({stats.min:,})")
+            if name == "counts" and column == "count":
+                if stats.max > MAX_COUNT:
+                    raise _refuse(path, f"a count of {stats.max:,} (0 to 2**40)")
+                total += stats.max * group.num_rows
+    if total > MAX_TOTAL:
+        raise _refuse(path, "counts that may add up beyond 2**62")
 
 
 def check_tasks(table: pa.Table, path: Path) -> None:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fptrace.errors import OutputWriteError, RecordingError
-from fptrace.recording.checks import CountsCheck, check_table, check_tasks
+from fptrace.recording.checks import CountsCheck, check_footer, check_table, check_tasks
 from fptrace.recording.manifest import Manifest, read_manifest
 from fptrace.recording.schema import (
     ALL_TABLES,
@@ -273,7 +273,8 @@ def _check_counts_file(path: Path) -> None:
     """Open the (possibly huge) counts file's footer and schema without reading its rows."""
     try:
         with _open_regular(path) as f:
-            schema = pq.ParquetFile(f).schema_arrow
+            footer = pq.ParquetFile(f).metadata
+            schema = footer.schema.to_arrow_schema()
     except (OSError, pa.ArrowException) as exc:
         raise _corrupt(path, exc) from exc
     if "task" not in schema.names and "pid" in schema.names:
@@ -283,6 +284,7 @@ def _check_counts_file(path: Path) -> None:
         got = schema.field(f.name).type
         if got != f.type and not (pa.types.is_dictionary(got) and got.value_type == f.type):
             raise RecordingError(f"{path} has column {f.name} of type {got}, expected {f.type}")
+    check_footer("counts", footer, path)
 
 
 def load_recording(path: str | Path) -> Recording:
