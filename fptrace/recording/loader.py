@@ -204,7 +204,9 @@ class Recording:
         names = ALL_TABLES["events"].names
         with _open_regular(path) as f:
             try:
-                _check_columns(path, pq.ParquetFile(f).schema_arrow, "events")
+                footer = pq.ParquetFile(f).metadata
+                _check_types(path, footer.schema.to_arrow_schema(), "events")
+                check_footer("events", footer, path)
                 pf = pq.ParquetFile(f, read_dictionary=["vso", "event"])
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=names):
                     check_table("events", batch, path)  # before a row is turned into text
@@ -279,12 +281,17 @@ def _check_counts_file(path: Path) -> None:
         raise _corrupt(path, exc) from exc
     if "task" not in schema.names and "pid" in schema.names:
         schema = schema.append(pa.field("task", pa.int64()))  # iter_counts adds it
-    _check_columns(path, schema, "counts")
-    for f in TABLES["counts"]:
+    _check_types(path, schema, "counts")
+    check_footer("counts", footer, path)
+
+
+def _check_types(path: Path, schema: pa.Schema, name: str) -> None:
+    """Every column there, of its type (a large table is streamed: not cast whole)."""
+    _check_columns(path, schema, name)
+    for f in ALL_TABLES[name]:
         got = schema.field(f.name).type
         if got != f.type and not (pa.types.is_dictionary(got) and got.value_type == f.type):
             raise RecordingError(f"{path} has column {f.name} of type {got}, expected {f.type}")
-    check_footer("counts", footer, path)
 
 
 def load_recording(path: str | Path) -> Recording:

@@ -241,7 +241,7 @@ def _edited(path: Path, name: str, edit) -> None:
     [
         ("counts.parquet", lambda t: pa_concat(t, t), "rows repeat another row whole"),
         ("counts.parquet", lambda t: set_column(t, "count", 1 << 41), "a count of"),
-        ("counts.parquet", lambda t: set_column(t, "count", -5), "a negative count (-5)"),
+        ("counts.parquet", lambda t: set_column(t, "count", -5), r"a negative count \(-5\)"),
         ("counts.parquet", lambda t: set_column(t, "vso", "v" * 100_000), "a vso of 100,000"),
         ("tasks.parquet", lambda t: pa_concat(t, t), "a task id appears in more than one row"),
         ("tasks.parquet", lambda t: set_column(t, "comm", "x" * 70_000), "a comm of 70,000"),
