@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # In CI an integration test that skips is a failure (tests/conftest.py reads this).
 export FPTRACE_NO_SKIP ?= $(if $(CI),1,)
 
-.PHONY: setup demo test unit integration kernels lint format bench bench-report clean
+.PHONY: setup demo test unit fuzz integration kernels lint format bench bench-report clean
 
 setup:
 	bash scripts/setup.sh
@@ -14,6 +14,7 @@ demo: setup
 
 test: setup lint
 	$(PY) -m pytest -rs tests/unit
+	$(PY) -m pytest -rs tests/fuzz
 	$(PY) -m pytest -rs tests/integration
 	$(PY) -m pytest -rs tests/kernels
 
@@ -22,6 +23,10 @@ unit: setup
 
 integration: setup
 	$(PY) -m pytest -rs tests/integration
+
+# Mutated real recordings through every reader (FPTRACE_FUZZ_MUTANTS, FPTRACE_FUZZ_SEED).
+fuzz: setup
+	$(PY) -m pytest -rs tests/fuzz
 
 # The kernel matrix: Debian 5.10, 6.1, 6.12, 7.x booted in qemu (fptrace lab).
 kernels: setup

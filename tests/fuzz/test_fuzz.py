@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import queue
 import random
+import resource
 import shutil
 import tempfile
 import time
@@ -33,6 +34,7 @@ REGRESSIONS = HERE / "regressions"
 MUTANTS = int(os.environ.get("FPTRACE_FUZZ_MUTANTS", "10000"))
 SEED = int(os.environ.get("FPTRACE_FUZZ_SEED", "0"))
 WORKERS = max(1, min(2, os.cpu_count() or 1))
+MEMORY_LIMIT = 6 << 30  # address space per worker
 STUCK_S = 120  # a worker silent this long is stuck (its alarm did not fire): a hang
 WEIGHTS = {
     "report-json": 3,
@@ -64,6 +66,9 @@ def keep(i: int, mutant: Path, seed: Path, stage: str, what: str, said: str) -> 
 
 
 def worker(cases: list[int], results: mp.Queue) -> None:
+    # A mutant that makes fptrace allocate without bound fails as a MemoryError here
+    # rather than take the machine down.
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     work = Path(tempfile.mkdtemp(prefix="fptrace-fuzz-"))
     try:
         for i in cases:
