@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from fptrace.commands.common import int_in
 from fptrace.errors import UsageError
 
 
@@ -36,7 +37,9 @@ def add_parser(sub: Any) -> None:
     )
     bp.add_argument("-f", "--force", action="store_true", help="replace an existing result")
     bp.add_argument("--quick", action="store_true", help="fewer iterations and repetitions")
-    bp.add_argument("--reps", type=int, help="repetitions per level (default 10, --quick 5)")
+    bp.add_argument(
+        "--reps", type=int_in(2, 1000), help="repetitions per level (default 10, --quick 5)"
+    )
     bp.add_argument(
         "--states",
         type=lambda t: [x for x in t.split(",") if x],
@@ -68,9 +71,7 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
             console.print(Text(f"{b.name:18} {b.op}"))
         return 0
     benches, states = bench.resolve(args.names, args.states)
-    reps = args.reps or (5 if args.quick else 10)
-    if reps < 2:
-        raise UsageError("--reps must be at least 2 (intervals need repetitions)")
+    reps = args.reps or (5 if args.quick else 10)  # at least 2: intervals need repetitions
     out = args.output or Path(datetime.now().strftime("fptrace-bench-%Y%m%d-%H%M%S"))
     if args.record:
         return _recorded(args, console, argv, out, reps)

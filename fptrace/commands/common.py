@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,13 +32,46 @@ def pid_list(text: str) -> list[int]:
     return pids
 
 
+def int_in(low: int, high: int, unit: str = "") -> Callable[[str], int]:
+    """An argument type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use {low} to {high}{unit}")
+        return value
+
+    return parse
+
+
+def memory_size(text: str) -> str:
+    """qemu's -m: a number of MiB, or with a unit (512M, 2G)."""
+    if not re.fullmatch(r"[1-9][0-9]{0,6}[MG]?", text):
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (e.g. 512M, 2G)")
+    return text
+
+
+def not_negative(text: str) -> float:
+    """A number of zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be zero or more: {text}")
+    return value
+
+
 def positive(text: str) -> float:
     """A number of seconds greater than zero."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
+    if not value > 0 or value == float("inf"):  # NaN too
         raise argparse.ArgumentTypeError(f"must be positive: {text}")
     return value
 

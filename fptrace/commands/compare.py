@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fptrace.commands.common import output_file, write_text
+from fptrace.commands.common import not_negative, output_file, write_text
 from fptrace.errors import UsageError
 
 
@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
     cp.add_argument("-f", "--format", choices=("text", "html", "json"), default="text")
     cp.add_argument(
         "--fail-on-increase",
-        type=float,
+        type=not_negative,
         metavar="PCT",
         help="exit 1 if --metric grew by more than PCT percent (not '~')",
     )

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from fptrace.commands.common import int_in, memory_size, positive
+
 EPILOG = """\
 examples:
   fptrace lab record --kernel debian:bookworm --kernel debian:6.12 -o k -- ./my-app
@@ -88,7 +90,7 @@ def add_parser(sub: Any) -> None:
     )
     rec.add_argument(
         "--timeout",
-        type=float,
+        type=positive,
         default=600.0,
         help="seconds a guest may run before it is stopped (default 600)",
     )
@@ -105,8 +107,8 @@ def add_parser(sub: Any) -> None:
         help="guest root: the host's / read-only with an overlay (default), or a Debian "
         "bookworm built once with debootstrap (root), with only the job's paths from the host",
     )
-    rec.add_argument("--memory", default="2G", help="guest memory (default 2G)")
-    rec.add_argument("--smp", type=int, default=2, help="guest CPUs (default 2)")
+    rec.add_argument("--memory", type=memory_size, default="2G", help="guest memory (default 2G)")
+    rec.add_argument("--smp", type=int_in(1, 64), default=2, help="guest CPUs (default 2)")
     rec.add_argument("--refresh", action="store_true", help="refresh the package lists first")
     rec.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS… to run in each guest")
     ls = lsub.add_parser("list", help="cached kernels and the Debian kernels that can be fetched")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.text import Text
 
-from fptrace.commands.common import after_dashes, pid_list, positive, print_summary
+from fptrace.commands.common import after_dashes, int_in, pid_list, positive, print_summary
 
 if TYPE_CHECKING:
     from fptrace.collectors.options import RecordOptions
@@ -62,7 +62,10 @@ def add_parser(sub: Any) -> None:
         "events.parquet",
     )
     r.add_argument(
-        "--ring-mb", type=int, default=256, help="--events ring buffer size in MiB (default 256)"
+        "--ring-mb",
+        type=int_in(1, 2048, " MiB"),
+        default=256,
+        help="--events ring buffer size in MiB, 1 to 2048 (default 256)",
     )
     r.add_argument(
         "--backend",
