@@ -211,3 +211,9 @@ def test_an_output_that_fails_midway_is_not_left_truncated(capsys, monkeypatch, 
     assert code == 74 and "disk is full" in one_line_error(err)
     assert (tmp_path / "out").read_text() == "the previous output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r"]
+
+
+def test_output_where_nothing_can_be_written_is_exit_74(capsys) -> None:
+    """`-o` into an unwritable place was an internal PermissionError (exit 70)."""
+    code, _, err = run(capsys, "bench", "signal", "-o", "/proc/fptrace-nope/r")
+    assert code == 74 and "cannot write /proc/fptrace-nope" in one_line_error(err)
