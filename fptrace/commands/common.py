@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
-
-from fptrace.errors import OutputWriteError
 
 
 def after_dashes(rest: list[str]) -> list[str]:
@@ -96,21 +93,12 @@ def print_summary(path: Path, console: Console, calibration: Path | None = None)
 def output_file(out: Path, binary: bool = False) -> Iterator[IO[Any]]:
     """A file to write ``out`` through: it appears whole when the block ends without an
     error, and is not there at all otherwise (a full disk used to leave a truncated report
-    or export behind).  A failure is one line, not a traceback."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else TEXT)) as f:
-            yield f
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise OutputWriteError(out, exc) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    or export behind); the same writer as a recording's files (recording/outdir.py).  A
+    failure is one line, not a traceback."""
+    from fptrace.recording.outdir import OutputDir
 
-
-TEXT: dict[str, Any] = {"encoding": "utf-8", "newline": ""}
+    with OutputDir.existing(out.parent) as d, d.written_whole(out.name, text=not binary) as f:
+        yield f
 
 
 def write_text(out: Path, text: str) -> None:

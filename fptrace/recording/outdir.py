@@ -222,7 +222,11 @@ class OutputDir:
         self._give(fd)
         done = False
         try:
-            with os.fdopen(fd, "w" if text else "wb") as f:
+            with (
+                os.fdopen(fd, "w", encoding="utf-8", newline="")
+                if text
+                else os.fdopen(fd, "wb") as f
+            ):
                 yield f
                 f.flush()
                 os.fsync(f.fileno())

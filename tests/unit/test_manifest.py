@@ -192,6 +192,7 @@ def test_only_the_recording_writer_writes_a_manifest() -> None:
     assert writers["OutputDir"] | writers["written_whole"] <= {
         "recording/writer.py",
         "recording/outdir.py",
+        "commands/common.py",  # report and export files (the same whole-or-nothing writer)
     }
 
 
