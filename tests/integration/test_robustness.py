@@ -182,10 +182,11 @@ def test_sigterm_stops_cleanly(tmp_path, pingpong):
     assert programs_gone(ours)
 
 
-def test_sigkill_loses_at_most_one_interval(tmp_path, pingpong):
+@pytest.mark.parametrize("events", [False, True], ids=["counts", "events"])
+def test_sigkill_loses_at_most_one_interval(tmp_path, pingpong, events):
     require_tool("bpftool")
     out = tmp_path / "r"
-    proc = _start(out, "-a", "--interval", "0.2")
+    proc = _start(out, "-a", "--interval", "0.2", *(["--events"] if events else []))
     ours = attached_programs(proc)
     work = subprocess.run(
         [str(pingpong), "--rounds", "3000"], capture_output=True, text=True, check=True
@@ -200,6 +201,14 @@ def test_sigkill_loses_at_most_one_interval(tmp_path, pingpong):
     mine = rec.counts[rec.counts["pid"].isin([pids["parent_pid"], pids["child_pid"]])]
     saves = int(mine[mine["event"] == "regs_deactivated"]["count"].sum())
     assert saves >= 2 * 3000 - 20
+    assert rec.duration_s > 0.2  # to its last drain: rates of a killed run are not 0
+    if events:  # its events are exported from the parts (every export said "no events")
+        csv = fptrace("export", str(out), "-f", "csv")
+        assert csv.returncode == 0, csv.stderr
+        rows = [line.split(",") for line in csv.stdout.splitlines()[1:]]
+        theirs = [r for r in rows if r[3] in (str(pids["parent_pid"]), str(pids["child_pid"]))]
+        # (events still in a CPU's unfinished batch of 32 at the kill are lost with it)
+        assert sum(r[6] == "regs_deactivated" for r in theirs) >= 0.9 * 2 * 3000
 
 
 @pytest.mark.parametrize("events", [False, True], ids=["counts", "streaming-events"])
