@@ -51,26 +51,25 @@ def memory_size(text: str) -> str:
     return text
 
 
-def not_negative(text: str) -> float:
-    """A number of zero or more."""
+def _number(text: str, ok: Callable[[float], bool], rule: str) -> float:
+    """A finite number that passes ``ok`` (NaN passes no comparison)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be zero or more: {text}")
+    if not ok(value) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be {rule}: {text}")
     return value
+
+
+def not_negative(text: str) -> float:
+    """A number of zero or more."""
+    return _number(text, lambda v: v >= 0, "zero or more")
 
 
 def positive(text: str) -> float:
-    """A number of seconds greater than zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):  # NaN too
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value
+    """A number (of seconds) greater than zero."""
+    return _number(text, lambda v: v > 0, "positive")
 
 
 def print_summary(path: Path, console: Console, calibration: Path | None = None) -> None:
