@@ -48,14 +48,6 @@ choice = choose_headers(os.uname().release)
 print("setup: BCC headers:", choice.path or "NONE (install linux-headers-amd64)")
 PY
 
-launcher=/usr/local/bin/fptrace
-want="#!/bin/sh
-# fptrace launcher (installed by $ROOT/scripts/setup.sh)
-exec \"$VENV/bin/python\" -m fptrace \"\$@\""
-if [ ! -f "$launcher" ] || [ "$(cat "$launcher")" != "$want" ]; then
-    say "installing launcher $launcher"
-    printf '%s\n' "$want" > "$launcher"
-    chmod 755 "$launcher"
-fi
+bash "$ROOT/scripts/launcher.sh" "$ROOT"
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
 say "done"
