@@ -23,23 +23,32 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
     from fptrace.probes.kernel import LiveKernel, find_tracefs, tracefs_mounts, tracefs_problem
     from fptrace.probes.requirements import run_checks
+    from fptrace.reports.plain import print_table
 
     tracefs = find_tracefs(mount=os.geteuid() == 0)
     problem = tracefs_problem(tracefs, tracefs_mounts(), os.geteuid())
     checks = run_checks(LiveKernel(tracefs), problem)
-    table = Table(title="fptrace doctor", title_justify="left", expand=True)
+    # Three columns and the fixes below: a row per line in 100 columns (with the fix as a
+    # fourth column each row wrapped over three or four lines).
+    table = Table(title="fptrace doctor", title_justify="left")
     table.add_column("", no_wrap=True)
-    table.add_column("requirement", ratio=3, overflow="fold")
-    table.add_column("found / reason", ratio=3, overflow="fold")
-    table.add_column("fix", ratio=2, overflow="fold")
-    bad = 0
+    table.add_column("requirement", overflow="fold", max_width=44)
+    table.add_column("found / reason", overflow="fold")
+    fixes = []
     for c in checks:
         mark = "ok" if c.ok else ("MISSING" if c.required else "skip")
-        if not c.ok and c.required:
-            bad += 1
         style = "green" if c.ok else ("bold red" if c.required else "yellow")
-        table.add_row(Text(mark, style=style), c.name, Text(c.detail), "" if c.ok else c.fix)
-    console.print(table)
+        table.add_row(Text(mark, style=style), Text(c.name), Text(c.detail))
+        if not c.ok and c.fix:
+            fixes.append((c.required, c.name, c.fix))
+    print_table(console, table)
+    if fixes:
+        console.print("To fix:")
+        for required, name, fix in fixes:
+            console.print(Text(f"  {name}{'' if required else ' (optional)'}: {fix}"))
+    bad = sum(required for required, _, _ in fixes) + sum(
+        1 for c in checks if not c.ok and c.required and not c.fix
+    )
     console.print(
         "fptrace record can run here." if bad == 0 else f"{bad} required item(s) missing."
     )

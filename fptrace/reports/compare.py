@@ -15,7 +15,7 @@ from rich.text import Text
 from fptrace import __version__
 from fptrace.analysis.compare import METRICS, Comparison, Row
 from fptrace.reports.html import fig_json, safe_json, static_text, template_env
-from fptrace.reports.plain import text
+from fptrace.reports.plain import print_table, text
 
 
 def _num(v: float | None) -> str:
@@ -53,7 +53,7 @@ def render_text(comparisons: list[Comparison], console: Console) -> None:
                     text(ch.a),
                     text(ch.b),
                 )
-            console.print(t)
+            print_table(console, t)
             console.print("* FPU/xstate-relevant")
         else:
             console.print(
@@ -86,7 +86,7 @@ def render_text(comparisons: list[Comparison], console: Console) -> None:
                     r.change,
                     _ci(r),
                 )
-            console.print(t)
+            print_table(console, t)
 
 
 def _row_json(r: Row) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from fptrace.analysis.report import ReportData, is_drops
 from fptrace.reports.html import fmt_bytes, fmt_ns
-from fptrace.reports.plain import printable, text
+from fptrace.reports.plain import print_table, printable, text
 
 WIDTH = 100
 
@@ -74,7 +74,7 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
             f"{row.avx512_share:.0%}",
             fmt_ns(row.est_ns),
         )
-    console.print(t)
+    print_table(console, t)
     comps = data.components
     line = Text("Live at switch saves: ")
     line.append(", ".join(f"{r.component} {r.share:.0%}" for r in comps.itertuples()) or "none")
@@ -137,6 +137,6 @@ def render_bench(
                 "",
             )
         t.add_section()
-    console.print(t)
+    print_table(console, t)
     if unstable:
         console.print("! unstable: the repetitions spread by more than 10% (rerun, or --reps)")
