@@ -42,6 +42,19 @@ COMPONENT_NAMES: dict[int, str] = {
 }
 AVX512_MASK = (1 << 5) | (1 << 6) | (1 << 7)
 AMX_MASK = (1 << 17) | (1 << 18)
+# The vector levels users speak of, by the xstate components that make them live.
+VECTOR_LEVELS: dict[str, int] = {
+    "SSE": 1 << 1,
+    "AVX": 1 << 2,
+    "AVX-512": AVX512_MASK,
+    "AMX": AMX_MASK,
+    "APX": 1 << 19,
+}
+
+
+def levels_of(enabled: int) -> list[str]:
+    """The vector levels a CPU (its enabled xfeatures, XCR0) has, widest last."""
+    return [name for name, mask in VECTOR_LEVELS.items() if enabled & mask]
 
 
 def component_name(index: int) -> str:

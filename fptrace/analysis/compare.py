@@ -36,6 +36,8 @@ FPU_BOOT_PARAMS = (
     "nohz_full",
     "isolcpus",
 )
+# The metric identifier of each vector level (xstate.VECTOR_LEVELS).
+LEVEL_KEYS = {"SSE": "sse", "AVX": "avx", "AVX-512": "avx512", "AMX": "amx", "APX": "apx"}
 # Metrics of a run, with how to read them; "higher" is worse for all of them.
 METRICS: dict[str, str] = {
     "saves_per_s": "saves per second",
@@ -43,8 +45,11 @@ METRICS: dict[str, str] = {
     "saves_per_switch": "saves per context switch",
     "restores_skipped_share": "share of saves whose restore was skipped",
     "bytes_per_save": "bytes per save (estimate)",
-    "avx512_save_share": "saves with AVX-512 live",
-    "amx_save_share": "saves with AMX live",
+    "sse_save_share": "share of saves with SSE live",
+    "avx_save_share": "share of saves with AVX live",
+    "avx512_save_share": "share of saves with AVX-512 live",
+    "amx_save_share": "share of saves with AMX live",
+    "apx_save_share": "share of saves with APX live",
     "est_cpu_ns_per_s": "est. save/restore CPU ns per second",
     "est_oncpu_share": "est. share of on-CPU time",
     "vso_size_median": "median VSO size (bytes)",
@@ -201,8 +206,11 @@ def run_metrics(headline: dict[str, Any], tasks: pd.DataFrame, vso: pd.DataFrame
         "saves_per_switch": saves / switches if switches else None,
         "restores_skipped_share": headline.get("restores_skipped", 0) / saves if saves else None,
         "bytes_per_save": headline.get("bytes_per_save") if saves else None,
-        "avx512_save_share": headline.get("avx512_save_share") if saves else None,
-        "amx_save_share": headline.get("amx_save_share") if saves else None,
+        # Shares of saves with each level live; None (n/a) where the CPU lacks the level.
+        **{
+            f"{LEVEL_KEYS[level]}_save_share": share if saves else None
+            for level, share in (headline.get("level_shares") or {}).items()
+        },
         "est_cpu_ns_per_s": headline.get("est_cpu_ns", 0) / dur if dur else None,
         "est_oncpu_share": headline.get("est_oncpu_share") if saves else None,
         "vso_size_median": float(vso["size"].median()) if not vso.empty else None,

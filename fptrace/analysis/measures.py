@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from fptrace.analysis.cost import CostModel
-from fptrace.xstate import Layout
+from fptrace.xstate import VECTOR_LEVELS, Layout
 
 # Sign of each event in the count of saves.
 SAVE_SIGN = {"regs_deactivated": 1, "dropped": -1}
@@ -63,6 +63,23 @@ def bytes_of(layout: Layout | None, xstate_bv: pd.Series) -> pd.Series:
             cache[key] = layout.bytes_saved(key)
         out.append(cache[key])
     return pd.Series(out, index=xstate_bv.index, dtype="int64")
+
+
+def level_shares(counts: pd.DataFrame, levels: list[str] | None) -> dict[str, float | None]:
+    """Per vector level, the share of saves with its state live (XSTATE_BV); None for a
+    level ``levels`` (the CPU's) lacks, so that it reads "n/a" rather than 0 %.  ``levels``
+    None: not known, every level is shown."""
+    signed = saves(counts)
+    total = int(signed.sum())
+    xf = counts["xfeatures"].astype("uint64").to_numpy() if len(counts) else np.zeros(0, "u8")
+    out: dict[str, float | None] = {}
+    for name, mask in VECTOR_LEVELS.items():
+        if levels is not None and name not in levels:
+            out[name] = None
+            continue
+        live = int(signed[(xf & np.uint64(mask)) != 0].sum()) if len(counts) else 0
+        out[name] = live / total if total else 0.0
+    return out
 
 
 def save_bytes(counts: pd.DataFrame, layout: Layout | None) -> pd.Series:

@@ -357,6 +357,11 @@ def headline(
         "bytes_per_save": bytes_saved / saves if saves else 0.0,
         "avx512_save_share": avx512 / saves if saves else 0.0,
         "amx_save_share": amx / saves if saves else 0.0,
+        # Each vector level this CPU has: share of saves with it live; None: it lacks it.
+        "level_shares": measures.level_shares(
+            c[c["event"].isin(measures.SAVE_EVENTS)] if not c.empty else c, manifest.cpu_levels
+        ),
+        "cpu_levels": manifest.cpu_levels,
         "fork_copies": int(tasks["fork_copies"].sum()) if not tasks.empty else 0,
         "signal_frames": int(tasks["signal_frames"].sum()) if not tasks.empty else 0,
         "sigreturns": int(tasks["sigreturns"].sum()) if not tasks.empty else 0,

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from fptrace.errors import RecordingError
 from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST
+from fptrace.xstate import levels_of
 
 CLOCK = "CLOCK_MONOTONIC; *_ns columns are ns since attach_monotonic_ns"
 
@@ -558,6 +559,15 @@ class Manifest:
     @property
     def total_drops(self) -> int:
         return sum(self.drops.values())
+
+    @property
+    def cpu_levels(self) -> list[str] | None:
+        """The vector levels the traced CPU has (from the kernel's enabled xfeatures), or
+        None when the recording does not say."""
+        enabled = self.host.xstate.get("enabled_features")
+        if isinstance(enabled, int) and not isinstance(enabled, bool):
+            return levels_of(enabled)
+        return None
 
 
 # A manifest is a few kB (a lab recording's ~15 kB).  Bigger is not one fptrace wrote; and

@@ -80,7 +80,7 @@ def render_text(comparisons: list[Comparison], console: Console) -> None:
             for r in rows:
                 t.add_row(
                     text(r.scope),
-                    r.metric,
+                    r.metric if bench else METRICS.get(r.metric, r.metric),  # words, units
                     _num(r.a_median),
                     _num(r.b_median),
                     r.change,

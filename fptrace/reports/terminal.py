@@ -52,11 +52,11 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
     console.print(
         Text(
             f"{h['saves_per_s']:,.0f} saves/s, {h['restores_skipped']:,} restores skipped, "
-            f"~{fmt_bytes(h['bytes_per_save'])} per save, AVX-512 live in "
-            f"{h['avx512_save_share']:.0%} and AMX in {h['amx_save_share']:.0%} of saves; "
+            f"~{fmt_bytes(h['bytes_per_save'])} per save; "
             f"CPU time ~{fmt_ns(h['est_cpu_ns'])} ({h['est_oncpu_share']:.1%} of on-CPU, {est})"
         )
     )
+    console.print(Text("Saves with each vector level live: " + level_words(h["level_shares"])))
     t = Table(title="Top tasks by saves", title_justify="left")
     t.add_column("pid", justify="right", no_wrap=True)
     t.add_column("comm", no_wrap=True, min_width=8, max_width=16)
@@ -85,6 +85,11 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
             for r in data.vso_sizes.itertuples()
         ]
         console.print(Text("VSO sizes: " + ", ".join(parts[:6])))
+
+
+def level_words(shares: dict[str, float | None]) -> str:
+    """ "SSE 100%, AVX 97%, AVX-512 n/a, …": n/a for a level this CPU does not have."""
+    return ", ".join(f"{k} {'n/a' if v is None else format(v, '.0%')}" for k, v in shares.items())
 
 
 def _dur(ns: float) -> str:

@@ -281,3 +281,28 @@ def test_every_view_adds_up_to_the_headline_saves(tmp_path: Path) -> None:
     assert int(d.timeline["bytes_saved"].sum()) == want_bytes
     assert h["avx512_save_share"] == pytest.approx(30 / want)
     assert json.loads(render_json(d))["headline"]["saves"] == want
+
+
+def test_the_headline_speaks_of_the_levels_this_cpu_has(tmp_path: Path) -> None:
+    """On an AMD EPYC with AVX2 and no AVX-512 the summary said "AVX-512 live in 0% and AMX
+    in 0% of saves" and nothing of AVX, the widest state that CPU has."""
+    import io
+
+    from rich.console import Console
+
+    from fptrace.reports.terminal import render_report
+    from tests.unit.recordings import AMD
+
+    host = {"xstate": {"components": AMD.to_json(), "enabled_features": 0x7}}  # x87 SSE AVX
+    counts = [
+        count(1, "regs_deactivated", 30, xf=0x7),  # AVX live
+        count(1, "regs_deactivated", 10, xf=0x3),  # SSE only
+        count(1, "dropped", 10, xf=0x7),  # an exit: not a save
+    ]
+    path = write(tmp_path / "r", counts, [task(1)], [vso(1)], host=host)
+    data = build(load_recording(path), cost.DEFAULT)
+    shares = data.headline["level_shares"]
+    assert shares == {"SSE": 1.0, "AVX": 2 / 3, "AVX-512": None, "AMX": None, "APX": None}
+    out = io.StringIO()
+    render_report(data, Console(file=out, width=200))
+    assert "SSE 100%, AVX 67%, AVX-512 n/a, AMX n/a, APX n/a" in out.getvalue()
