@@ -250,6 +250,25 @@ def task_table(
     return t.reset_index().sort_values("saves", ascending=False).reset_index(drop=True)
 
 
+PROCESS_SUMS = ["saves", "restores", "restores_skipped", "bytes_saved", "switches", "est_ns"]
+
+
+def process_table(tasks: pd.DataFrame) -> pd.DataFrame:
+    """The per-task figures summed over each process's threads (one row per tgid), named
+    by its main thread (the task whose pid is the tgid), else its busiest thread."""
+    cols = ["tgid", "comm", "threads", *PROCESS_SUMS]
+    if tasks.empty:
+        return pd.DataFrame(columns=cols)
+    t = tasks.assign(main=tasks["pid"] == tasks["tgid"]).sort_values(
+        ["main", "saves"], ascending=False
+    )
+    g = t.groupby("tgid", sort=False)
+    out = g[PROCESS_SUMS].sum()
+    out["comm"] = g["comm"].first()
+    out["threads"] = g["task"].nunique()
+    return out.reset_index()[cols].sort_values("saves", ascending=False).reset_index(drop=True)
+
+
 def vso_table(c: pd.DataFrame, vso: pd.DataFrame, tasks: pd.DataFrame, layout: Layout | None):
     """One row per VSO: owner, sizes, flags, saves/restores and the components seen live."""
     if vso.empty:
@@ -306,6 +325,7 @@ class ReportData:
     headline: dict[str, Any]
     tasks: pd.DataFrame
     vsos: pd.DataFrame
+    processes: pd.DataFrame  # the tasks summed per process (tgid)
     timeline: pd.DataFrame
     heatmap: pd.DataFrame
     components: pd.DataFrame
@@ -315,6 +335,7 @@ class ReportData:
     bench: pd.DataFrame | None = None  # per (bench, metric, state) summary, if benchmarks ran
     bench_slopes: pd.DataFrame | None = None
     bench_ops: dict[str, str] = field(default_factory=dict)
+    vso_size_notes: list[str] = field(default_factory=list)  # why a VSO differs from CPUID
 
     @property
     def empty(self) -> bool:
@@ -324,6 +345,39 @@ class ReportData:
     def notes(self) -> list[str]:
         """The warnings other than the drops one (which a view may show as an alert)."""
         return [w for w in self.warnings if not is_drops(w)]
+
+
+# Why a component enabled in XCR0|IA32_XSS is left out of task buffers.
+LEFT_OUT_WHY = {
+    12: "supervisor shadow-stack state, kept only in guest buffers since 6.17",
+}
+
+
+def vso_size_notes(vso: pd.DataFrame, manifest: Manifest) -> list[str]:
+    """Where a VSO's size differs from CPUID's compacted size for every enabled component:
+    which components the kernel leaves out of that buffer (its XCOMP_BV lacks them), so
+    that 856 B against a layout of 880 B is explained rather than a puzzle."""
+    x = manifest.host.xstate
+    enabled, compacted = x.get("enabled_features"), x.get("compacted_size_enabled")
+    if not isinstance(enabled, int) or not isinstance(compacted, int) or vso.empty:
+        return []
+    notes = []
+    for size, xcomp in sorted(
+        {(int(s), int(c)) for s, c in zip(vso["size"], vso["xcomp_bv"], strict=True)}
+    ):
+        if not size or size == compacted or not xcomp >> 63:
+            continue
+        out = enabled & ~xcomp & ((1 << 63) - 1)
+        why = [
+            f"{component_name(i)} ({LEFT_OUT_WHY[i]})" if i in LEFT_OUT_WHY else component_name(i)
+            for i in bits(out)
+        ]
+        what = f"leaves {', '.join(why)} out of it" if why else "sizes it differently"
+        notes.append(
+            f"VSO {size:,} B vs {compacted:,} B, CPUID's compacted size for every enabled "
+            f"component: the kernel {what} (XCOMP_BV {xcomp & ((1 << 63) - 1):#x})"
+        )
+    return notes
 
 
 def headline(
@@ -403,10 +457,12 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         headline=headline_,
         tasks=tasks,
         vsos=vsos,
+        processes=process_table(tasks),
         timeline=timeline(raw_timeline, layout, rec.manifest.interval_s, rec.intervals),
         heatmap=heatmap(c, rec.tasks),
         components=summary.live_components(c),
         vso_sizes=summary.vso_sizes(rec.vso),
+        vso_size_notes=vso_size_notes(rec.vso, rec.manifest),
         cost=model,
         warnings=[*rec.warnings, *drop_warnings(headline_), *estimate_warnings(headline_)],
     )

@@ -188,6 +188,17 @@ TASK_COLUMNS = [
     ("est_ns", "est. CPU time", "ns"),
     ("est_oncpu_share", "of on-CPU", "pct"),
 ]
+PROCESS_COLUMNS = [
+    ("tgid", "process (tgid)", "id"),
+    ("comm", "comm", "text"),
+    ("threads", "threads", "int"),
+    ("saves", "saves", "int"),
+    ("restores", "restores", "int"),
+    ("restores_skipped", "skipped restores", "int"),
+    ("bytes_saved", "bytes saved", "bytes"),
+    ("switches", "switches", "int"),
+    ("est_ns", "est. CPU", "ns"),
+]
 VSO_COLUMNS = [
     ("vso", "VSO", "text"),
     ("pid", "pid", "id"),
@@ -285,6 +296,8 @@ def render_html(data: ReportData, max_rows: int = 2000) -> str:
             task_columns=TASK_COLUMNS,
             task_rows=table_rows(data.tasks.head(max_rows), TASK_COLUMNS),
             tasks_total=len(data.tasks),
+            process_columns=PROCESS_COLUMNS,
+            process_rows=table_rows(data.processes.head(max_rows), PROCESS_COLUMNS),
             vso_columns=VSO_COLUMNS,
             vso_rows=table_rows(data.vsos.head(max_rows), VSO_COLUMNS),
             vsos_total=len(data.vsos),

@@ -75,6 +75,24 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
             fmt_ns(row.est_ns),
         )
     print_table(console, t)
+    if data.processes["threads"].gt(1).any():  # else the same rows as the tasks
+        p = Table(title="Top processes (threads summed)", title_justify="left")
+        p.add_column("tgid", justify="right", no_wrap=True)
+        p.add_column("comm", no_wrap=True, min_width=8, max_width=16)
+        for col in ("threads", "saves", "restores", "skipped", "switches", "est. CPU"):
+            p.add_column(col, justify="right", no_wrap=True)
+        for row in data.processes.head(top).itertuples():
+            p.add_row(
+                str(row.tgid),
+                text(row.comm),
+                f"{row.threads:,}",
+                f"{row.saves:,}",
+                f"{row.restores:,}",
+                f"{row.restores_skipped:,}",
+                f"{int(row.switches):,}",
+                fmt_ns(row.est_ns),
+            )
+        print_table(console, p)
     comps = data.components
     line = Text("Live at switch saves: ")
     line.append(", ".join(f"{r.component} {r.share:.0%}" for r in comps.itertuples()) or "none")
@@ -85,6 +103,8 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
             for r in data.vso_sizes.itertuples()
         ]
         console.print(Text("VSO sizes: " + ", ".join(parts[:6])))
+    for note in data.vso_size_notes:
+        console.print(Text(note))
 
 
 def level_words(shares: dict[str, float | None]) -> str:

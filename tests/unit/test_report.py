@@ -306,3 +306,49 @@ def test_the_headline_speaks_of_the_levels_this_cpu_has(tmp_path: Path) -> None:
     out = io.StringIO()
     render_report(data, Console(file=out, width=200))
     assert "SSE 100%, AVX 67%, AVX-512 n/a, AMX n/a, APX n/a" in out.getvalue()
+
+
+def test_a_vso_smaller_than_cpuids_compacted_size_is_explained(tmp_path: Path) -> None:
+    """A VSO of 2,448 B against a layout of 2,472 B: the kernel (6.17+) leaves the
+    guest-only CET_S component out of task buffers, which the report now says."""
+    from tests.unit.recordings import AMD
+
+    xstate = {"components": AMD.to_json(), "enabled_features": 0x18E7}
+    xstate |= {"compacted_size_enabled": 2472}
+    path = write(
+        tmp_path / "r",
+        [count(1, "regs_deactivated", 3)],
+        [task(1)],
+        [vso(1, size=2448, xcomp_bv=0x80000000000008E7)],
+        host={"xstate": xstate},
+    )
+    (note,) = build(load_recording(path), cost.DEFAULT).vso_size_notes
+    assert note.startswith("VSO 2,448 B vs 2,472 B") and "leaves CET_S (supervisor" in note
+
+
+def test_processes_sum_their_threads(tmp_path: Path) -> None:
+    """Per-process rollup beside the per-task table: threads summed, named by the main one."""
+    counts = [
+        count(10, "regs_deactivated", 5),
+        count(11, "regs_deactivated", 7, tgid=10),
+        count(20, "regs_deactivated", 3),
+    ]
+    tasks = [task(10, "server"), task(11, "server-io", tgid=10, switches=50), task(20, "tool")]
+    path = write(tmp_path / "r", counts, tasks, [vso(10), vso(11, tgid=10), vso(20)])
+    data = build(load_recording(path), cost.DEFAULT)
+    got = data.processes.set_index("tgid")
+    assert got.loc[10, ["comm", "threads", "saves", "switches"]].tolist() == ["server", 2, 12, 150]
+    assert got.loc[20, ["comm", "threads", "saves"]].tolist() == ["tool", 1, 3]
+    assert int(data.processes["saves"].sum()) == data.headline["saves"] == 15
+    import io
+
+    from fptrace.reports.json_report import render_json
+    from fptrace.reports.terminal import render_report
+
+    assert {p["tgid"]: p["threads"] for p in json.loads(render_json(data))["processes"]} == {
+        10: 2,
+        20: 1,
+    }
+    out = io.StringIO()
+    render_report(data, Console(file=out, width=200))
+    assert "Top processes (threads summed)" in out.getvalue()
