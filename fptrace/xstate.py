@@ -52,6 +52,10 @@ VECTOR_LEVELS: dict[str, int] = {
 }
 
 
+# Each level's identifier in JSON and column names (avx512_share, avx512_save_share…).
+LEVEL_IDS = {"SSE": "sse", "AVX": "avx", "AVX-512": "avx512", "AMX": "amx", "APX": "apx"}
+
+
 def levels_of(enabled: int) -> list[str]:
     """The vector levels a CPU (its enabled xfeatures, XCR0) has, widest last."""
     return [name for name, mask in VECTOR_LEVELS.items() if enabled & mask]

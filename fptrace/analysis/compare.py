@@ -17,6 +17,7 @@ import pandas as pd
 
 from fptrace.analysis.stats import ALPHA, bootstrap, mann_whitney_p, resample
 from fptrace.recording.manifest import Manifest
+from fptrace.xstate import LEVEL_IDS
 
 # Boot parameters that change FPU/xstate behaviour (kernel-fpu.md §7.1), called out first.
 FPU_BOOT_PARAMS = (
@@ -36,8 +37,6 @@ FPU_BOOT_PARAMS = (
     "nohz_full",
     "isolcpus",
 )
-# The metric identifier of each vector level (xstate.VECTOR_LEVELS).
-LEVEL_KEYS = {"SSE": "sse", "AVX": "avx", "AVX-512": "avx512", "AMX": "amx", "APX": "apx"}
 # Metrics of a run, with how to read them; "higher" is worse for all of them.
 METRICS: dict[str, str] = {
     "saves_per_s": "saves per second",
@@ -208,7 +207,7 @@ def run_metrics(headline: dict[str, Any], tasks: pd.DataFrame, vso: pd.DataFrame
         "bytes_per_save": headline.get("bytes_per_save") if saves else None,
         # Shares of saves with each level live; None (n/a) where the CPU lacks the level.
         **{
-            f"{LEVEL_KEYS[level]}_save_share": share if saves else None
+            f"{LEVEL_IDS[level]}_save_share": share if saves else None
             for level, share in (headline.get("level_shares") or {}).items()
         },
         "est_cpu_ns_per_s": headline.get("est_cpu_ns", 0) / dur if dur else None,

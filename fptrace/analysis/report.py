@@ -23,7 +23,16 @@ from fptrace.analysis.measures import bytes_of
 from fptrace.probes.plan import XCOMP_REQUEST_OPTIONS
 from fptrace.recording.loader import Recording
 from fptrace.recording.manifest import Manifest
-from fptrace.xstate import AMX_MASK, AVX512_MASK, Layout, bits, component_name, decode
+from fptrace.xstate import (
+    AMX_MASK,
+    AVX512_MASK,
+    LEVEL_IDS,
+    VECTOR_LEVELS,
+    Layout,
+    bits,
+    component_name,
+    decode,
+)
 
 KEYS = ["task", "pid", "tgid", "vso", "event", "xfeatures", "load_fpu", "arg"]
 SWITCH_EVENTS = ("regs_deactivated", "regs_activated", "dropped")
@@ -193,8 +202,10 @@ def task_table(
     fpu = c[c["event"].isin(SWITCH_EVENTS)]
     act = measures.activations(fpu)
     xf = fpu["xfeatures"].astype("uint64")
-    avx512 = _per_task(fpu[(xf & AVX512_MASK) != 0], "saves")
-    amx = _per_task(fpu[(xf & AMX_MASK) != 0], "saves")
+    live = {
+        LEVEL_IDS[level]: _per_task(fpu[(xf & mask) != 0], "saves")
+        for level, mask in VECTOR_LEVELS.items()
+    }
     perm = c[(c["event"] == "xcomp_perm") & c["arg"].isin(XCOMP_REQUEST_OPTIONS)]
     t = base.set_index("task")
     idx = t.index
@@ -217,8 +228,8 @@ def task_table(
     )
     t["untraced_saves"] = measures.untraced_saves(t["saves"], t["restores"])
     saves_n = t["saves"].astype("float64")
-    t["avx512_share"] = (col(avx512) / saves_n.where(saves_n > 0)).fillna(0)
-    t["amx_share"] = (col(amx) / saves_n.where(saves_n > 0)).fillna(0)
+    for key, n in live.items():  # sse_share … apx_share: saves with that level live
+        t[f"{key}_share"] = (col(n) / saves_n.where(saves_n > 0)).fillna(0)
     if not vso.empty:
         user_size = vso.groupby("task")["user_size"].max().astype("float64")
         reallocs = vso[vso["prev_vso"].notna()].groupby("task").size()

@@ -7,6 +7,9 @@ holds an escape sequence cannot drive the terminal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -15,6 +18,7 @@ from rich.text import Text
 from fptrace.analysis.report import ReportData, is_drops
 from fptrace.reports.html import fmt_bytes, fmt_ns
 from fptrace.reports.plain import print_table, printable, text
+from fptrace.xstate import LEVEL_IDS
 
 WIDTH = 100
 
@@ -57,42 +61,30 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
         )
     )
     console.print(Text("Saves with each vector level live: " + level_words(h["level_shares"])))
-    t = Table(title="Top tasks by saves", title_justify="left")
-    t.add_column("pid", justify="right", no_wrap=True)
-    t.add_column("comm", no_wrap=True, min_width=8, max_width=16)
-    for col in ("saves", "restores", "skipped", "saves/s", "switches", "AVX-512", "est. CPU"):
-        t.add_column(col, justify="right", no_wrap=True)
-    for row in data.tasks.head(top).itertuples():
-        t.add_row(
-            str(row.pid),
-            text(row.comm),
-            f"{row.saves:,}",
-            f"{row.restores:,}",
-            f"{row.restores_skipped:,}",
-            f"{row.saves_per_s:,.0f}",
-            f"{int(row.switches or 0):,}",
-            f"{row.avx512_share:.0%}",
-            fmt_ns(row.est_ns),
-        )
-    print_table(console, t)
+    # The share of saves with the widest level this CPU has live (AVX on an AVX2 CPU).
+    widest = (h.get("cpu_levels") or ["AVX-512"])[-1]
+    share = f"{LEVEL_IDS[widest]}_share"
+    counts: list[tuple[str, Callable[[Any], str]]] = [
+        ("saves", lambda r: f"{r.saves:,}"),
+        ("restores", lambda r: f"{r.restores:,}"),
+        ("skipped", lambda r: f"{r.restores_skipped:,}"),
+    ]
+    tasks = _rows_table("Top tasks by saves", "pid", data.tasks.head(top), [
+        *counts,
+        ("saves/s", lambda r: f"{r.saves_per_s:,.0f}"),
+        ("switches", lambda r: f"{int(r.switches or 0):,}"),
+        (widest, lambda r: f"{getattr(r, share):.0%}"),
+        ("est. CPU", lambda r: fmt_ns(r.est_ns)),
+    ])  # fmt: skip
+    print_table(console, tasks)
     if data.processes["threads"].gt(1).any():  # else the same rows as the tasks
-        p = Table(title="Top processes (threads summed)", title_justify="left")
-        p.add_column("tgid", justify="right", no_wrap=True)
-        p.add_column("comm", no_wrap=True, min_width=8, max_width=16)
-        for col in ("threads", "saves", "restores", "skipped", "switches", "est. CPU"):
-            p.add_column(col, justify="right", no_wrap=True)
-        for row in data.processes.head(top).itertuples():
-            p.add_row(
-                str(row.tgid),
-                text(row.comm),
-                f"{row.threads:,}",
-                f"{row.saves:,}",
-                f"{row.restores:,}",
-                f"{row.restores_skipped:,}",
-                f"{int(row.switches):,}",
-                fmt_ns(row.est_ns),
-            )
-        print_table(console, p)
+        procs = _rows_table("Top processes (threads summed)", "tgid", data.processes.head(top), [
+            ("threads", lambda r: f"{r.threads:,}"),
+            *counts,
+            ("switches", lambda r: f"{int(r.switches):,}"),
+            ("est. CPU", lambda r: fmt_ns(r.est_ns)),
+        ])  # fmt: skip
+        print_table(console, procs)
     comps = data.components
     line = Text("Live at switch saves: ")
     line.append(", ".join(f"{r.component} {r.share:.0%}" for r in comps.itertuples()) or "none")
@@ -105,6 +97,20 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
         console.print(Text("VSO sizes: " + ", ".join(parts[:6])))
     for note in data.vso_size_notes:
         console.print(Text(note))
+
+
+def _rows_table(
+    title: str, key: str, rows: pd.DataFrame, columns: list[tuple[str, Callable[[Any], str]]]
+) -> Table:
+    """A table of tasks or processes: the id, the name (never markup), then ``columns``."""
+    t = Table(title=title, title_justify="left")
+    t.add_column(key, justify="right", no_wrap=True)
+    t.add_column("comm", no_wrap=True, min_width=8, max_width=16)
+    for name, _ in columns:
+        t.add_column(name, justify="right", no_wrap=True)
+    for row in rows.itertuples():
+        t.add_row(str(getattr(row, key)), text(row.comm), *(show(row) for _, show in columns))
+    return t
 
 
 def level_words(shares: dict[str, float | None]) -> str:
