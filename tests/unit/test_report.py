@@ -307,7 +307,7 @@ def test_the_headline_speaks_of_the_levels_this_cpu_has(tmp_path: Path) -> None:
     render_report(data, Console(file=out, width=200))
     assert "SSE 100%, AVX 67%, AVX-512 n/a, AMX n/a, APX n/a" in out.getvalue()
     # The tasks table's share is the widest level this CPU has: AVX, not AVX-512.
-    header = next(line for line in out.getvalue().splitlines() if "saves/s" in line)
+    header = next(line for line in out.getvalue().splitlines() if "┃ pid" in line)
     assert header.split("┃")[-3].strip() == "AVX", header
     assert data.tasks.loc[0, "avx_share"] == pytest.approx(2 / 3)
 
