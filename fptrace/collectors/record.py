@@ -38,7 +38,7 @@ from fptrace.collectors.procfs import (
     descendants,
     process_running,
 )
-from fptrace.collectors.recorder import Recorder
+from fptrace.collectors.recorder import DrainListener, Recorder
 from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
 from fptrace.collectors.session import Session, Snapshot
 from fptrace.errors import EnvironmentProblem
@@ -89,9 +89,14 @@ class _Stop:
 
 
 def record(
-    opts: RecordOptions, status: Status | None = None, note: Status | None = None
+    opts: RecordOptions,
+    status: Status | None = None,
+    note: Status | None = None,
+    on_drain: DrainListener | None = None,
 ) -> RecordResult:
-    """Run a recording to completion.  Raises FptraceError subclasses for the user."""
+    """Run a recording to completion.  Raises FptraceError subclasses for the user.
+
+    ``on_drain`` sees every interval as it is written (`fptrace top`'s live view)."""
     check_options(opts)
     t_start = time.monotonic()
     out = opts.output or default_output()
@@ -161,7 +166,7 @@ def record(
                     session.add_targets(sorted(descendants(opts.pids)))
             session.attach_fpu()
             manifest = manifest.with_(probes=session.describe_probes(manifest.probes))
-            recorder = Recorder(writer, session, layout, facts.host.xstate)
+            recorder = Recorder(writer, session, layout, facts.host.xstate, on_drain)
             try:
                 exit_code, manifest = _record_session(
                     opts, session, recorder, writer, plan, manifest, child, stop, status, t_start,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,20 @@ from fptrace.recording.writer import RecordingWriter
 from fptrace.xstate import Layout, unsized_vso_size
 
 
+@dataclass(frozen=True)
+class Drained:
+    """One drained interval, for a live view: its counts rows (Arrow, as written), the
+    tasks' rows, and how long the interval really was."""
+
+    counts: pa.Table
+    tasks: list[dict[str, Any]]
+    span_s: float
+    layout: Layout | None
+
+
+DrainListener = Callable[[Drained], None]
+
+
 class Recorder:
     """Turns snapshots into recording rows; owns the per-run state between drains."""
 
@@ -41,7 +56,9 @@ class Recorder:
         session: Session,
         layout: Layout | None,
         xstate: Mapping[str, Any] | None = None,
+        on_drain: DrainListener | None = None,
     ):
+        self.on_drain = on_drain
         self.writer = writer
         self.session = session
         self.layout = layout
@@ -105,8 +122,10 @@ class Recorder:
             ids = gone.ids[self.deltas.owners(gone.ids) < 0]
             pids = counting.key_fields(ids)["pid"].astype(np.int64)
             self.deltas.claim(ids, self.tasks.of_pids(pids))
-        self.writer.append_table("counts", self._counts_table(taken, deltas, now, bit))
+        counts = self._counts_table(taken, deltas, now, bit)
+        self.writer.append_table("counts", counts)
         events = int(deltas.sum())
+        span_s = (now - self.interval_start) / 1e9
         self.writer.append(
             "intervals",
             [
@@ -136,6 +155,8 @@ class Recorder:
         rows = self._tasks(snap)
         self.writer.append("tasks", [r for r in rows if r["pid"] in final])  # once, for good
         self.writer.replace("tasks", [r for r in rows if r["pid"] not in final])
+        if self.on_drain is not None:  # `fptrace top`: this interval, as it was written
+            self.on_drain(Drained(counts, rows, span_s, self.layout))
         self._forget(snap, final)
         self.interval += 1
         self.total_events += events

@@ -7,4 +7,4 @@ plain ``record`` import only what they use.
 from __future__ import annotations
 
 # In the order `fptrace --help` lists them.
-COMMANDS = ("record", "doctor", "report", "export", "compare", "bench", "workload", "lab")
+COMMANDS = ("record", "top", "doctor", "report", "export", "compare", "bench", "workload", "lab")
