@@ -44,13 +44,29 @@ def add_parser(sub: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    tp.add_argument("-p", "--pid", type=pid_list, default=[], help="only these PIDs (and children)")
-    tp.add_argument("--by", choices=("task", "process", "cgroup"), default="task")
-    tp.add_argument("--sort", choices=("saves", "bytes", "cpu"), default="saves")
-    tp.add_argument("--interval", type=positive, default=1.0, help="refresh every SECONDS")
-    tp.add_argument("-n", "--iterations", type=int_in(1, 1 << 30), help="stop after N refreshes")
+    tp.add_argument(
+        "-p", "--pid", type=pid_list, default=[], help="only PID[,PID…] and their descendants"
+    )
+    tp.add_argument(
+        "--by",
+        choices=("task", "process", "cgroup"),
+        default="task",
+        help="one row per task (thread), process (threads summed) or cgroup (default task)",
+    )
+    tp.add_argument(
+        "--sort",
+        choices=("saves", "bytes", "cpu"),
+        default="saves",
+        help="busiest by saves/s, bytes/s or estimated CPU time (default saves)",
+    )
+    tp.add_argument(
+        "--interval", type=positive, default=1.0, help="refresh every SECONDS (default 1)"
+    )
+    tp.add_argument(
+        "-n", "--iterations", type=int_in(1, 1 << 30), help="stop after N refreshes (scripts)"
+    )
     tp.add_argument("--rows", type=int_in(1, 1000), default=20, help="rows shown (default 20)")
-    tp.add_argument("-o", "--output", type=Path, help="also keep the recording in DIR")
+    tp.add_argument("-o", "--output", type=Path, help="keep the recording in DIR as well")
 
 
 def _cycle(values: tuple[str, ...], now: str) -> str:
