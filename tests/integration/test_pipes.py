@@ -35,13 +35,13 @@ def test_every_text_command_keeps_numbers_and_names_whole_in_a_pipe(tmp_path, pi
     tasks = json.loads(fptrace("report", str(out), "-f", "json").stdout)["tasks"]
     top = [t for t in tasks[:10] if t["saves"]]
     assert top and max(t["saves"] for t in top) >= 30000
-    values = [v for t in top for v in (t["pid"], t["comm"], t["saves"], t["restores"])]
+    values = [v for t in top for v in (str(t["pid"]), t["comm"], t["saves"], t["restores"])]
     texts = {"record": rec.stdout}
     texts["report"] = fptrace("report", str(out), "-f", "text", env=NARROW).stdout
     for name in ("record", "report"):
         assert whole(texts[name], *values) == [], (name, texts[name])
     compare = fptrace("compare", str(out), str(out), "-f", "text", env=NARROW)
-    rows = json.loads(fptrace("compare", str(out), str(out), "-f", "json").stdout)[0]["rows"]
+    rows = json.loads(fptrace("compare", str(out), str(out), "-f", "json").stdout)[0]["metrics"]
     assert compare.returncode == 0 and rows, compare.stderr
     # In words with units (the JSON keeps the identifiers).
     assert whole(compare.stdout, *(METRICS[r["metric"]] for r in rows)) == [], compare.stdout

@@ -138,22 +138,31 @@ def _start(out: Path, *args: str) -> subprocess.Popen[str]:
     return proc
 
 
-def drained_saves(out: Path, pids: set[int]) -> int:
-    """Saves of ``pids`` the recorder has written into its parts so far."""
+def drained_saves(out: Path, pids: set[int], table: str = "counts") -> int:
+    """Saves of ``pids`` the recorder has written into its parts so far (``table``: counts,
+    or the events of --events, one row each)."""
     total = 0
-    for part in (out / ".parts").glob("counts-[0-9]*.parquet"):
+    for part in (out / ".parts").glob(f"{table}-[0-9]*.parquet"):
         try:
-            t = pq.read_table(part, columns=["pid", "event", "count"]).to_pandas()
+            t = pq.read_table(part, columns=["pid", "event"]).to_pandas()
+            n = (
+                pq.read_table(part, columns=["count"]).to_pandas()["count"]
+                if table == "counts"
+                else 1
+            )
         except Exception:  # a part being written: the next poll reads it
             continue
-        total += int(t[t["pid"].isin(pids) & (t["event"] == "regs_deactivated")]["count"].sum())
+        mine = t["pid"].isin(pids) & (t["event"] == "regs_deactivated")
+        total += int((mine * n).sum())
     return total
 
 
-def wait_until_drained(out: Path, proc: subprocess.Popen[str], pids: set[int], saves: int):
+def wait_until_drained(
+    out: Path, proc: subprocess.Popen[str], pids: set[int], saves: int, table: str = "counts"
+):
     """Handshake: the recorder's own parts hold at least ``saves`` saves of ``pids``."""
     deadline = time.monotonic() + 60
-    while (got := drained_saves(out, pids)) < saves:
+    while (got := drained_saves(out, pids, table)) < saves:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"only {got} of {saves} saves drained"
         time.sleep(0.05)
@@ -193,6 +202,8 @@ def test_sigkill_loses_at_most_one_interval(tmp_path, pingpong, events):
     )
     pids = json.loads(work.stdout)
     wait_until_drained(out, proc, {pids["parent_pid"], pids["child_pid"]}, 2 * 3000 - 20)
+    if events:  # a drain writes its events part after its counts part: wait for it too
+        wait_until_drained(out, proc, {pids["parent_pid"], pids["child_pid"]}, 5400, "events")
     proc.kill()
     proc.wait(timeout=30)
     assert programs_gone(ours)  # the kernel detached everything with our fds
