@@ -34,6 +34,13 @@ class LiveRow:
     threads: int
 
 
+def in_cgroups(path: str | None, cgroups: list[str]) -> bool:
+    """Whether a task's cgroup ``path`` is one of ``cgroups`` or below one."""
+    if not path:
+        return False
+    return any(path == c.rstrip("/") or path.startswith(c.rstrip("/") + "/") for c in cgroups)
+
+
 def _level(xf: int) -> str:
     widest = ""
     for name, mask in VECTOR_LEVELS.items():
@@ -50,9 +57,13 @@ def live_rows(
     model: CostModel,
     by: str = "task",
     sort: str = "saves",
+    cgroups: list[str] | None = None,
 ) -> list[LiveRow]:
-    """The interval's rows grouped ``by`` task, process or cgroup, busiest first."""
+    """The interval's rows grouped ``by`` task, process or cgroup, busiest first; with
+    ``cgroups``, only the tasks in those cgroups (paths) or below them."""
     info = {int(t["task"]): t for t in tasks}
+    if cgroups:
+        info = {k: t for k, t in info.items() if in_cgroups(t.get("cgroup"), cgroups)}
     span = max(span_s, 1e-9)
     events = counts.column("event").to_pylist() if counts.num_rows else []
     task_ids = counts.column("task").to_pylist() if counts.num_rows else []
@@ -62,6 +73,8 @@ def live_rows(
     acc: dict[str, dict[str, Any]] = {}
     sizes: dict[int, int] = {}
     for event, task, xf, n, load in zip(events, task_ids, xfs, ns, loads, strict=True):
+        if cgroups and int(task) not in info:
+            continue
         t = info.get(int(task), {})
         pid, tgid = int(t.get("pid", 0)), int(t.get("tgid", 0))
         if by == "process":

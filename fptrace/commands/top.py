@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fptrace.commands.common import int_in, pid_list, positive
+from fptrace.errors import UsageError
 
 EPILOG = """\
 examples:
@@ -46,6 +47,14 @@ def add_parser(sub: Any) -> None:
     )
     tp.add_argument(
         "-p", "--pid", type=pid_list, default=[], help="only PID[,PID…] and their descendants"
+    )
+    tp.add_argument(
+        "--cgroup",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="only tasks in this cgroup (v2 path, e.g. /system.slice/nginx.service) or below; "
+        "repeatable",
     )
     tp.add_argument(
         "--by",
@@ -76,8 +85,8 @@ def _cycle(values: tuple[str, ...], now: str) -> str:
 class View:
     """What is shown: the grouping, the sort, the last interval's rows."""
 
-    def __init__(self, by: str, sort: str, rows: int) -> None:
-        self.by, self.sort, self.rows = by, sort, rows
+    def __init__(self, by: str, sort: str, rows: int, cgroups: list[str]) -> None:
+        self.by, self.sort, self.rows, self.cgroups = by, sort, rows, cgroups
         self.last: Any = None
         self.drains = 0
         self.lock = threading.Lock()
@@ -98,7 +107,14 @@ class View:
         if drained is None:
             return t
         rows = live_rows(
-            drained.counts, drained.tasks, drained.span_s, drained.layout, DEFAULT, by, sort
+            drained.counts,
+            drained.tasks,
+            drained.span_s,
+            drained.layout,
+            DEFAULT,
+            by,
+            sort,
+            self.cgroups,
         )
         for r in rows[: self.rows]:
             t.add_row(
@@ -173,7 +189,9 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
         interval=args.interval,
         argv=["fptrace", *argv],
     )
-    view = View(args.by, args.sort, args.rows)
+    if args.cgroup and args.pid:
+        raise UsageError("give either -p or --cgroup, not both")
+    view = View(args.by, args.sort, args.rows, args.cgroup)
     # On a terminal, a full screen redrawn at every drain; piped, the last table once.
     live = Live(view.table(), console=console, screen=True, auto_refresh=False)
 

@@ -103,3 +103,39 @@ def test_top_piped_prints_the_last_table_whole(pingpong):
     assert proc.returncode == 0, proc.stderr
     assert "by process" in proc.stdout and str(work.pid) in proc.stdout, proc.stdout
     assert "pingpong" in proc.stdout and "…" not in proc.stdout
+
+
+def test_top_cgroup_shows_only_the_tasks_in_it(pingpong):
+    """`--cgroup PATH`: a workload moved into a cgroup of its own is shown, another is not."""
+    from fptrace.collectors.procfs import read_text
+
+    mounts = read_text("/proc/self/mounts") or ""
+    root = next(line.split()[1] for line in mounts.splitlines() if line.split()[2:3] == ["cgroup2"])
+    name = f"fptrace-top-test-{os.getpid()}"
+    group = Path(root) / name
+    group.mkdir()
+    inside = outside = None
+    try:
+        inside = subprocess.Popen(
+            [str(pingpong), "--rounds", "1000000000"], stdout=subprocess.DEVNULL
+        )
+        (group / "cgroup.procs").write_text(f"{inside.pid}\n")  # its child is forked later…
+        outside = subprocess.Popen(
+            [str(pingpong), "--rounds", "1000000000"], stdout=subprocess.DEVNULL
+        )
+        proc = fptrace("top", "--cgroup", f"/{name}", "-n", "2", "--interval", "0.5")
+        assert proc.returncode == 0, proc.stderr
+        rows = [line for line in proc.stdout.splitlines() if "pingpong" in line]
+        assert any(str(inside.pid) in r for r in rows), proc.stdout
+        assert not any(str(outside.pid) in r for r in rows), proc.stdout
+    finally:
+        for p in (inside, outside):
+            if p is not None:
+                p.kill()
+                p.wait()
+        deadline = time.monotonic() + 10
+        while group.exists() and time.monotonic() < deadline:
+            try:
+                group.rmdir()
+            except OSError:  # its last task is still exiting
+                time.sleep(0.05)

@@ -61,3 +61,11 @@ def test_processes_and_cgroups_sum_their_tasks() -> None:
     assert procs["100"].name == "db" and procs["100"].widest == "AVX-512"
     groups = {r.key: r for r in live_rows(c, TASKS, 1.0, AMD, DEFAULT, by="cgroup")}
     assert groups["/a"].saves_per_s == 40 and groups["/b"].saves_per_s == 5
+
+
+def test_only_the_tasks_of_the_cgroups_asked_for() -> None:
+    c = counts((1, "regs_deactivated", 0xE7, 10, 1), (3, "regs_deactivated", 0x3, 5, 1))
+    tasks = [{**TASKS[0], "cgroup": "/system.slice/db.service"}, {**TASKS[2], "cgroup": "/b"}]
+    got = live_rows(c, tasks, 1.0, AMD, DEFAULT, cgroups=["/system.slice/"])
+    assert [r.key for r in got] == ["100"]
+    assert live_rows(c, tasks, 1.0, AMD, DEFAULT, cgroups=["/system"]) == []  # not a prefix
