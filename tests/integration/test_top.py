@@ -31,6 +31,18 @@ def switches(pid: int) -> int:
     )
 
 
+def shown_within(master: int, text: str, seconds: float) -> bool:
+    """Whether ``text`` appears on the pty's screen within ``seconds``."""
+    screen, deadline = "", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            screen += ANSI.sub("", os.read(master, 1 << 16).decode("utf-8", "replace"))
+            if text in screen:
+                return True
+    return False
+
+
 def test_top_in_a_terminal(pingpong, tmp_path):
     work = subprocess.Popen(
         [str(pingpong), "--rounds", "1000000000", "--mode", "sse"], stdout=subprocess.DEVNULL
@@ -77,6 +89,9 @@ def test_top_in_a_terminal(pingpong, tmp_path):
         kernel = (switches(work.pid) - window[1]) / (time.monotonic() - window[0])
         shown = sum(frames) / len(frames)
         assert len(frames) >= 5 and abs(shown / kernel - 1) < 0.05, (frames, kernel)
+        for key, title in ((b"g", "by process"), (b"s", "sorted by bytes")):
+            os.write(master, key)
+            assert shown_within(master, title, 3.0), f"{key!r} did not change the view"
         os.write(master, b"q")
         assert top.wait(timeout=20) == 0
     finally:
