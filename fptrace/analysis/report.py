@@ -406,8 +406,10 @@ def headline(
     est_ns = float(tasks["est_ns"].sum()) if not tasks.empty else 0.0
     oncpu = float(tasks["oncpu_ns"].sum()) if not tasks.empty else 0.0
     bytes_saved = float(tasks["bytes_saved"].sum()) if not tasks.empty else 0.0
-    avx512 = float((tasks["avx512_share"] * tasks["saves"]).sum()) if saves else 0.0
-    amx = float((tasks["amx_share"] * tasks["saves"]).sum()) if saves else 0.0
+    # Each vector level this CPU has: share of saves with it live; None: it lacks it.
+    levels = measures.level_shares(
+        c[c["event"].isin(measures.SAVE_EVENTS)] if not c.empty else c, manifest.cpu_levels
+    )
     headline = {
         "duration_s": duration,
         "events": int(c["count"].sum()) if not c.empty else 0,
@@ -420,12 +422,10 @@ def headline(
         "saves_per_s": saves / duration if duration > 0 else 0.0,
         "bytes_saved": bytes_saved,
         "bytes_per_save": bytes_saved / saves if saves else 0.0,
-        "avx512_save_share": avx512 / saves if saves else 0.0,
-        "amx_save_share": amx / saves if saves else 0.0,
-        # Each vector level this CPU has: share of saves with it live; None: it lacks it.
-        "level_shares": measures.level_shares(
-            c[c["event"].isin(measures.SAVE_EVENTS)] if not c.empty else c, manifest.cpu_levels
-        ),
+        # The stable identifiers of two levels (0, not n/a, where the CPU lacks them).
+        "avx512_save_share": levels["AVX-512"] or 0.0,
+        "amx_save_share": levels["AMX"] or 0.0,
+        "level_shares": levels,
         "cpu_levels": manifest.cpu_levels,
         "fork_copies": int(tasks["fork_copies"].sum()) if not tasks.empty else 0,
         "signal_frames": int(tasks["signal_frames"].sum()) if not tasks.empty else 0,

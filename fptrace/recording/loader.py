@@ -207,7 +207,7 @@ class Recording:
                 footer = pq.ParquetFile(f).metadata
                 _check_types(path, footer.schema.to_arrow_schema(), "events")
                 check_footer("events", footer, path)
-                pf = pq.ParquetFile(f, read_dictionary=["vso", "event"])
+                pf = pq.ParquetFile(f, metadata=footer, read_dictionary=["vso", "event"])
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=names):
                     check_table("events", batch, path)  # before a row is turned into text
                     yield batch
