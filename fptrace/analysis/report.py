@@ -280,6 +280,29 @@ def process_table(tasks: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()[cols].sort_values("saves", ascending=False).reset_index(drop=True)
 
 
+UNKNOWN_CGROUP = "?"  # a task whose cgroup was never read (it ended before a drain)
+
+
+def cgroup_table(tasks: pd.DataFrame) -> pd.DataFrame:
+    """The per-task figures summed per cgroup (v2 path): what each container or service costs.
+
+    A task counts in the cgroup it was last seen in (a task moved during the recording
+    takes its earlier saves along)."""
+    cols = ["cgroup", "tasks", "processes", *PROCESS_SUMS, "avx512_saves"]
+    if tasks.empty:
+        return pd.DataFrame(columns=cols)
+    t = tasks.assign(
+        cgroup=tasks["cgroup"].fillna(UNKNOWN_CGROUP).astype(str),
+        avx512_saves=tasks["saves"] * tasks.get("avx512_share", 0.0),
+    )
+    g = t.groupby("cgroup", sort=False)
+    out = g[[*PROCESS_SUMS, "avx512_saves"]].sum()
+    out["avx512_saves"] = out["avx512_saves"].round().astype("int64")
+    out["tasks"] = g["task"].nunique()
+    out["processes"] = g["tgid"].nunique()
+    return out.reset_index()[cols].sort_values("saves", ascending=False).reset_index(drop=True)
+
+
 def vso_table(c: pd.DataFrame, vso: pd.DataFrame, tasks: pd.DataFrame, layout: Layout | None):
     """One row per VSO: owner, sizes, flags, saves/restores and the components seen live."""
     if vso.empty:
@@ -337,6 +360,7 @@ class ReportData:
     tasks: pd.DataFrame
     vsos: pd.DataFrame
     processes: pd.DataFrame  # the tasks summed per process (tgid)
+    cgroups: pd.DataFrame  # the tasks summed per cgroup (v2 path)
     timeline: pd.DataFrame
     heatmap: pd.DataFrame
     components: pd.DataFrame
@@ -469,6 +493,7 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         tasks=tasks,
         vsos=vsos,
         processes=process_table(tasks),
+        cgroups=cgroup_table(tasks),
         timeline=timeline(raw_timeline, layout, rec.manifest.interval_s, rec.intervals),
         heatmap=heatmap(c, rec.tasks),
         components=summary.live_components(c),

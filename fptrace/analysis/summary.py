@@ -70,12 +70,12 @@ def per_task(counts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     ]
     ev = ev[keep]
     if not tasks.empty:
-        info = tasks[["task", "comm", "switches", "oncpu_ns"]].astype(
+        info = tasks[["task", "comm", "cgroup", "switches", "oncpu_ns"]].astype(
             {"task": "int64", "switches": "int64", "oncpu_ns": "int64"}
         )
         ev = ev.astype({"task": "int64", "pid": "int64"}).merge(info, on="task", how="left")
     else:
-        ev["comm"], ev["switches"], ev["oncpu_ns"] = "", 0, 0
+        ev["comm"], ev["cgroup"], ev["switches"], ev["oncpu_ns"] = "", None, 0, 0
     # A task with counts but no row in the tasks table (its entry was dropped, or the table
     # was edited): known by its pid only.
     ev["comm"] = ev["comm"].fillna("?").astype(str)

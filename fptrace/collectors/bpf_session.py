@@ -207,6 +207,12 @@ class BpfSession:
         for tgid in tgids:
             table[table.Key(tgid)] = ctypes.c_uint8(1)
 
+    def add_cgroups(self, ids: list[int]) -> None:
+        """record --cgroup: trace the tasks in these cgroups (v2 ids) and below them."""
+        table = self.maps["cgroup_targets"]
+        for cgid in ids:
+            table[table.Key(cgid)] = ctypes.c_uint8(1)
+
     def attach_fpu(self) -> None:
         """Attach the FPU events: tp_btf programs where loaded, else raw tracepoints."""
         for probe in self.plan.attached():

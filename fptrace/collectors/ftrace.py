@@ -43,7 +43,7 @@ from fptrace.collectors.ftrace_watchdog import remove_instance
 from fptrace.collectors.procfs import proc_comm, proc_tgid, process_running, task_counters
 from fptrace.collectors.ring import EVENT_DTYPE
 from fptrace.collectors.session import Snapshot
-from fptrace.errors import EnvironmentProblem
+from fptrace.errors import EnvironmentProblem, UsageError
 from fptrace.probes.plan import AUX_EVENT_IDS, FPU_EVENT_IDS
 from fptrace.recording.manifest import Probe, Probes
 from fptrace.xstate import COMPACTED_BIT, Layout, unsized_vso_size
@@ -153,6 +153,9 @@ class FtraceSession:
             (self.inst / rel).write_text(value)
         except OSError as exc:
             raise EnvironmentProblem(f"cannot write {self.inst / rel}: {exc.strerror}") from exc
+
+    def add_cgroups(self, ids: list[int]) -> None:
+        raise UsageError("--cgroup needs the bcc backend (the kernel filters by cgroup)")
 
     def add_targets(self, tgids: list[int]) -> None:
         """Trace these processes and everything they fork.

@@ -19,6 +19,7 @@ from fptrace.collectors.procfs import (
 )
 from fptrace.errors import EnvironmentProblem, PrivilegeError, TargetError, UsageError
 from fptrace.probes.plan import (
+    MAX_CGROUP_TARGETS,
     PlanOptions,
     ProbePlan,
 )
@@ -38,6 +39,7 @@ class RecordOptions:
     system: bool = False  # -a
     pids: list[int] = field(default_factory=list)  # -p
     command: list[str] = field(default_factory=list)  # -- CMD ARGS…
+    cgroups: list[str] = field(default_factory=list)  # --cgroup: v2 paths, and below
     duration: float | None = None  # -d
     interval: float = 1.0
     keep_root: bool = False  # run CMD as root even under sudo
@@ -52,7 +54,14 @@ class RecordOptions:
     def mode(self) -> str:
         if self.system:
             return "system"
+        if self.cgroups:
+            return "cgroup"
         return "command" if self.command else "pids"
+
+    @property
+    def follows_processes(self) -> bool:
+        """-p or a command: a target map of process trees, and an end when they exit."""
+        return bool(self.pids or self.command)
 
 
 def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
@@ -60,6 +69,8 @@ def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
     import importlib.util
 
     if opts.backend == "ftrace":
+        if opts.cgroups:
+            raise UsageError("--cgroup needs the bcc backend (the kernel filters by cgroup)")
         return "ftrace"
     problem = None
     if importlib.util.find_spec("bcc") is None:
@@ -68,7 +79,7 @@ def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
         problem = plan.fatal[0]
     if problem is None:
         return "bcc"
-    if opts.backend == "bcc":
+    if opts.backend == "bcc" or opts.cgroups:
         raise EnvironmentProblem(f"cannot trace with BCC: {problem} (run `fptrace doctor`)")
     say(f"{problem}: using the ftrace backend")
     return "ftrace"
@@ -77,7 +88,8 @@ def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
 def plan_options(opts: RecordOptions) -> PlanOptions:
     """The probe-plan inputs a recording with these options uses (also for --ebpf)."""
     return PlanOptions(
-        filter_targets=not opts.system,
+        filter_targets=opts.follows_processes,
+        filter_cgroups=bool(opts.cgroups),
         self_tgid=os.getpid(),
         calibrated_tif_bit=load_tif_bit(),
         load_on_switch=opts.load_fpu,
@@ -102,10 +114,26 @@ def check_options(opts: RecordOptions) -> None:
     """Everything that can be refused before the kernel is touched."""
     if os.geteuid() != 0:
         raise PrivilegeError("fptrace record needs root to load BPF programs: run it with sudo")
-    if not opts.system and not opts.pids and not opts.command:
-        raise TargetError("nothing to trace: give -- CMD ARGS…, -p PID[,PID…], or -a")
-    if opts.pids and opts.command:
-        raise TargetError("give either -p or a command, not both")
+    if not opts.system and not opts.pids and not opts.command and not opts.cgroups:
+        raise TargetError(
+            "nothing to trace: give -- CMD ARGS…, -p PID[,PID…], --cgroup PATH, or -a"
+        )
+    given = [
+        name
+        for name, on in (
+            ("a command", opts.command),
+            ("-p", opts.pids),
+            ("--cgroup", opts.cgroups),
+            ("-a", opts.system),
+        )
+        if on
+    ]
+    if len(given) > 1:
+        raise TargetError(
+            f"give only one of a command, -p, --cgroup or -a (got {' and '.join(given)})"
+        )
+    if len(opts.cgroups) > MAX_CGROUP_TARGETS:
+        raise TargetError(f"at most {MAX_CGROUP_TARGETS} --cgroup paths (got {len(opts.cgroups)})")
     if not INTERVAL_S[0] <= opts.interval <= INTERVAL_S[1]:
         raise UsageError(
             f"--interval {opts.interval:g} is out of range: use {INTERVAL_S[0]:g} to "

@@ -23,6 +23,7 @@ import numpy as np
 
 from fptrace import __version__
 from fptrace.collectors.bpf_session import BpfSession
+from fptrace.collectors.cgroups import cgroup_ids
 from fptrace.collectors.child import BlockedChild
 from fptrace.collectors.host import collect_host
 from fptrace.collectors.options import (
@@ -137,7 +138,8 @@ def record(
             mode=opts.mode,
             command=tuple(opts.command) or None,
             pids=tuple(opts.pids) or None,
-            follow_children=not opts.system,
+            follow_children=opts.follows_processes,
+            cgroups=tuple(opts.cgroups) or None,
         ),
         probes=probe_summary(plan),
         host=facts.host,
@@ -159,7 +161,9 @@ def record(
                 say(f"removed tracing instance {name} left by a killed fptrace")
             session = traced
         with session:
-            if not opts.system:  # -a has no target map
+            if opts.cgroups:
+                session.add_cgroups(cgroup_ids(opts.cgroups))
+            if opts.follows_processes:  # -a and --cgroup have no target map
                 session.add_targets([child.pid] if child is not None else opts.pids)
                 if child is None:  # -p: seeded first, so what they fork from now on is
                     # followed in the kernel; then what they had forked already
@@ -308,7 +312,7 @@ def _loop(
             break
         if child is not None and child.poll() is not None:
             break
-        if child is None and not opts.system and not any(process_running(p) for p in opts.pids):
+        if opts.pids and not any(process_running(p) for p in opts.pids):
             break
         if recorder.session.calibrating:
             recorder.session.calibrate()  # detach the calibration probe as soon as it is done

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from fptrace.collectors import counting
+from fptrace.collectors.cgroups import CgroupPaths, id_of
 from fptrace.collectors.columns import (
     VsoNamer,
     event_names,
@@ -84,6 +85,7 @@ class Recorder:
         # Names of live tasks renamed since the kernel's record of them (at fork or exec);
         # the kernel records the name again at exit.
         self.names: dict[int, str] = {}
+        self.cgroups = CgroupPaths()
         self.total_events = 0
         self.last: Snapshot | None = None
         # Events come from the BPF ring (a consumer thread), or straight from the ftrace parser.
@@ -342,6 +344,7 @@ class Recorder:
 
     def _tasks(self, snap: Snapshot) -> list[dict[str, Any]]:
         rows = []
+        self.cgroups.resolve({t.get("cgroup_id") or 0 for t in snap.tasks.values()})
         for pid, t in snap.tasks.items():
             tgid = t["tgid"] or pid
             # procfs once per process, and again after an exec changed its command line
@@ -366,6 +369,9 @@ class Recorder:
                 runtime, switches = self.live_counters.get(
                     pid, (t["base_runtime"], t["base_switches"])
                 )
+            # The kernel's id where it has one (BPF: where the task was last seen), else the
+            # process's cgroup when procfs was read (the ftrace backend).
+            cgid = t.get("cgroup_id") or id_of(self.cgroups.root, meta.cgroup)
             rows.append(
                 {
                     "task": self.tasks(pid),
@@ -374,7 +380,8 @@ class Recorder:
                     "ppid": t["ppid"] or meta.ppid,
                     "comm": comm,
                     "cmdline": meta.cmdline,
-                    "cgroup": meta.cgroup,
+                    "cgroup": self.cgroups.path(cgid, meta.cgroup),
+                    "cgroup_id": cgid,
                     "switches": max(switches - t["base_switches"], 0),
                     "oncpu_ns": max(runtime - t["base_runtime"], 0),
                     "first_ns": self.rel(t["first_ns"]),

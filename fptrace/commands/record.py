@@ -19,6 +19,7 @@ examples:
   sudo fptrace record -- ./my-avx512-app --threads 4   trace a command and all its children
   sudo fptrace record -p 1234,5678 -d 10               trace running processes for 10 s
   sudo fptrace record -a -d 5 -o idle-box              the whole system for 5 s
+  sudo fptrace record --cgroup /system.slice/db.service -d 60   one service (cgroup v2)
 
 The recording is a directory (manifest.json + Parquet tables, see docs/recording-format.md)
 that `fptrace report` reads without root.  With a command, fptrace exits with its exit code.
@@ -46,6 +47,15 @@ def add_parser(sub: Any) -> None:
         type=pid_list,
         default=[],
         help="trace these PIDs and all their descendants (already running or forked later)",
+    )
+    r.add_argument(
+        "--cgroup",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="trace the tasks in this cgroup (v2 path from its root, e.g. "
+        "/system.slice/nginx.service) and in the cgroups below it, created later included; "
+        "repeatable; runs until Ctrl-C, SIGTERM or -d",
     )
     r.add_argument("-d", "--duration", type=positive, help="stop after SECONDS")
     r.add_argument(
@@ -111,6 +121,7 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
         system=args.all,
         pids=args.pid,
         command=cmd,
+        cgroups=args.cgroup,
         duration=args.duration,
         interval=args.interval,
         keep_root=args.keep_root,

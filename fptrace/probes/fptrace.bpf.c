@@ -79,6 +79,7 @@ struct task_info {
     char comm[16];
     u64 start_ns;        // task->start_time: with the pid, the task's identity (pids are reused)
     u64 freed_ns;        // sched_process_free: after the task's final switch, nothing more comes
+    u64 cgroup_id;       // cgroup v2 id (kernfs inode) where last seen: the task may move
 };
 
 #ifdef EVENTS
@@ -128,6 +129,10 @@ BPF_HASH(pending_copies, u32, struct pending_copy, 1024);
 #endif
 #ifdef FILTER_TARGETS
 BPF_HASH(targets, u32, u8, MAX_TARGETS);
+#endif
+#ifdef FILTER_CGROUPS
+// record --cgroup: the cgroup v2 ids asked for; a task in one of them or below is traced.
+BPF_HASH(cgroup_targets, u64, u8, MAX_CGROUP_TARGETS);
 #endif
 #ifdef CALIBRATE_TIF
 BPF_PERCPU_ARRAY(tif_cal, u64, 4);  // 0: OR of ~flags with load=1, 1: OR of flags with load=0, 2/3: counts
@@ -248,8 +253,20 @@ static __always_inline int is_traced(u32 tgid)
     u32 *self = self_tgid.lookup(&zero);
     if (tgid == 0 || !self || tgid == *self)
         return 0;
-#ifdef FILTER_TARGETS
+#if defined(FILTER_TARGETS)
     return targets.lookup(&tgid) != NULL;
+#elif defined(FILTER_CGROUPS)
+    // current's cgroup or one of its ancestors (level 0 is the root): a cgroup created below
+    // a traced one during the run is traced too, with no user-space step.
+#pragma unroll
+    for (int level = 0; level < CGROUP_MAX_DEPTH; level++) {
+        u64 id = bpf_get_current_ancestor_cgroup_id(level);
+        if (id == 0)
+            return 0;
+        if (cgroup_targets.lookup(&id))
+            return 1;
+    }
+    return 0;
 #else
     return 1;
 #endif
@@ -274,6 +291,7 @@ static __always_inline struct task_info *note_task(u32 pid, u32 tgid, const void
     u64 start = task_start(task);
     struct task_info *ti = tasks.lookup(&pid);
     if (ti && !(ti->exit_ns && ti->start_ns && start && ti->start_ns != start)) {
+        ti->cgroup_id = bpf_get_current_cgroup_id();  // on a miss only: it may have moved
         if (ti->tgid == 0)  // created by the fork probe, which cannot see the child's tgid
             ti->tgid = tgid;
         if (ti->start_ns == 0)
@@ -286,6 +304,7 @@ static __always_inline struct task_info *note_task(u32 pid, u32 tgid, const void
     fresh.first_ns = now;
     fresh.base_runtime = task_runtime(task);
     fresh.base_switches = task_switches(task);
+    fresh.cgroup_id = bpf_get_current_cgroup_id();
     bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
     int failed = ti ? tasks.update(&pid, &fresh) : tasks.insert(&pid, &fresh);
     if (failed) {
@@ -605,6 +624,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
         fresh.ppid = ptgid;
         fresh.forked = 1;
         fresh.first_ns = now_ns();
+        fresh.cgroup_id = bpf_get_current_cgroup_id();  // the parent's, until the child runs
         bpf_get_current_comm(&fresh.comm, sizeof(fresh.comm));
         if (tasks.update(&child, &fresh) != 0 && !tasks.lookup(&child))
             count_drop(DROP_TASK_FULL, 1);
@@ -639,6 +659,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     ti->end_runtime = task_runtime(task);
     ti->end_switches = task_switches(task);
     ti->exit_ns = now_ns();
+    ti->cgroup_id = bpf_get_current_cgroup_id();
     bpf_get_current_comm(&ti->comm, sizeof(ti->comm));  // renamed since (prctl PR_SET_NAME)?
     return 0;
 }

@@ -63,6 +63,13 @@ MIN_TASKS = 32768  # the default pid_max of a small machine
 MAX_TASKS_CAP = 131072  # preallocated: ~30 MB of kernel memory for all maps at the cap
 
 
+# record --cgroup: how many cgroups one run may name, and how deep below the root the kernel
+# side looks for one of them among a task's ancestors (a systemd container's cgroup is ~4
+# levels down; Kubernetes pods' ~6).
+MAX_CGROUP_TARGETS = 64
+CGROUP_MAX_DEPTH = 16
+
+
 def map_sizes(pid_max: int) -> dict[str, int]:
     """Map capacities for a kernel whose pids go up to ``pid_max`` (docs/overhead.md)."""
     tasks = min(max(pid_max, MIN_TASKS), MAX_TASKS_CAP)
@@ -110,6 +117,8 @@ def shared_macros() -> dict[str, int]:
         "CACHE_SLOTS": CACHE_SLOTS,
         "EVENT_BATCH": EVENT_BATCH,
         "DROP_COUNTERS_N": len(DROP_COUNTERS),
+        "MAX_CGROUP_TARGETS": MAX_CGROUP_TARGETS,
+        "CGROUP_MAX_DEPTH": CGROUP_MAX_DEPTH,
         **ARCH_PRCTL_XCOMP,
     }
     for i, name in enumerate(DROP_COUNTERS):
@@ -168,6 +177,7 @@ class PlanOptions:
     arch_prctl: bool = True  # attach the (system-wide costly) syscall tracepoint
     raw_tp: bool = False  # FPTRACE_RAW_TP=1: plain raw tracepoints even where tp_btf works
     pid_max: int = MIN_TASKS  # /proc/sys/kernel/pid_max: sizes the maps
+    filter_cgroups: bool = False  # --cgroup: only tasks in some cgroups (v2) or below
 
 
 def _member_off(btf: StructInfo, struct: str, member: str) -> int | None:
@@ -384,6 +394,8 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
 
     if opts.filter_targets:
         plan.macros["FILTER_TARGETS"] = 1
+    elif opts.filter_cgroups:
+        plan.macros["FILTER_CGROUPS"] = 1
     if opts.load_on_switch:
         plan.macros["LOAD_ON_SWITCH"] = 1
     plan.macros.update(shared_macros())

@@ -26,6 +26,7 @@ from fptrace.recording.schema import (
     PARTS_DIR,
     TABLES,
     accept_dictionaries,
+    with_added_columns,
 )
 from fptrace.recording.writer import merge_parts
 from fptrace.xstate import Layout
@@ -77,7 +78,7 @@ def _read_table(path: Path, name: str) -> pa.Table:
             table = pq.read_table(f, read_dictionary=DICTIONARY_COLUMNS.get(name))
     except (OSError, pa.ArrowException) as exc:
         raise _corrupt(path, exc) from exc
-    table = with_task_ids(table)
+    table = with_added_columns(with_task_ids(table), name, ALL_TABLES[name])
     _check_columns(path, table.schema, name)
     table = table.select(ALL_TABLES[name].names)
     try:

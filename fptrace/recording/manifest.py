@@ -179,11 +179,12 @@ class Target:
     """What was traced: a command fptrace started, running pids, the whole system, or the
     benchmarks of ``fptrace bench``."""
 
-    mode: str  # command | pids | system | bench
+    mode: str  # command | pids | cgroup | system | bench
     command: tuple[str, ...] | None = None
     pids: tuple[int, ...] | None = None
     follow_children: bool | None = None
     exit_code: int | None = None  # the command's; None when fptrace did not start one
+    cgroups: tuple[str, ...] | None = None  # --cgroup: v2 paths (and what is below them)
 
     @classmethod
     def read(cls, f: _Fields) -> Target:
@@ -194,6 +195,7 @@ class Target:
             pids=None if pids is None else tuple(f.items("pids", (int,))),
             follow_children=f.flag("follow_children"),
             exit_code=f.whole("exit_code"),
+            cgroups=None if f.data.get("cgroups") is None else tuple(f.items("cgroups", (str,))),
         )
 
 

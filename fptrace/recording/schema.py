@@ -8,7 +8,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 FORMAT_NAME = "fptrace-recording"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tasks.cgroup_id
 
 MANIFEST = "manifest.json"
 KERNEL_CONFIG = "kernel-config.gz"  # the traced kernel's full .config
@@ -42,15 +42,31 @@ TASKS_SCHEMA = pa.schema(
         ("ppid", pa.int32()),  # parent process id; 0 if unknown
         ("comm", pa.string()),
         ("cmdline", pa.string()),
-        ("cgroup", pa.string()),
+        ("cgroup", pa.string()),  # cgroup v2 path, e.g. /system.slice/nginx.service
         ("switches", pa.int64()),  # voluntary + involuntary context switches while traced
         ("oncpu_ns", pa.int64()),  # on-CPU time while traced
         ("first_ns", pa.int64()),  # first seen, ns since the recording began
         ("exit_ns", pa.int64()),  # null while alive at the end
         ("execs", pa.int32()),
         ("forked", pa.bool_()),  # created during the recording
+        ("cgroup_id", pa.uint64()),  # cgroup v2 id (its inode); null before format 2
     ]
 )
+
+# Columns a newer format added: a table of an older recording is read with them null.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"tasks": ("cgroup_id",)}
+
+
+def with_added_columns(table: pa.Table, name: str, schema: pa.Schema) -> pa.Table:
+    """An older format's ``table`` with the columns added since (:data:`ADDED_COLUMNS`),
+    null: a version-1 recording reads on, and says "unknown" where it has no value."""
+    for col in ADDED_COLUMNS.get(name, ()):
+        if col not in table.schema.names:
+            table = table.append_column(
+                schema.field(col), pa.nulls(len(table), schema.field(col).type)
+            )
+    return table
+
 
 VSO_SCHEMA = pa.schema(
     [

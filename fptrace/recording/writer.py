@@ -31,6 +31,7 @@ from fptrace.recording.schema import (
     PARTS_DIR,
     TABLES,
     accept_dictionaries,
+    with_added_columns,
 )
 
 
@@ -193,11 +194,11 @@ def _part_names(names: Iterable[str], table: str) -> list[str]:
     return numbered + ([latest] if latest in names else [])
 
 
-def _read_part(f: Any, schema: pa.Schema) -> pa.Table:
+def _read_part(f: Any, name: str, schema: pa.Schema) -> pa.Table:
     # ParquetFile, not read_table (which imports pyarrow.dataset), and a cast only where
     # a part's schema differs (a cast imports pyarrow.compute): ~3 s of a lab guest's
     # record under TCG for what is a plain concatenation.
-    table = pq.ParquetFile(f).read().select(schema.names)
+    table = with_added_columns(pq.ParquetFile(f).read(), name, schema).select(schema.names)
     return table if table.schema.equals(schema) else table.cast(schema)
 
 
@@ -217,7 +218,7 @@ def merge_parts(parts: Path) -> tuple[dict[str, pa.Table], list[str]]:
             for n in _part_names(names, name):
                 try:
                     with d.open_read(n) as f:
-                        tables.append(_read_part(f, schema))
+                        tables.append(_read_part(f, name, schema))
                 except (OSError, pa.ArrowException, ValueError, KeyError):
                     skipped.append(n)  # KeyError: a column is missing
             if tables:
@@ -243,7 +244,7 @@ def write_merged(parts: OutputDir, dest: OutputDir) -> None:
             rows = 0
             for n in files:
                 with parts.open_read(n) as f:
-                    held.append(_read_part(f, schema))
+                    held.append(_read_part(f, name, schema))
                 rows += held[-1].num_rows
                 if rows >= MERGE_ROWS:
                     out.write_table(pa.concat_tables(held))

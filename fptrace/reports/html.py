@@ -188,6 +188,18 @@ TASK_COLUMNS = [
     ("est_ns", "est. CPU time", "ns"),
     ("est_oncpu_share", "of on-CPU", "pct"),
 ]
+CGROUP_COLUMNS = [
+    ("cgroup", "cgroup (v2 path)", "text"),
+    ("tasks", "tasks", "int"),
+    ("processes", "processes", "int"),
+    ("saves", "saves", "int"),
+    ("avx512_saves", "saves with AVX-512 live", "int"),
+    ("restores", "restores", "int"),
+    ("bytes_saved", "bytes saved", "bytes"),
+    ("switches", "switches", "int"),
+    ("est_ns", "est. CPU", "ns"),
+]
+
 PROCESS_COLUMNS = [
     ("tgid", "process (tgid)", "id"),
     ("comm", "comm", "text"),
@@ -298,6 +310,8 @@ def render_html(data: ReportData, max_rows: int = 2000) -> str:
             tasks_total=len(data.tasks),
             process_columns=PROCESS_COLUMNS,
             process_rows=table_rows(data.processes.head(max_rows), PROCESS_COLUMNS),
+            cgroup_columns=CGROUP_COLUMNS,
+            cgroup_rows=table_rows(data.cgroups.head(max_rows), CGROUP_COLUMNS),
             vso_columns=VSO_COLUMNS,
             vso_rows=table_rows(data.vsos.head(max_rows), VSO_COLUMNS),
             vsos_total=len(data.vsos),

@@ -43,6 +43,7 @@ def to_json(data: ReportData) -> dict[str, Any]:
         "tasks": _records(data.tasks),
         "vsos": _records(data.vsos),
         "processes": _records(data.processes),
+        "cgroups": _records(data.cgroups),
         "timeline": _records(data.timeline),
         "live_components": _records(data.components),
         "vso_sizes": _records(data.vso_sizes),

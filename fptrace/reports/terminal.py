@@ -85,6 +85,17 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
             ("est. CPU", lambda r: fmt_ns(r.est_ns)),
         ])  # fmt: skip
         print_table(console, procs)
+    if len(data.cgroups) > 1:  # one cgroup: the tasks' rows again
+        cgs = Table(title="Top cgroups by saves", title_justify="left")
+        for name in ("cgroup", "tasks", "saves", "restores", "AVX-512", "est. CPU"):
+            cgs.add_column(name, justify="left" if name == "cgroup" else "right")
+        for r in data.cgroups.head(top).itertuples():
+            avx512 = r.avx512_saves / r.saves if r.saves else 0.0
+            cgs.add_row(
+                text(r.cgroup), f"{r.tasks:,}", f"{r.saves:,}", f"{r.restores:,}",
+                f"{avx512:.0%}", fmt_ns(r.est_ns),
+            )  # fmt: skip
+        print_table(console, cgs)
     comps = data.components
     line = Text("Live at switch saves: ")
     line.append(", ".join(f"{r.component} {r.share:.0%}" for r in comps.itertuples()) or "none")
