@@ -14,6 +14,7 @@ import mmap
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ from fptrace.collectors.procfs import (
 )
 from fptrace.collectors.recorder import DrainListener, Recorder
 from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
+from fptrace.collectors.rotation import Rotation
 from fptrace.collectors.session import Session, Snapshot
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.headers import choose_headers
@@ -49,7 +51,16 @@ from fptrace.probes.plan import (
     ProbePlan,
     plan_probes,
 )
-from fptrace.recording.manifest import Drains, Events, LoadFpu, Manifest, Probe, Probes, Target
+from fptrace.recording.manifest import (
+    Drains,
+    Events,
+    LoadFpu,
+    Manifest,
+    Probe,
+    Probes,
+    Segment,
+    Target,
+)
 from fptrace.recording.writer import RecordingWriter
 
 
@@ -94,10 +105,12 @@ def record(
     status: Status | None = None,
     note: Status | None = None,
     on_drain: DrainListener | None = None,
+    rotation: Rotation | None = None,
 ) -> RecordResult:
     """Run a recording to completion.  Raises FptraceError subclasses for the user.
 
-    ``on_drain`` sees every interval as it is written (`fptrace top`'s live view)."""
+    ``on_drain`` sees every interval as it is written (`fptrace top`'s live view);
+    ``rotation`` cuts the run into a recording per period (`fptrace agent`)."""
     check_options(opts)
     t_start = time.monotonic()
     out = opts.output or default_output()
@@ -117,10 +130,14 @@ def record(
     env = LiveKernel(tracefs)
     plan = plan_probes(env, plan_options(opts))
     backend = choose_backend(opts, plan, say)
-    writer = RecordingWriter(out, force=opts.force)
     facts = collect_host()
-    if facts.config_text is not None:
-        writer.write_kernel_config(facts.config_text)
+    if rotation is not None:
+        rotation.config_text = facts.config_text
+        writer = rotation.first_writer()
+    else:
+        writer = RecordingWriter(out, force=opts.force)
+        if facts.config_text is not None:
+            writer.write_kernel_config(facts.config_text)
     layout = facts.layout
     headers = choose_headers(env.release) if backend == "bcc" else None
     if headers is not None and headers.note:
@@ -146,6 +163,7 @@ def record(
         backend=backend,
     )
     stop = _Stop(child)
+    recorder: Recorder | None = None
     old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         session: Session
@@ -174,7 +192,7 @@ def record(
             try:
                 exit_code, manifest = _record_session(
                     opts, session, recorder, writer, plan, manifest, child, stop, status, t_start,
-                    note,
+                    note, rotation,
                 )  # fmt: skip
             finally:
                 if recorder.events is not None and recorder.events.running:
@@ -192,7 +210,11 @@ def record(
         for s, h in old_handlers.items():
             signal.signal(s, h)
         writer.close()
-    return RecordResult(writer.path, exit_code, manifest, notes)
+        if rotation is not None and recorder is not None:
+            recorder.writer.close()
+    return RecordResult(
+        recorder.writer.path if recorder else writer.path, exit_code, manifest, notes
+    )
 
 
 def _record_session(
@@ -207,17 +229,28 @@ def _record_session(
     status: Status | None,
     t_start: float,
     note: Status | None = None,
+    rotation: Rotation | None = None,
 ) -> tuple[int, Manifest]:
     """From attached probes to a finished recording: the command's exit code, the manifest."""
     manifest = manifest.with_(
         attach_monotonic_ns=recorder.t0, startup_s=round(time.monotonic() - t_start, 3)
     )
+    rotate: Callable[[], None] | None = None
+    if rotation is not None:
+        manifest = manifest.with_(segment=Segment(0, rotation.agent_started_at))
+        opening = rotation.opening = manifest
+
+        def rotate() -> None:
+            nonlocal manifest
+            closed = closing_manifest(manifest, recorder, session, plan, opts.interval)
+            manifest = rotation.rotate(recorder, closed, opening)
+
     writer.write_manifest(manifest)
     if note is not None:  # scripts wait on this line (or on the manifest) to know it is live
         note(attached_line(manifest, writer.path, opts))
     if child is not None:
         child.release()
-    exit_code = _loop(opts, recorder, child, stop, status)
+    exit_code = _loop(opts, recorder, child, stop, status, rotation, rotate)
     time.sleep(0.05)  # let the last switches of exiting tasks land
     session.detach_fpu()  # the final snapshot and the events then cover the same span
     if recorder.events is not None:
@@ -226,7 +259,23 @@ def _record_session(
     recorder.drain()  # calibrates too, if the run was too short to have done it
     if session.tif_bit is not None:
         save_tif_bit(session.tif_bit)
+    manifest = closing_manifest(manifest, recorder, session, plan, opts.interval)
+    manifest = manifest.with_(
+        target=replace(manifest.target, exit_code=exit_code if child is not None else None)
+    )
+    if rotation is not None:
+        manifest = rotation.mark(manifest, recorder)
+    recorder.writer.finalize(manifest)
+    return exit_code, manifest
+
+
+def closing_manifest(
+    manifest: Manifest, recorder: Recorder, session: Session, plan: ProbePlan, interval_s: float
+) -> Manifest:
+    """The manifest of a recording that ends at the recorder's last drain (the run's end, or
+    a rotation): its span, drains, events, losses and how load_fpu was read."""
     snap = recorder.last or Snapshot()
+    drops = dict(snap.drops)
     events = Events(counted=recorder.total_events)
     if recorder.events is not None:
         events = Events(
@@ -236,16 +285,16 @@ def _record_session(
             ring_bytes=plan.macros.get("EVENT_PAGES", 0) * mmap.PAGESIZE
             if session.ring is not None
             else 0,
-            lost=snap.drops.get("ring_full", 0) + snap.drops.get("ftrace_overrun", 0),
+            lost=drops.get("ring_full", 0) + drops.get("ftrace_overrun", 0),
         )
-    manifest = manifest.with_(
+    return manifest.with_(
         status="complete",
         ended_at=datetime.now(UTC).isoformat(),
-        duration_s=round((time.clock_gettime_ns(time.CLOCK_MONOTONIC) - recorder.t0) / 1e9, 3),
+        duration_s=round((recorder.drained_at - recorder.t0) / 1e9, 3),
         intervals=recorder.interval,
-        drains=drain_lateness(recorder.lateness_ns, opts.interval),
+        drains=drain_lateness(recorder.lateness_ns, interval_s),
         events=events,
-        drops=dict(snap.drops),
+        drops=drops,
         load_fpu=LoadFpu(
             tif_bit=session.tif_bit,
             method=session.load_method
@@ -255,10 +304,7 @@ def _record_session(
                 else "unknown: load_fpu is null"
             ),
         ),
-        target=replace(manifest.target, exit_code=exit_code if child is not None else None),
     )
-    writer.finalize(manifest)
-    return exit_code, manifest
 
 
 def drain_lateness(late_ns: list[int], interval_s: float) -> Drains:
@@ -301,6 +347,8 @@ def _loop(
     child: BlockedChild | None,
     stop: _Stop,
     status: Status | None,
+    rotation: Rotation | None = None,
+    rotate: Callable[[], None] | None = None,
 ) -> int:
     t_begin = time.monotonic()
     next_drain = t_begin + opts.interval
@@ -323,6 +371,8 @@ def _loop(
             next_drain += opts.interval
             while next_drain <= time.monotonic():
                 next_drain += opts.interval
+            if rotation is not None and rotate is not None and rotation.due(time.monotonic()):
+                rotate()  # right after a drain: the new segment starts where it ended
             if status is not None:
                 snap = recorder.last or Snapshot()
                 drops = sum(snap.drops.values())

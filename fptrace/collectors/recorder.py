@@ -43,6 +43,7 @@ class Drained:
     tasks: list[dict[str, Any]]
     span_s: float
     layout: Layout | None
+    drops: Mapping[str, int] | None = None  # the kernel side's losses so far (cumulative)
 
 
 DrainListener = Callable[[Drained], None]
@@ -86,6 +87,8 @@ class Recorder:
         # the kernel records the name again at exit.
         self.names: dict[int, str] = {}
         self.cgroups = CgroupPaths()
+        # pid -> (runtime, switches) at the last rotation: a segment counts its own span.
+        self.rebased: dict[int, tuple[int, int]] = {}
         self.total_events = 0
         self.last: Snapshot | None = None
         # Events come from the BPF ring (a consumer thread), or straight from the ftrace parser.
@@ -95,6 +98,21 @@ class Recorder:
         elif session.keep_events:
             self.events = ParsedEvents(session)
         self.events_written = 0
+
+    def rotate(self, writer: RecordingWriter) -> None:
+        """Go on into ``writer``, a new recording, right after a drain: the probes stay
+        attached and the counts are deltas, so what the kernel counts from now on goes to the
+        new one, and nothing twice.  Its times start at this drain; its tables have every
+        live task and VSO again, with the switches and on-CPU time of its own span."""
+        self.writer = writer
+        self.t0 = self.drained_at
+        self.interval = 0
+        self.interval_start = 0
+        self.lateness_ns = []
+        self.total_events = 0
+        self.seen_vsos = set()
+        for pid, (runtime, switches) in self.live_counters.items():
+            self.rebased[pid] = (runtime, switches)
 
     def rel(self, ns: int) -> int:
         return max(ns - self.t0, 0) if ns else 0
@@ -158,7 +176,7 @@ class Recorder:
         self.writer.append("tasks", [r for r in rows if r["pid"] in final])  # once, for good
         self.writer.replace("tasks", [r for r in rows if r["pid"] not in final])
         if self.on_drain is not None:  # `fptrace top`: this interval, as it was written
-            self.on_drain(Drained(counts, rows, span_s, self.layout))
+            self.on_drain(Drained(counts, rows, span_s, self.layout, dict(snap.drops)))
         self._forget(snap, final)
         self.interval += 1
         self.total_events += events
@@ -277,6 +295,7 @@ class Recorder:
         for pid in final:
             self.tasks.retire(pid, until=self.drained_at)
             self.live_counters.pop(pid, None)
+            self.rebased.pop(pid, None)
             self.names.pop(pid, None)
             if pid not in alive_tgids:  # a process whose every task is gone
                 self.meta.pop(pid, None)
@@ -369,6 +388,9 @@ class Recorder:
                 runtime, switches = self.live_counters.get(
                     pid, (t["base_runtime"], t["base_switches"])
                 )
+            base_runtime, base_switches = self.rebased.get(
+                pid, (t["base_runtime"], t["base_switches"])
+            )
             # The kernel's id where it has one (BPF: where the task was last seen), else the
             # process's cgroup when procfs was read (the ftrace backend).
             cgid = t.get("cgroup_id") or id_of(self.cgroups.root, meta.cgroup)
@@ -382,8 +404,8 @@ class Recorder:
                     "cmdline": meta.cmdline,
                     "cgroup": self.cgroups.path(cgid, meta.cgroup),
                     "cgroup_id": cgid,
-                    "switches": max(switches - t["base_switches"], 0),
-                    "oncpu_ns": max(runtime - t["base_runtime"], 0),
+                    "switches": max(switches - base_switches, 0),
+                    "oncpu_ns": max(runtime - base_runtime, 0),
                     "first_ns": self.rel(t["first_ns"]),
                     "exit_ns": self.rel(t["exit_ns"]) if t["exit_ns"] else None,
                     "execs": t["execs"],

@@ -7,4 +7,7 @@ plain ``record`` import only what they use.
 from __future__ import annotations
 
 # In the order `fptrace --help` lists them.
-COMMANDS = ("record", "top", "doctor", "report", "export", "compare", "bench", "workload", "lab")
+COMMANDS = (
+    "record", "top", "agent", "doctor", "report", "export", "compare", "bench", "workload",
+    "lab",
+)  # fmt: skip

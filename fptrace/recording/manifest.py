@@ -419,6 +419,26 @@ class Lab:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """``fptrace agent``: one rotation of a run that goes on; the probes stayed attached
+    across rotations, so consecutive segments' counts add up with nothing lost or doubled."""
+
+    index: int = 0  # 0 for the agent's first recording
+    agent_started_at: str | None = None  # the agent's start (UTC, ISO 8601)
+    previous: str | None = None  # the previous segment's directory name
+    parts_dropped: int = 0  # drains not written (full disk): counted, not in the tables
+
+    @classmethod
+    def read(cls, f: _Fields) -> Segment:
+        return cls(
+            f.whole("index", 0),
+            f.text("agent_started_at"),
+            f.text("previous"),
+            f.whole("parts_dropped", 0),
+        )
+
+
+@dataclass(frozen=True)
 class RecordCheck:
     """``bench --record``: each ping-pong task's traced saves against its round trips."""
 
@@ -466,6 +486,7 @@ class Manifest:
     lab: Lab | None = None
     calibration: Mapping[str, Any] | None = None  # the cost table `bench` measured
     record_check: RecordCheck | None = None  # `bench --record`: traced vs counted
+    segment: Segment | None = None  # `fptrace agent`: which rotation this is
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -518,6 +539,7 @@ class Manifest:
             load_fpu=section("load_fpu", LoadFpu.read),
             bench=section("bench", Bench.read),
             lab=section("lab", Lab.read),
+            segment=section("segment", Segment.read),
             calibration=f.mapping("calibration") or None,
             record_check=section("record_check", RecordCheck.read),
             extra={k: v for k, v in f.rest(cls).items() if k != "format"},

@@ -13,7 +13,7 @@ import json
 import re
 import shutil
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,10 @@ class RecordingWriter:
             self.dir.close()
             raise
         self._seq = 0
+        # Set by `fptrace agent`: a part that cannot be written (a full disk) is counted and
+        # left out, and tracing goes on; else the error ends the recording.
+        self.on_write_error: Callable[[Exception], None] | None = None
+        self.parts_dropped = 0
 
     @property
     def parts(self) -> Path:
@@ -145,8 +149,14 @@ class RecordingWriter:
         self._write_table(name, pa.Table.from_pylist(list(rows), schema=ALL_TABLES[table]))
 
     def _write_table(self, name: str, tbl: pa.Table, compression: str = "snappy") -> None:
-        with self.parts_dir.written_whole(name) as f:
-            pq.write_table(tbl, f, compression=compression)
+        try:
+            with self.parts_dir.written_whole(name) as f:
+                pq.write_table(tbl, f, compression=compression)
+        except (OSError, OutputWriteError) as exc:
+            if self.on_write_error is None:
+                raise
+            self.parts_dropped += 1
+            self.on_write_error(exc)
 
     def finalize(self, manifest: Manifest) -> None:
         """Merge the parts into the final tables, then write the manifest and drop parts."""

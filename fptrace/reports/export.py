@@ -29,9 +29,23 @@ EVENT_BATCH_ROWS = 1 << 18
 
 
 def _rows(rec: Recording) -> tuple[str, Iterator[pa.RecordBatch]]:
+    """The rows to export, each with its task's ``cgroup`` (v2 path) as the last column, so a
+    spreadsheet or a script can group by container without joining the tasks table."""
     if rec.has_events:
-        return "events", rec.iter_events(EVENT_BATCH_ROWS)
-    return "counts", rec.iter_counts()
+        kind, batches = "events", rec.iter_events(EVENT_BATCH_ROWS)
+    else:
+        kind, batches = "counts", rec.iter_counts()
+    return kind, _with_cgroups(rec, batches)
+
+
+def _with_cgroups(rec: Recording, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    import pyarrow.compute as pc
+
+    ids = pa.array(rec.tasks["task"].astype("int64"), type=pa.int64())
+    paths = pa.array(rec.tasks["cgroup"].astype(object).where(rec.tasks["cgroup"].notna(), None))
+    for batch in batches:
+        where = pc.index_in(batch.column("task").cast(pa.int64()), value_set=ids)
+        yield batch.append_column("cgroup", pc.take(paths.cast(pa.string()), where))
 
 
 def _plain(value: Any) -> Any:
