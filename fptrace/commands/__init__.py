@@ -8,6 +8,6 @@ from __future__ import annotations
 
 # In the order `fptrace --help` lists them.
 COMMANDS = (
-    "record", "top", "agent", "doctor", "report", "export", "compare", "bench", "workload",
+    "record", "top", "agent", "fleet", "doctor", "report", "export", "compare", "bench", "workload",
     "lab",
 )  # fmt: skip

@@ -19,6 +19,7 @@ from fptrace.errors import OutputWriteError, RecordingError
 from fptrace.recording.checks import CountsCheck, check_footer, check_table, check_tasks
 from fptrace.recording.manifest import Manifest, read_manifest
 from fptrace.recording.schema import (
+    ADDED_COLUMNS,
     ALL_TABLES,
     EVENTS,
     KERNEL_CONFIG,
@@ -284,6 +285,26 @@ def _check_counts_file(path: Path) -> None:
         schema = schema.append(pa.field("task", pa.int64()))  # iter_counts adds it
     _check_types(path, schema, "counts")
     check_footer("counts", footer, path)
+
+
+def checked_file(path: Path, name: str) -> Path | None:
+    """``path`` (a finished recording's ``name`` table), once its footer passed the checks
+    (types, nulls, ranges): what a reader that goes around the batch checks may open (DuckDB,
+    for compare and fleet).  A version-1 table may lack the columns added since."""
+    try:
+        with _open_regular(path) as f:
+            footer = pq.ParquetFile(f).metadata
+            schema = footer.schema.to_arrow_schema()
+    except (OSError, pa.ArrowException) as exc:
+        raise _corrupt(path, exc) from exc
+    if "task" not in schema.names:
+        return None  # written before task ids: read it through load_recording
+    for col in ADDED_COLUMNS.get(name, ()):
+        if col not in schema.names:
+            schema = schema.append(ALL_TABLES[name].field(col))
+    _check_types(path, schema, name)
+    check_footer(name, footer, path)
+    return path
 
 
 def _check_types(path: Path, schema: pa.Schema, name: str) -> None:
