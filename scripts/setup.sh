@@ -17,6 +17,7 @@ fi
 apt_pkgs=(bpfcc-tools python3-bpfcc bpftool linux-perf linux-headers-amd64 python3-venv gcc make sudo
           bpftrace  # the tests' independent per-thread count (tests/oracle.py)
           chromium chromium-driver
+          prometheus default-jre-headless  # the agent's tests: a real Prometheus, Spark's JVM
           qemu-system-x86 busybox-static zstd xz-utils debootstrap)  # the last line: fptrace lab
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -33,7 +34,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import bcc' 2>/dev/nu
     rm -rf "$VENV"
     /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import fptrace, pandas, pyarrow, psutil, plotly, rich, jinja2, duckdb, pytest, ruff, selenium, google.protobuf, perfetto.protos.perfetto.trace.perfetto_trace_pb2' 2>/dev/null \
+if ! "$VENV/bin/python" -c 'import fptrace, pandas, pyarrow, psutil, plotly, rich, jinja2, duckdb, prometheus_client, pyspark, pytest, ruff, selenium, google.protobuf, perfetto.protos.perfetto.trace.perfetto_trace_pb2' 2>/dev/null \
    || [ pyproject.toml -nt "$VENV/.fptrace-installed" ]; then
     say "installing fptrace and its Python dependencies into $VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
