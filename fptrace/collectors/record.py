@@ -44,7 +44,7 @@ from fptrace.collectors.recorder import DrainListener, Recorder
 from fptrace.collectors.ring import EVENT_DTYPE as RING_DTYPE
 from fptrace.collectors.rotation import Rotation
 from fptrace.collectors.session import Session, Snapshot
-from fptrace.errors import EnvironmentProblem
+from fptrace.errors import EnvironmentProblem, OutputWriteError
 from fptrace.probes.headers import choose_headers
 from fptrace.probes.kernel import LiveKernel, find_tracefs
 from fptrace.probes.plan import (
@@ -243,7 +243,7 @@ def _record_session(
         def rotate() -> None:
             nonlocal manifest
             closed = closing_manifest(manifest, recorder, session, plan, opts.interval)
-            manifest = rotation.rotate(recorder, closed, opening)
+            manifest = rotation.rotate(recorder, closed, opening) or manifest
 
     writer.write_manifest(manifest)
     if note is not None:  # scripts wait on this line (or on the manifest) to know it is live
@@ -265,7 +265,12 @@ def _record_session(
     )
     if rotation is not None:
         manifest = rotation.mark(manifest, recorder)
-    recorder.writer.finalize(manifest)
+    try:
+        recorder.writer.finalize(manifest)
+    except (OSError, OutputWriteError) as exc:
+        if rotation is None or rotation.on_write_error is None:
+            raise
+        rotation.on_write_error(exc)  # the agent's last segment keeps its parts
     return exit_code, manifest
 
 

@@ -91,12 +91,26 @@ class Rotation:
             ),
         )
 
-    def rotate(self, recorder: Recorder, closed: Manifest, opening: Manifest) -> Manifest:
+    def rotate(self, recorder: Recorder, closed: Manifest, opening: Manifest) -> Manifest | None:
         """Finish the current segment with ``closed`` (its manifest), open the next one and
         give it to ``recorder``; returns the new segment's manifest (``opening`` with its
-        start)."""
+        start), or None if there was no room for a new one (the current one goes on, and
+        the next rotation tries again)."""
         cpu0 = time.process_time()
         old = recorder.writer
+        self.next_at += self.every_s
+        while self.next_at <= time.monotonic():  # a late rotation does not make up for it
+            self.next_at += self.every_s
+        started = datetime.now(UTC)
+        current = self.current
+        try:  # the next segment first: where there is no room for it, the current one goes on
+            writer = self._writer(started)
+        except Exception as exc:
+            self.current = current
+            if self.on_write_error is None:
+                raise
+            self.on_write_error(exc)
+            return None
         finished = self.mark(closed, recorder)
         try:
             old.finalize(finished)
@@ -108,11 +122,7 @@ class Rotation:
         self.drops_base = dict(closed.drops)
         self.previous = old.path.name
         self.index += 1
-        self.started_at = datetime.now(UTC)
-        self.next_at += self.every_s
-        while self.next_at <= time.monotonic():  # a late rotation does not make up for it
-            self.next_at += self.every_s
-        writer = self._writer(self.started_at)
+        self.started_at = started
         recorder.rotate(writer)
         opening = opening.with_(
             started_at=self.started_at.isoformat(),
@@ -120,12 +130,7 @@ class Rotation:
             segment=Segment(self.index, self.agent_started_at, self.previous),
         )
         self.opening = opening
-        try:
-            writer.write_manifest(opening)
-        except Exception as exc:
-            if self.on_write_error is None:
-                raise
-            self.on_write_error(exc)
+        writer.write_manifest(opening)  # on a full disk: on_write_error, and on
         self.rotation_cpu_s.append(time.process_time() - cpu0)
         if self.on_rotate is not None:
             self.on_rotate(old.path)

@@ -96,7 +96,12 @@ class RecordingWriter:
 
     def write_manifest(self, manifest: Manifest) -> None:
         """Write manifest.json whole (the only place that writes one)."""
-        _write_json(self.dir, MANIFEST, manifest.to_json())
+        try:
+            _write_json(self.dir, MANIFEST, manifest.to_json())
+        except (OSError, OutputWriteError) as exc:
+            if self.on_write_error is None:
+                raise
+            self.on_write_error(exc)  # the agent: the parts alone still make a recording
 
     def write_kernel_config(self, text: str) -> None:
         """The running kernel's full config, gzipped, beside the manifest (which holds its

@@ -344,3 +344,59 @@ def test_spark_reads_the_fleet_directory_with_the_same_totals(fleet):
         check_known_answer(float(pdf["saves"].iloc[0]), fleet.work)
     finally:
         spark.stop()
+
+
+def test_a_full_disk_stops_the_parts_not_the_tracing_or_the_metrics(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    port = free_port()
+    agent = None
+    try:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "fptrace", "agent", "-o", str(disk / "fleet"), "--rotate",
+             "1", "--interval", "0.2", "--metrics", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_http(url, agent)
+        while not list(disk.glob("fleet/host=*/date=*/*/manifest.json")):
+            assert agent.poll() is None, agent.communicate()
+            time.sleep(0.05)
+        filler = disk / "filler"
+        with open(filler, "wb") as f:  # every free block, until the kernel says ENOSPC
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+
+        def value(text: str, name: str) -> float:
+            m = re.search(rf"^{name} (\S+)$", text, re.M)
+            return float(m[1]) if m else -1.0
+
+        time.sleep(2.0)
+        assert agent.poll() is None, agent.communicate()
+        full = http_get(url)
+        time.sleep(1.0)
+        later = http_get(url)
+        assert value(full, "fptrace_parts_dropped_total") > 0, full
+        # the kernel maps are still drained and the counters still move
+        assert value(later, "fptrace_intervals_total") > value(full, "fptrace_intervals_total")
+        filler.unlink()
+        time.sleep(3.0)  # two rotations with room again
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=60)
+        assert agent.returncode == 0, err
+        done = [
+            json.loads(m.read_text())
+            for m in (disk / "fleet").glob("host=*/date=*/*/manifest.json")
+        ]
+        # writing resumed: the last recordings are complete, written after the space came back
+        assert any(m["status"] == "complete" and m["segment"]["index"] > 2 for m in done), done
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+        subprocess.run(["umount", "-l", str(disk)], check=False)
