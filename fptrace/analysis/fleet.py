@@ -35,16 +35,16 @@ def discover(root: Path) -> list[Path]:
     return found
 
 
-def manifest_value(manifest: Manifest, key: str) -> str:
-    """A dotted manifest key, e.g. host.kernel.release or host.kernel_config.sha256."""
-    value = manifest.value(key)
-    return "?" if value is None else str(value)
-
-
 def group_by(recs: list[Recording], key: str) -> dict[str, list[Recording]]:
+    """``compare DIR --group-by``: the runs by one of fleet's run-level keys (host, kernel,
+    date, cpu) or any dotted manifest key, as ``fptrace fleet`` groups them."""
+    if key in ROW_KEYS:
+        raise UsageError(
+            f"compare groups whole runs; for per-{key} figures use `fptrace fleet --group-by {key}`"
+        )
     groups: dict[str, list[Recording]] = {}
     for rec in recs:
-        groups.setdefault(manifest_value(rec.manifest, key), []).append(rec)
+        groups.setdefault(run_key(FleetRun(rec.path, rec.manifest), key), []).append(rec)
     return groups
 
 

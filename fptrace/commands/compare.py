@@ -34,8 +34,8 @@ def add_parser(sub: Any) -> None:
     cp.add_argument(
         "--group-by",
         metavar="KEY",
-        help="one DIR of runs, grouped by a manifest "
-        "key (e.g. host.kernel.release, host.kernel_config.sha256)",
+        help="one DIR of runs, grouped as `fptrace fleet` groups them: host, kernel, date, cpu, "
+        "or any manifest key (e.g. host.kernel_config.sha256)",
     )
     cp.add_argument("--baseline-group", metavar="VALUE", help="with --group-by: the baseline group")
     cp.add_argument(

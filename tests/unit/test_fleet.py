@@ -326,3 +326,14 @@ def test_export_rows_carry_their_cgroup(tmp_path, capsys):
     path = r.write(tmp_path / "rec", [r.count(1, "regs_deactivated", 2)], [r.task(1, cgroup="/k")])
     code, out, _ = run("export", str(path), "-f", "jsonl", capsys=capsys)
     assert code == 0 and json.loads(out.splitlines()[0])["cgroup"] == "/k"
+
+
+def test_compare_group_by_uses_the_fleet_keys(fleet_dir, capsys):
+    code, out, err = run("compare", str(fleet_dir), "--group-by", "host", "-f", "json",
+                         capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    comps = doc["comparisons"] if isinstance(doc, dict) else doc
+    assert [(c["baseline"], c["candidate"]) for c in comps] == [("a", "b")]
+    code, _, err = run("compare", str(fleet_dir), "--group-by", "cgroup", capsys=capsys)
+    assert code != 0 and "fptrace fleet --group-by cgroup" in err
