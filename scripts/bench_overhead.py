@@ -23,6 +23,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -46,20 +47,45 @@ def pipe_bench(loops: int, cpu: int) -> float:
     return float(m.group(1))
 
 
+def agent_args() -> list[str]:
+    """`fptrace agent` as deployed: rotating (each minute here) and serving /metrics."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return ["agent", "--rotate", "60", "--metrics", f"127.0.0.1:{port}"]
+
+
+def manifests(out: Path) -> list[Path]:
+    """The recording's manifest, or the agent's (one per rotation)."""
+    return (
+        [out / "manifest.json"]
+        if (out / "manifest.json").exists()
+        else sorted(out.glob("host=*/date=*/*/manifest.json"))
+    )
+
+
 def start_tracer(
-    out: Path, extra: list[str], tracer_cpu: int | None = None, tree: Path | None = None
+    out: Path,
+    extra: list[str],
+    tracer_cpu: int | None = None,
+    tree: Path | None = None,
+    agent: bool = False,
 ) -> tuple[subprocess.Popen[bytes], float]:
     shutil.rmtree(out, ignore_errors=True)
     pin = ["taskset", "-c", str(tracer_cpu)] if tracer_cpu is not None else []
+    how = (
+        [*agent_args(), "-q", "-o", str(out)]
+        if agent
+        else ["record", "-a", "-q", "-f", "-o", str(out)]
+    )
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [*pin, sys.executable, "-m", "fptrace", "record", "-a", "-q", "-f", "-o", str(out), *extra],
+        [*pin, sys.executable, "-m", "fptrace", *how, *extra],
         stdout=subprocess.DEVNULL,
         cwd=tree,  # python -m fptrace: that tree's package first on the path
         env=dict(os.environ, PYTHONPATH=str(tree)) if tree else None,
     )
-    manifest = out / "manifest.json"
-    while not manifest.exists():
+    while not manifests(out):
         if proc.poll() is not None:
             raise SystemExit(f"fptrace record exited with {proc.returncode}")
         time.sleep(0.01)
@@ -92,6 +118,11 @@ def main() -> int:
     ap.add_argument("--interval", default="1", help="fptrace record --interval (drain period)")
     ap.add_argument("--events", action="store_true", help="trace with record --events")
     ap.add_argument("--backend", default="auto", help="record --backend (auto, bcc, ftrace)")
+    ap.add_argument(
+        "--agent",
+        action="store_true",
+        help="trace with `fptrace agent` (rotating, serving /metrics) instead of record -a",
+    )
     ap.add_argument(
         "--raw-tp",
         action="store_true",
@@ -127,10 +158,11 @@ def main() -> int:
             if side == "untraced":
                 got[side] = pipe_bench(args.loops, args.cpu)
                 continue
-            extra = ["--interval", args.interval, "--backend", args.backend]
-            extra += ["--events"] if args.events else []
+            extra = ["--interval", args.interval]
+            if not args.agent:
+                extra += ["--backend", args.backend] + (["--events"] if args.events else [])
             tree = args.against if side == "against" else None
-            proc, startup = start_tracer(tmp / "rec", extra, args.tracer_cpu, tree)
+            proc, startup = start_tracer(tmp / "rec", extra, args.tracer_cpu, tree, args.agent)
             try:
                 cpu0 = process_cpu_s(proc.pid)  # only the window: not start-up/compile
                 got[side] = pipe_bench(args.loops, args.cpu)
@@ -141,8 +173,9 @@ def main() -> int:
                 continue
             startups.append(startup)
             cpu_s.append(cpu)
-            m = json.loads((tmp / "rec" / "manifest.json").read_text())
-            drops.append(sum((m.get("drops") or {}).values()))
+            found = [json.loads(p.read_text()) for p in manifests(tmp / "rec")]
+            drops.append(sum(sum((m.get("drops") or {}).values()) for m in found))
+            m = found[-1]
             if args.events:
                 events.append(m.get("events", {}))
         base.append(got["untraced"])
@@ -167,6 +200,7 @@ def main() -> int:
         "ratio_ci95": [lo, hi],
         "startup_median_s": statistics.median(startups),
         "startup_max_s": max(startups),
+        "tracer": "fptrace agent" if args.agent else "fptrace record -a",
         "backend": args.backend,
         "attach": "raw_tracepoint" if args.raw_tp else "tp_btf where the kernel takes it",
         "drops_total": sum(drops),
