@@ -360,7 +360,8 @@ GROUP_METRICS = ("saves_per_s", "bytes_per_save", "avx512_save_share", "est_cpu_
 
 
 def side_metrics(recs: list[Any], collapsed: dict[Any, pd.DataFrame], model_for: Any):
-    """Per run: the total figures, and per task group (tasks with the same comm)."""
+    """Per run: the total figures, and per task group (tasks with the same comm, and tasks
+    in the same cgroup)."""
     from fptrace.analysis import report
 
     totals: list[dict[str, Any]] = []
@@ -376,11 +377,15 @@ def side_metrics(recs: list[Any], collapsed: dict[Any, pd.DataFrame], model_for:
         totals.append(run_metrics(h, tasks, rec.vso))
         if tasks.empty:
             continue
-        for comm, g in tasks.groupby("comm"):
-            pids = set(g["pid"])
-            cg, vg = c[c["pid"].isin(pids)], rec.vso[rec.vso["pid"].isin(pids)]
+        # task groups: by name, and by cgroup (a container, a service) as "cgroup /path"
+        named = [(str(comm), g) for comm, g in tasks.groupby("comm")]
+        if "cgroup" in tasks.columns and tasks["cgroup"].notna().any():
+            named += [(f"cgroup {cg}", g) for cg, g in tasks.groupby("cgroup")]
+        for name, g in named:
+            ids = set(g["task"])
+            cg, vg = c[c["task"].isin(ids)], rec.vso[rec.vso["task"].isin(ids)]
             hg = report.headline(cg, g, vg, rec.manifest, rec.duration_s, model)
-            groups.setdefault(str(comm), []).append(run_metrics(hg, g, vg))
+            groups.setdefault(name, []).append(run_metrics(hg, g, vg))
     return totals, groups
 
 

@@ -337,3 +337,29 @@ def test_compare_group_by_uses_the_fleet_keys(fleet_dir, capsys):
     assert [(c["baseline"], c["candidate"]) for c in comps] == [("a", "b")]
     code, _, err = run("compare", str(fleet_dir), "--group-by", "cgroup", capsys=capsys)
     assert code != 0 and "fptrace fleet --group-by cgroup" in err
+
+
+def test_compare_has_cgroup_groups(tmp_path, capsys):
+    def rec(name: str, n: int) -> Path:
+        return r.write(tmp_path / name, [r.count(1, "regs_deactivated", n, xf=SSE),
+                                         r.count(2, "regs_deactivated", 10, xf=SSE)],
+                       [r.task(1, "a", cgroup="/web"), r.task(2, "b", cgroup="/db")])  # fmt: skip
+
+    code, out, err = run("compare", str(rec("x", 100)), str(rec("y", 300)), "-f", "json",
+                         capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    rows = {(g["scope"], g["metric"]): g for g in json.loads(out)[0]["groups"]}
+    web = rows[("cgroup /web", "saves_per_s")]
+    assert (web["a_median"], web["b_median"]) == (50.0, 150.0)  # 2 s recordings
+    assert rows[("cgroup /db", "saves_per_s")]["b_median"] == 5.0
+
+
+def test_html_report_escapes_cgroup_paths(tmp_path, capsys):
+    path = r.write(tmp_path / "rec", [r.count(1, "regs_deactivated", 2)],
+                   [r.task(1, cgroup="/<img src=x onerror=alert(1)>")])  # fmt: skip
+    code, _, err = run("report", str(path), "-f", "html", "-o", str(tmp_path / "r.html"),
+                       capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    html = (tmp_path / "r.html").read_text()
+    assert 'id="cgroups"' in html and "<img src=x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
