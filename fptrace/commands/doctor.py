@@ -20,6 +20,34 @@ def add_parser(sub: Any) -> None:
     )
 
 
+def _fleet_checks() -> list[Any]:
+    """Optional: what per-container attribution and the agent's metrics need."""
+    import importlib.util
+
+    from fptrace.collectors.cgroups import cgroup2_root
+    from fptrace.probes.requirements import Check
+
+    root = cgroup2_root()
+    metrics = importlib.util.find_spec("prometheus_client") is not None
+    return [
+        Check(
+            "cgroup v2 (cgroup paths, --cgroup)",
+            root is not None,
+            False,
+            f"mounted at {root}" if root else "no cgroup2 mount: tasks get no cgroup",
+            "mount -t cgroup2 none /sys/fs/cgroup/unified (or boot with "
+            "systemd.unified_cgroup_hierarchy=1)",
+        ),
+        Check(
+            "prometheus-client (agent --metrics)",
+            metrics,
+            False,
+            "importable" if metrics else "not installed",
+            "pip install prometheus-client (make setup)",
+        ),
+    ]
+
+
 def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
     from fptrace.probes.kernel import LiveKernel, find_tracefs, tracefs_mounts, tracefs_problem
     from fptrace.probes.requirements import run_checks
@@ -28,6 +56,7 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
     tracefs = find_tracefs(mount=os.geteuid() == 0)
     problem = tracefs_problem(tracefs, tracefs_mounts(), os.geteuid())
     checks = run_checks(LiveKernel(tracefs), problem)
+    checks += _fleet_checks()
     # Three columns and the fixes below: a row per line in 100 columns (with the fix as a
     # fourth column each row wrapped over three or four lines).
     table = Table(title="fptrace doctor", title_justify="left")
