@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from fptrace.analysis import report
 from fptrace.analysis.measures import SAVE_SIGN
@@ -22,7 +24,7 @@ from fptrace.errors import RecordingError, UsageError
 from fptrace.recording.loader import Recording, checked_file, load_manifest, load_recording
 from fptrace.recording.manifest import Manifest
 from fptrace.recording.schema import MANIFEST
-from fptrace.xstate import LEVEL_IDS, VECTOR_LEVELS, Layout
+from fptrace.xstate import LEVEL_IDS, VECTOR_LEVELS
 
 
 def discover(root: Path) -> list[Path]:
@@ -48,6 +50,13 @@ def group_by(recs: list[Recording], key: str) -> dict[str, list[Recording]]:
     return groups
 
 
+def _columns(path: Path) -> set[str]:
+    try:
+        return set(pq.read_schema(path).names)
+    except (OSError, pa.ArrowException):
+        return set()  # the loader says what is wrong with it
+
+
 def collapse_many(recs: list[Recording]) -> dict[Path, pd.DataFrame]:
     """Per recording, the counts summed over intervals: one DuckDB query over all files."""
     import duckdb
@@ -55,7 +64,9 @@ def collapse_many(recs: list[Recording]) -> dict[Path, pd.DataFrame]:
     out: dict[Path, pd.DataFrame] = {}
     files = {}
     for rec in recs:
-        if rec.recovered:  # no counts.parquet yet: its parts are already in memory
+        # No counts.parquet yet (its parts are already in memory), or an older format's
+        # (read through the loader, which adds what it lacks): not in the one query.
+        if rec.recovered or not set(KEYS) <= _columns(rec.counts_file):
             out[rec.path] = collapse(rec.counts_table)
         else:
             files[str(rec.counts_file)] = rec.path
@@ -279,8 +290,7 @@ def fleet_table(
     nbytes = np.zeros(len(rows), dtype="float64")
     xf = rows["xfeatures"].to_numpy()
     for i, run in enumerate(runs):
-        comps = run.manifest.host.xstate.get("components")
-        layout = Layout.from_json(comps) if comps else None
+        layout = run.manifest.layout
         if layout is None:
             continue
         mine = (rows["run"] == i).to_numpy()

@@ -51,6 +51,21 @@ def saves(counts: pd.DataFrame) -> pd.Series:
     )
 
 
+REASONS = ("voluntary", "involuntary")  # counts.reason (probes/plan.py REASON_NAMES)
+
+
+def by_reason(counts: pd.DataFrame, values: pd.Series) -> dict[str, int]:
+    """``values`` (signed saves, or their bytes, per counts row) summed per reason the task
+    left the CPU: voluntary (it blocked), involuntary (preempted), and ``unknown`` (not
+    read: another backend, an older recording, a kernel without ``__state`` in BTF)."""
+    if counts.empty or "reason" not in counts.columns:
+        return {**dict.fromkeys(REASONS, 0), "unknown": int(values.sum()) if len(values) else 0}
+    reason = counts["reason"].astype(object)
+    out = {r: int(values[reason == r].sum()) for r in REASONS}
+    out["unknown"] = int(values[~reason.isin(REASONS)].sum())
+    return out
+
+
 def bytes_of(layout: Layout | None, xstate_bv: pd.Series) -> pd.Series:
     """Estimated bytes an XSAVE writes / an XRSTOR reads for each XSTATE_BV (kernel-fpu §6.4)."""
     if layout is None:

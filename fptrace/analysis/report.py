@@ -34,7 +34,7 @@ from fptrace.xstate import (
     decode,
 )
 
-KEYS = ["task", "pid", "tgid", "vso", "event", "xfeatures", "load_fpu", "arg"]
+KEYS = ["task", "pid", "tgid", "vso", "event", "xfeatures", "load_fpu", "arg", "reason"]
 SWITCH_EVENTS = ("regs_deactivated", "regs_activated", "dropped")
 # Live-state classes for stacking, most expensive first.
 STATE_CLASSES = ("AMX", "AVX-512", "AVX", "SSE/x87", "init")
@@ -214,6 +214,10 @@ def task_table(
         return series.reindex(idx, fill_value=0).astype("float64")
 
     t["bytes_saved"] = col(_per_task(fpu, "save_bytes"))
+    reason = fpu["reason"].astype(object) if "reason" in fpu.columns else None
+    for r in measures.REASONS:  # voluntary_saves, involuntary_saves
+        mine = fpu[reason == r] if reason is not None else fpu.iloc[0:0]
+        t[f"{r}_saves"] = col(_per_task(mine, "saves")).astype("int64")
     t["bytes_restored"] = measures.bytes_restored(
         t["restores"],
         col(_per_task(act["load"], "count")),
@@ -434,8 +438,15 @@ def headline(
     levels = measures.level_shares(
         c[c["event"].isin(measures.SAVE_EVENTS)] if not c.empty else c, manifest.cpu_levels
     )
+    save_rows = c[c["event"].isin(measures.SAVE_EVENTS)] if not c.empty else c
+    saves_by = measures.by_reason(save_rows, measures.saves(save_rows))
+    bytes_by = measures.by_reason(save_rows, measures.save_bytes(save_rows, manifest.layout))
     headline = {
         "duration_s": duration,
+        # why the saved tasks left the CPU (counts.reason): blocked, or preempted
+        "saves_by_reason": saves_by,
+        "bytes_saved_by_reason": bytes_by,
+        "voluntary_save_share": saves_by["voluntary"] / saves if saves else 0.0,
         "events": int(c["count"].sum()) if not c.empty else 0,
         "tasks": len(tasks),
         "vsos": len(vso),

@@ -344,7 +344,16 @@ class BpfSession:
                 out.append(
                     (
                         cpu,
-                        CountKey(k.pid, k.tgid, k.vso, k.xfeatures, k.event, k.load_bits, k.arg),
+                        CountKey(
+                            k.pid,
+                            k.tgid,
+                            k.vso,
+                            k.xfeatures,
+                            k.event,
+                            k.load_bits,
+                            k.arg,
+                            k.reason,
+                        ),
                         CountVal(s.val.count, s.val.first_ns, s.val.last_ns),
                     )
                 )

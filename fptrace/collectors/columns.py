@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pyarrow as pa
 
-from fptrace.probes.plan import AUX_EVENT_BASE, EVENT_NAMES, LOAD_NOT_READ
+from fptrace.probes.plan import AUX_EVENT_BASE, EVENT_NAMES, LOAD_NOT_READ, REASON_NAMES
 
 
 class VsoNamer:
@@ -44,6 +44,15 @@ def load_fpu_column(load_bits: np.ndarray, events: np.ndarray, bit: int | None) 
     load = load_bits.astype(np.int64)
     unread = (events >= AUX_EVENT_BASE) | (bit is None) | ((load & LOAD_NOT_READ) != 0)
     return pa.array(((load >> (bit or 0)) & 1).astype(np.int8), mask=unread, type=pa.int8())
+
+
+def reason_column(codes: np.ndarray) -> pa.DictionaryArray:
+    """Why each switch-path save happened ("voluntary", "involuntary"); null where the
+    kernel side did not read it (other events, the ftrace backend, no __state in BTF)."""
+    names = pa.array(["", *REASON_NAMES.values()], type=pa.string())
+    c = codes.astype(np.int32)
+    known = np.isin(c, list(REASON_NAMES))
+    return pa.DictionaryArray.from_arrays(pa.array(np.where(known, c, 0), mask=~known), names)
 
 
 def event_names(codes: np.ndarray) -> pa.DictionaryArray:

@@ -25,7 +25,7 @@ keeps it while that part can still come back: what comes back is not counted aga
 Shapes: under process churn a drain handles 100k+ keys, so a snapshot is a
 :class:`CountTable` of numpy columns, not a Python object per key (a drain that cost ~20 µs
 per key fell behind at ~5,000 processes/s on two CPUs, held more at the next drain, and
-spiralled).  A key is known by its *id*: its seven fields packed at 64 bits each into one
+spiralled).  A key is known by its *id*: its eight fields packed at 64 bits each into one
 ``bytes`` (:data:`KEY_DTYPE`), which a dict or set hashes at C speed.  numpy only, no
 pandas: pandas takes ~0.3 s to import on a busy machine, and the first drain would wait.
 """
@@ -51,6 +51,7 @@ class CountKey(NamedTuple):
     event: int  # FPU_EVENT_IDS / AUX_EVENT_IDS (probes/plan.py)
     load_bits: int  # TIF candidate bits of current, or LOAD_NOT_READ
     arg: int  # aux events: e.g. the arch_prctl option; else 0
+    reason: int = 0  # REASONS (probes/plan.py): voluntary/involuntary switch-path saves
 
 
 class CountVal(NamedTuple):

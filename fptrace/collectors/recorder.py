@@ -18,6 +18,7 @@ from fptrace.collectors.columns import (
     event_names,
     factorize,
     load_fpu_column,
+    reason_column,
 )
 from fptrace.collectors.counting import Deltas
 from fptrace.collectors.events import EventStream, ParsedEvents
@@ -254,6 +255,7 @@ class Recorder:
                 # Hits are not timed in the kernel (too costly): last seen no later than
                 # the end of this interval, and no earlier than the kernel's own mark.
                 "last_ns": np.maximum(np.where(last != 0, np.maximum(last - self.t0, 0), 0), now),
+                "reason": reason_column(keys["reason"]),
             }
         )
 

@@ -26,7 +26,8 @@ struct fp_key {
     u64 xfeatures;  // XSTATE_BV of the buffer (aux events: signal number, requested feature)
     u16 event;
     u16 load_bits;  // bit i: TIF candidate bit i of current's flags; LOAD_NOT_READ: not read
-    u32 arg;        // aux events: event-specific argument (e.g. arch_prctl option)
+    u16 arg;        // aux events: event-specific argument (e.g. arch_prctl option)
+    u16 reason;     // switch-path saves: REASON_VOLUNTARY / REASON_INVOLUNTARY; else REASON_NONE
 };
 
 struct fp_val {
@@ -371,7 +372,7 @@ static __always_inline void merge_slot(struct slot *s)
 
 // Rare events go straight to the shared map.
 static __always_inline void bump_direct(u32 pid, u32 tgid, u64 vso, u16 event, u64 xfeatures,
-                                        u16 load_bits, u32 arg)
+                                        u16 load_bits, u16 arg)
 {
     struct fp_key key = {};
     key.pid = pid;
@@ -381,6 +382,7 @@ static __always_inline void bump_direct(u32 pid, u32 tgid, u64 vso, u16 event, u
     key.event = event;
     key.load_bits = load_bits;
     key.arg = arg;
+    key.reason = REASON_NONE;
     emit(pid, tgid, vso, event, xfeatures, load_bits);
     struct fp_val *v = counts.lookup(&key);
     u64 now = now_ns();
@@ -422,6 +424,27 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
     // current task (CURRENT_TASK_BTF), not a helper call.  On regs_deactivated it is read
     // only with --load-fpu (LOAD_ON_SWITCH): saves are classified by pairing with `dropped`,
     // which is exact, and the read would cost on every switch (docs/overhead.md).
+    // reason: why the task is leaving the CPU, from its __state (the task is current on the
+    // switch path): still TASK_RUNNING = preempted (involuntary), anything else = it blocks
+    // (voluntary).  Read at dropped too, so that the exit path's regs_deactivated and its
+    // dropped (both with the task running) cancel within one reason.  One load.
+    u16 reason = REASON_NONE;
+#ifdef TASK_STATE_OFF
+    if (event == EV_REGS_DEACTIVATED
+#ifdef EV_DROPPED
+        || event == EV_DROPPED
+#endif
+    ) {
+        u32 state;
+#ifdef CURRENT_TASK_BTF
+        if (direct)
+            state = *(u32 *)((void *)bpf_get_current_task_btf() + TASK_STATE_OFF);
+        else
+#endif
+            state = read_u32((const void *)bpf_get_current_task() + TASK_STATE_OFF);
+        reason = state ? REASON_VOLUNTARY : REASON_INVOLUNTARY;
+    }
+#endif
     u16 load_bits = LOAD_NOT_READ;
 #ifdef TASK_TIF_OFF
 #ifndef LOAD_ON_SWITCH
@@ -453,13 +476,14 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
     }
 #endif
     // Not the VSO (see vso_of_direct): a task's second buffer shares its slot, a rare miss.
-    u32 idx = (pid * 2654435761u) ^ ((u32)xfeatures * 31u) ^ ((u32)event * 0x9E37u) ^ load_bits;
+    u32 idx = (pid * 2654435761u) ^ ((u32)xfeatures * 31u) ^ ((u32)event * 0x9E37u) ^ load_bits ^
+              ((u32)reason << 12);
     idx = (idx ^ (idx >> 16)) & (CACHE_SLOTS - 1);
     struct slot *s = cache.lookup(&idx);
     if (!s)
         return 0;
     if (s->key.pid == pid && s->key.vso == vso && s->key.xfeatures == xfeatures &&
-        s->key.event == event && s->key.load_bits == load_bits) {
+        s->key.event == event && s->key.load_bits == load_bits && s->key.reason == reason) {
         if (s->traced) {
             s->val.count++;
             emit(pid, tgid, vso, event, xfeatures, load_bits);
@@ -493,6 +517,7 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
     s->key.event = event;
     s->key.load_bits = load_bits;
     s->key.arg = 0;
+    s->key.reason = reason;
     s->val.first_ns = now;
     s->val.last_ns = now;
     s->traced = traced;

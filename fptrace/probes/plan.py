@@ -94,6 +94,11 @@ DROP_COUNTERS = (
 )
 
 
+# Why a switch-path save happened (counts.reason): the task blocked (its state was not
+# TASK_RUNNING when it left the CPU) or was preempted; REASON_NONE for every other event.
+REASONS = {"REASON_NONE": 0, "REASON_VOLUNTARY": 1, "REASON_INVOLUNTARY": 2}
+REASON_NAMES = {1: "voluntary", 2: "involuntary"}
+
 # arch_prctl's xstate-permission options (asm/prctl.h).  Only the REQ ones' second argument
 # (an xfeature number) is recorded: the GET ones pass a user-space pointer, which must not
 # reach a shareable file.
@@ -119,6 +124,7 @@ def shared_macros() -> dict[str, int]:
         "DROP_COUNTERS_N": len(DROP_COUNTERS),
         "MAX_CGROUP_TARGETS": MAX_CGROUP_TARGETS,
         "CGROUP_MAX_DEPTH": CGROUP_MAX_DEPTH,
+        **REASONS,
         **ARCH_PRCTL_XCOMP,
     }
     for i, name in enumerate(DROP_COUNTERS):
@@ -233,6 +239,14 @@ def layout_macros(btf: StructInfo) -> tuple[dict[str, int], list[str], list[str]
     runtime = _member_off(btf, "sched_entity", "sum_exec_runtime")
     if "se" in task and runtime is not None:
         macros["TASK_RUNTIME_OFF"] = task["se"].offset + runtime
+    # The task's scheduling state: `__state` (5.14+, unsigned int) or `state` (a long before;
+    # its low 32 bits on little-endian x86 hold every state bit).
+    for name in ("__state", "state"):
+        if name in task:
+            macros["TASK_STATE_OFF"] = task[name].offset
+            break
+    else:
+        notes.append("task_struct has no __state: saves are not split by reason")
     ti_flags = _member_off(btf, "thread_info", "flags")
     if "thread_info" in task and ti_flags is not None:
         macros["TASK_TIF_OFF"] = task["thread_info"].offset + ti_flags

@@ -33,7 +33,7 @@ from fptrace.recording.writer import merge_parts
 from fptrace.xstate import Layout
 
 # Repeated strings (VSO ids, event names) stay dictionary-encoded in memory.
-DICTIONARY_COLUMNS = {"counts": ["vso", "event"]}
+DICTIONARY_COLUMNS = {"counts": ["vso", "event", "reason"]}
 BATCH_ROWS = 1 << 20
 KERNEL_CONFIG_MAX = 16 << 20
 
@@ -162,16 +162,22 @@ class Recording:
         self, f: BinaryIO, columns: list[str] | None
     ) -> Iterator[pa.RecordBatch]:
         try:
-            pf = pq.ParquetFile(f, read_dictionary=DICTIONARY_COLUMNS["counts"])
-            if "task" in pf.schema_arrow.names:
+            meta = pq.read_metadata(f)
+            present = set(meta.schema.names)
+            dictionary = [c for c in DICTIONARY_COLUMNS["counts"] if c in present]
+            pf = pq.ParquetFile(f, metadata=meta, read_dictionary=dictionary)
+            added = [c for c in ADDED_COLUMNS["counts"] if c not in present]
+            if "task" in present and not added:
                 yield from pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
                 return
-            # Written before the task column: each pid was one task.
-            want = None if columns is None else [c for c in columns if c != "task"]
-            if want is not None and columns and "task" in columns and "pid" not in want:
+            # An older file: before the task column each pid was one task; columns added
+            # since are null.
+            want = None if columns is None else [c for c in columns if c in present]
+            if want is not None and "task" not in present and "task" in (columns or []):
                 want.append("pid")
             for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=want):
                 table = with_task_ids(pa.Table.from_batches([batch]))
+                table = with_added_columns(table, "counts", ALL_TABLES["counts"])
                 yield from table.select(columns or table.schema.names).to_batches()
         except (OSError, pa.ArrowException) as exc:
             raise _corrupt(self.counts_file, exc) from exc
@@ -239,8 +245,7 @@ class Recording:
 
     @property
     def layout(self) -> Layout | None:
-        comps = self.manifest.host.xstate.get("components")
-        return Layout.from_json(comps) if comps else None
+        return self.manifest.layout
 
     @property
     def duration_s(self) -> float:
@@ -283,6 +288,9 @@ def _check_counts_file(path: Path) -> None:
         raise _corrupt(path, exc) from exc
     if "task" not in schema.names and "pid" in schema.names:
         schema = schema.append(pa.field("task", pa.int64()))  # iter_counts adds it
+    for col in ADDED_COLUMNS["counts"]:
+        if col not in schema.names:  # an older format: iter_counts adds it, null
+            schema = schema.append(ALL_TABLES["counts"].field(col))
     _check_types(path, schema, "counts")
     check_footer("counts", footer, path)
 

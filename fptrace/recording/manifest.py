@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from fptrace.errors import RecordingError
 from fptrace.recording.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST
-from fptrace.xstate import levels_of
+from fptrace.xstate import Layout, levels_of
 
 CLOCK = "CLOCK_MONOTONIC; *_ns columns are ns since attach_monotonic_ns"
 
@@ -583,6 +583,12 @@ class Manifest:
     @property
     def total_drops(self) -> int:
         return sum(self.drops.values())
+
+    @property
+    def layout(self) -> Layout | None:
+        """The traced CPU's xstate layout (CPUID leaf 0xD, as recorded), or None."""
+        comps = self.host.xstate.get("components")
+        return Layout.from_json(comps) if comps else None
 
     @property
     def cpu_levels(self) -> list[str] | None:

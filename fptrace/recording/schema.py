@@ -8,7 +8,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 FORMAT_NAME = "fptrace-recording"
-FORMAT_VERSION = 2  # 2: tasks.cgroup_id
+FORMAT_VERSION = 3  # 2: tasks.cgroup_id; 3: counts.reason
 
 MANIFEST = "manifest.json"
 KERNEL_CONFIG = "kernel-config.gz"  # the traced kernel's full .config
@@ -31,6 +31,7 @@ COUNTS_SCHEMA = pa.schema(
         ("count", pa.int64()),  # events in this interval
         ("first_ns", pa.int64()),  # first time this key was seen, ns since the recording began
         ("last_ns", pa.int64()),  # last time seen (up to one tick, 1/CONFIG_HZ, early)
+        ("reason", pa.string()),  # switch-path saves: voluntary | involuntary; else null
     ]
 )
 
@@ -54,7 +55,7 @@ TASKS_SCHEMA = pa.schema(
 )
 
 # Columns a newer format added: a table of an older recording is read with them null.
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"tasks": ("cgroup_id",)}
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"tasks": ("cgroup_id",), "counts": ("reason",)}
 
 
 def with_added_columns(table: pa.Table, name: str, schema: pa.Schema) -> pa.Table:

@@ -177,6 +177,8 @@ TASK_COLUMNS = [
     ("restores_skipped", "skipped restores", "int"),
     ("untraced_saves", "untraced saves", "int"),
     ("saves_per_s", "saves/s", "float"),
+    ("voluntary_saves", "saves, blocked", "int"),
+    ("involuntary_saves", "saves, preempted", "int"),
     ("switch_save_share", "switches that saved", "pct"),
     ("bytes_saved", "bytes saved", "bytes"),
     ("avx512_share", "AVX-512 live", "pct"),

@@ -61,6 +61,8 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
         )
     )
     console.print(Text("Saves with each vector level live: " + level_words(h["level_shares"])))
+    if h["saves"]:
+        console.print(Text("Saves by why the task left the CPU: " + reason_words(h)))
     # The share of saves with the widest level this CPU has live (AVX on an AVX2 CPU).
     widest = (h.get("cpu_levels") or ["AVX-512"])[-1]
     share = f"{LEVEL_IDS[widest]}_share"
@@ -108,6 +110,19 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
         console.print(Text("VSO sizes: " + ", ".join(parts[:6])))
     for note in data.vso_size_notes:
         console.print(Text(note))
+
+
+def reason_words(h: dict[str, Any]) -> str:
+    """ "voluntary 56% (blocked), involuntary 44% (preempted)", with "not recorded" where the
+    recording has no reason (the ftrace backend, an older recording)."""
+    by, total = h["saves_by_reason"], h["saves"]
+    parts = [
+        f"voluntary {by['voluntary'] / total:.0%} (blocked)",
+        f"involuntary {by['involuntary'] / total:.0%} (preempted)",
+    ]
+    if by["unknown"]:
+        parts.append(f"not recorded {by['unknown'] / total:.0%}")
+    return ", ".join(parts)
 
 
 def _rows_table(

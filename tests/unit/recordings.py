@@ -25,6 +25,7 @@ def count(pid: int, event: str, n: int, xf: int = 0xA2, load: int | None = 1, **
         "count": n,
         "first_ns": 0,
         "last_ns": 1000,
+        "reason": None,
     }
     return row | kw
 

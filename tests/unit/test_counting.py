@@ -43,9 +43,9 @@ def retired(d: Deltas, key: tuple) -> bool:
     return counting.ids_of([key])[0] in d.retired
 
 
-A = (1, 1, 0xA, 0xE6, 0, 0, 0)  # the key in the slot before the miss
-B = (2, 2, 0xB, 0xA2, 0, 0, 0)  # the key that evicts it
-C = (3, 3, 0xC, 0xA2, 0, 0, 0)
+A = (1, 1, 0xA, 0xE6, 0, 0, 0, 0)  # the key in the slot before the miss
+B = (2, 2, 0xB, 0xA2, 0, 0, 0, 0)  # the key that evicts it
+C = (3, 3, 0xC, 0xA2, 0, 0, 0, 0)
 CPU = 0
 
 
@@ -267,10 +267,10 @@ def test_removed_keys_are_forgotten_once_nothing_of_them_can_come_back():
 
 
 def test_key_ids_tell_keys_apart_by_every_field_and_give_them_back():
-    """A key's id is its seven fields packed at 64 bits each: keys that differ in any one
+    """A key's id is its eight fields packed at 64 bits each: keys that differ in any one
     field (high bits and trailing zeros included) get different ids, and the ids decode to
     the same fields."""
-    base = (1234, 1200, 0xFFFF_8880_1234_5678, 1 << 63 | 0xE7, 3, 0x4000_0000, 0)
+    base = (1234, 1200, 0xFFFF_8880_1234_5678, 1 << 63 | 0xE7, 3, 0x4000_0000, 0, 2)
     keys = [base]
     for i in range(len(base)):
         for other in (0, 1, (1 << 64) - 1):
