@@ -34,7 +34,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import bcc' 2>/dev/nu
     rm -rf "$VENV"
     /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import fptrace, pandas, pyarrow, psutil, plotly, rich, jinja2, duckdb, prometheus_client, pyspark, pytest, ruff, selenium, google.protobuf, perfetto.protos.perfetto.trace.perfetto_trace_pb2' 2>/dev/null \
+if ! "$VENV/bin/python" -c 'import fptrace, pandas, pyarrow, psutil, plotly, rich, jinja2, duckdb, prometheus_client, elftools, pyspark, pytest, ruff, selenium, google.protobuf, perfetto.protos.perfetto.trace.perfetto_trace_pb2' 2>/dev/null \
    || [ pyproject.toml -nt "$VENV/.fptrace-installed" ]; then
     say "installing fptrace and its Python dependencies into $VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"

@@ -27,7 +27,9 @@ from fptrace.probes.plan import (
 Status = Callable[[str], None]
 
 INTERVAL_S = (0.01, 3600.0)  # --interval: drains more often than this cost more than they help
-RING_MB = (1, 2048)  # --ring-mb: the BPF ring's size is a power of two below 4 GiB
+RING_MB = (1, 2048)
+STACKS_PER_S = (1, 100_000)  # --stacks=RATE, per key (task, buffer, state, reason) and CPU
+STACKS_DEFAULT = 100  # --ring-mb: the BPF ring's size is a power of two below 4 GiB
 
 
 @dataclass
@@ -40,6 +42,7 @@ class RecordOptions:
     pids: list[int] = field(default_factory=list)  # -p
     command: list[str] = field(default_factory=list)  # -- CMD ARGS…
     cgroups: list[str] = field(default_factory=list)  # --cgroup: v2 paths, and below
+    stacks: int = 0  # --stacks=RATE: stack samples per second per key and CPU; 0 = off
     duration: float | None = None  # -d
     interval: float = 1.0
     keep_root: bool = False  # run CMD as root even under sudo
@@ -69,6 +72,8 @@ def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
     import importlib.util
 
     if opts.backend == "ftrace":
+        if opts.stacks:
+            raise UsageError("--stacks needs the bcc backend (stacks are taken in BPF)")
         if opts.cgroups:
             raise UsageError("--cgroup needs the bcc backend (the kernel filters by cgroup)")
         return "ftrace"
@@ -79,7 +84,7 @@ def choose_backend(opts: RecordOptions, plan: ProbePlan, say: Status) -> str:
         problem = plan.fatal[0]
     if problem is None:
         return "bcc"
-    if opts.backend == "bcc" or opts.cgroups:
+    if opts.backend == "bcc" or opts.cgroups or opts.stacks:
         raise EnvironmentProblem(f"cannot trace with BCC: {problem} (run `fptrace doctor`)")
     say(f"{problem}: using the ftrace backend")
     return "ftrace"
@@ -90,6 +95,7 @@ def plan_options(opts: RecordOptions) -> PlanOptions:
     return PlanOptions(
         filter_targets=opts.follows_processes,
         filter_cgroups=bool(opts.cgroups),
+        stacks_per_s=opts.stacks,
         self_tgid=os.getpid(),
         calibrated_tif_bit=load_tif_bit(),
         load_on_switch=opts.load_fpu,
@@ -131,6 +137,11 @@ def check_options(opts: RecordOptions) -> None:
     if len(given) > 1:
         raise TargetError(
             f"give only one of a command, -p, --cgroup or -a (got {' and '.join(given)})"
+        )
+    if opts.stacks and not STACKS_PER_S[0] <= opts.stacks <= STACKS_PER_S[1]:
+        raise UsageError(
+            f"--stacks={opts.stacks} is out of range: use {STACKS_PER_S[0]} to {STACKS_PER_S[1]} "
+            "stacks per second"
         )
     if len(opts.cgroups) > MAX_CGROUP_TARGETS:
         raise TargetError(f"at most {MAX_CGROUP_TARGETS} --cgroup paths (got {len(opts.cgroups)})")

@@ -257,6 +257,10 @@ def _record_session(
         partial = session.partial_events() if session.ring is not None else np.empty(0, RING_DTYPE)
         recorder.events.stop(partial)
     recorder.drain()  # calibrates too, if the run was too short to have done it
+    if recorder.stacks is not None:
+        samples, stacks = recorder.stacks.tables(recorder.tasks, opts.command[:1])
+        recorder.writer.append("stack_samples", samples)
+        recorder.writer.append("stacks", stacks)
     if session.tif_bit is not None:
         save_tif_bit(session.tif_bit)
     manifest = closing_manifest(manifest, recorder, session, plan, opts.interval)

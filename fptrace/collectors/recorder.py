@@ -30,6 +30,7 @@ from fptrace.collectors.procfs import (
     task_meta,
 )
 from fptrace.collectors.session import Session, Snapshot
+from fptrace.collectors.stacks import StackCollector
 from fptrace.collectors.task_ids import TaskIds
 from fptrace.recording.writer import RecordingWriter
 from fptrace.xstate import Layout, unsized_vso_size
@@ -99,6 +100,8 @@ class Recorder:
         elif session.keep_events:
             self.events = ParsedEvents(session)
         self.events_written = 0
+        maps = getattr(session, "maps", {})
+        self.stacks = StackCollector(maps) if "stack_counts" in maps else None
 
     def rotate(self, writer: RecordingWriter) -> None:
         """Go on into ``writer``, a new recording, right after a drain: the probes stay
@@ -176,6 +179,8 @@ class Recorder:
         rows = self._tasks(snap)
         self.writer.append("tasks", [r for r in rows if r["pid"] in final])  # once, for good
         self.writer.replace("tasks", [r for r in rows if r["pid"] not in final])
+        if self.stacks is not None:
+            self.stacks.drain()  # the memory maps of processes with new stacks, while they live
         if self.on_drain is not None:  # `fptrace top`: this interval, as it was written
             self.on_drain(Drained(counts, rows, span_s, self.layout, dict(snap.drops)))
         self._forget(snap, final)

@@ -57,6 +57,18 @@ def add_parser(sub: Any) -> None:
         "/system.slice/nginx.service) and in the cgroups below it, created later included; "
         "repeatable; runs until Ctrl-C, SIGTERM or -d",
     )
+    r.add_argument(
+        "--stacks",
+        nargs="?",
+        type=int,
+        const=100,
+        default=0,
+        metavar="RATE",
+        help="for saves with AVX, AVX-512 or AMX state live, take the user and kernel stacks "
+        "(at most RATE per second per task, buffer, state and CPU; default 100) and "
+        "symbolize them after the run: which code the state was live in, and whether the "
+        "task blocked or was preempted (report, export -f folded)",
+    )
     r.add_argument("-d", "--duration", type=positive, help="stop after SECONDS")
     r.add_argument(
         "--interval",
@@ -122,6 +134,7 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
         pids=args.pid,
         command=cmd,
         cgroups=args.cgroup,
+        stacks=args.stacks,
         duration=args.duration,
         interval=args.interval,
         keep_root=args.keep_root,

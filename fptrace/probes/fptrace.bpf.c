@@ -80,6 +80,7 @@ struct task_info {
     char comm[16];
     u64 start_ns;        // task->start_time: with the pid, the task's identity (pids are reused)
     u64 freed_ns;        // sched_process_free: after the task's final switch, nothing more comes
+    u64 next_stack_ns;   // --stacks: no stack of this task before then
     u64 cgroup_id;       // cgroup v2 id (kernfs inode) where last seen: the task may move
 };
 
@@ -134,6 +135,39 @@ BPF_HASH(targets, u32, u8, MAX_TARGETS);
 #ifdef FILTER_CGROUPS
 // record --cgroup: the cgroup v2 ids asked for; a task in one of them or below is traced.
 BPF_HASH(cgroup_targets, u64, u8, MAX_CGROUP_TARGETS);
+#endif
+#if defined(STACKS) && defined(PROBE_STACK_SWITCH)
+// record --stacks: for saves with state beyond SSE live, the user and kernel stacks, counted
+// per (task, XSTATE_BV, reason, stacks); at most one per STACK_PERIOD_NS per task.
+//
+// They are taken at sched_switch, not at regs_deactivated: by the time the FPU state is
+// saved the CPU runs on the next task's page tables, so the previous task's user stack
+// cannot be read (only its instruction pointer), and the kernel stack is in __switch_to,
+// which the unwinder does not walk.  sched_switch comes first in the same switch on the same
+// CPU; it takes the stacks of a traced task whose last saved state had AVX or more live, and
+// regs_deactivated keeps them if the state it saves has (pending_stacks pairs the two).
+struct stack_key {
+    u32 pid;
+    u32 tgid;
+    u64 xfeatures;
+    s32 user_stack;    // user_stacks id, or a negative errno (none taken)
+    s32 kernel_stack;  // kernel_stacks id, or a negative errno
+    u16 reason;
+    u16 pad0;
+    u32 pad1;
+};
+// User stacks as (build-id, file offset) per frame, resolved by the kernel while the task's
+// address space is there (an IP where it cannot); kernel stacks as addresses.
+BPF_STACK_TRACE_BUILDID(user_stacks, STACK_ENTRIES);
+BPF_STACK_TRACE(kernel_stacks, STACK_ENTRIES);
+BPF_HASH(stack_counts, struct stack_key, u64, STACK_KEYS);
+struct pending_stack {
+    u32 pid;           // 0: none
+    s32 user_stack;
+    s32 kernel_stack;
+    u32 pad;
+};
+BPF_PERCPU_ARRAY(pending_stacks, struct pending_stack, 1);
 #endif
 #ifdef CALIBRATE_TIF
 BPF_PERCPU_ARRAY(tif_cal, u64, 4);  // 0: OR of ~flags with load=1, 1: OR of flags with load=0, 2/3: counts
@@ -351,6 +385,43 @@ static __always_inline void note_vso(u64 vso, u32 pid, u32 tgid, struct task_inf
         count_drop(DROP_VSO_FULL, 1);
 }
 
+#if defined(STACKS) && defined(PROBE_STACK_SWITCH)
+// A save with state beyond SSE live: count the stacks sched_switch took for this switch.
+static __always_inline void take_stack(u32 pid, u32 tgid, u64 xfeatures, u16 reason)
+{
+    u32 zero = 0;
+    struct pending_stack *p = pending_stacks.lookup(&zero);
+    if (!p || p->pid != pid)
+        return;
+    p->pid = 0;
+    struct stack_key k = {};
+    k.pid = pid;
+    k.tgid = tgid;
+    k.xfeatures = xfeatures;
+    k.reason = reason;
+    k.user_stack = p->user_stack;
+    k.kernel_stack = p->kernel_stack;
+    u64 *n = stack_counts.lookup(&k);
+    if (n) {
+        __sync_fetch_and_add(n, 1);
+        return;
+    }
+    u64 one = 1;
+    if (stack_counts.insert(&k, &one) != 0) {
+        n = stack_counts.lookup(&k);
+        if (n)
+            __sync_fetch_and_add(n, 1);
+        else
+            count_drop(DROP_STACK_LOST, 1);
+    }
+}
+#define MAYBE_STACK() \
+    if (event == EV_REGS_DEACTIVATED && (xfeatures & STACK_LIVE_MASK)) \
+        take_stack(pid, tgid, xfeatures, reason)
+#else
+#define MAYBE_STACK()
+#endif
+
 // Move a cache slot's counts into the shared map.
 static __always_inline void merge_slot(struct slot *s)
 {
@@ -487,6 +558,7 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
         if (s->traced) {
             s->val.count++;
             emit(pid, tgid, vso, event, xfeatures, load_bits);
+            MAYBE_STACK();
         }
         return 0;
     }
@@ -523,8 +595,10 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
     s->traced = traced;
     fp_barrier();
     s->val.count = traced;  // last: a half-written key has no count
-    if (traced)
+    if (traced) {
         emit(pid, tgid, vso, event, xfeatures, load_bits);
+        MAYBE_STACK();
+    }
     return 0;
 }
 
@@ -658,6 +732,38 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     if (child_vso)
         note_vso(child_vso, child, child_tgid, tasks.lookup(&child), now_ns());
 #endif
+    return 0;
+}
+#endif
+
+#if defined(STACKS) && defined(PROBE_STACK_SWITCH)
+TRACEPOINT_PROBE(sched, sched_switch)
+{
+    u32 zero = 0;
+    struct pending_stack *p = pending_stacks.lookup(&zero);
+    if (!p)
+        return 0;
+    p->pid = 0;
+    u32 pid = args->prev_pid;
+    struct task_info *ti = tasks.lookup(&pid);  // traced tasks only
+    if (!ti || !ti->last_vso)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    if (now < ti->next_stack_ns)
+        return 0;
+    // The state live at the task's last save predicts this one's (checked at the save).
+    if (!(read_u64((void *)regs_of(ti->last_vso) + 512) & STACK_LIVE_MASK))
+        return 0;
+    ti->next_stack_ns = now + STACK_PERIOD_NS;
+    s32 user = user_stacks.get_stackid(args, BPF_F_USER_STACK);
+    s32 kernel = kernel_stacks.get_stackid(args, 0);
+    if (user < 0 && kernel < 0) {
+        count_drop(DROP_STACK_LOST, 1);
+        return 0;
+    }
+    p->user_stack = user;
+    p->kernel_stack = kernel;
+    p->pid = pid;
     return 0;
 }
 #endif

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fptrace.probes.kernel import KernelEnv, StructInfo
+from fptrace.xstate import AMX_MASK, AVX512_MASK
 
 # Stable numeric ids for events, shared by the BPF C (as macros) and the recording.
 # Names are the tracepoint names without the ``x86_fpu_`` prefix.
@@ -91,6 +92,7 @@ DROP_COUNTERS = (
     "target_map_full",
     "lost_events",
     "ring_full",
+    "stack_lost",
 )
 
 
@@ -98,6 +100,12 @@ DROP_COUNTERS = (
 # TASK_RUNNING when it left the CPU) or was preempted; REASON_NONE for every other event.
 REASONS = {"REASON_NONE": 0, "REASON_VOLUNTARY": 1, "REASON_INVOLUNTARY": 2}
 REASON_NAMES = {1: "voluntary", 2: "involuntary"}
+
+# record --stacks: which saves get a stack (state beyond SSE live: AVX, AVX-512, AMX, APX),
+# and the maps' sizes (distinct stacks; distinct (task, XSTATE_BV, reason, stacks) keys).
+STACK_LIVE_MASK = (1 << 2) | AVX512_MASK | AMX_MASK | (1 << 19)
+STACK_ENTRIES = 16384
+STACK_KEYS = 65536
 
 # arch_prctl's xstate-permission options (asm/prctl.h).  Only the REQ ones' second argument
 # (an xfeature number) is recorded: the GET ones pass a user-space pointer, which must not
@@ -184,6 +192,7 @@ class PlanOptions:
     raw_tp: bool = False  # FPTRACE_RAW_TP=1: plain raw tracepoints even where tp_btf works
     pid_max: int = MIN_TASKS  # /proc/sys/kernel/pid_max: sizes the maps
     filter_cgroups: bool = False  # --cgroup: only tasks in some cgroups (v2) or below
+    stacks_per_s: int = 0  # --stacks=RATE: stacks per second per key and CPU; 0 = off
 
 
 def _member_off(btf: StructInfo, struct: str, member: str) -> int | None:
@@ -364,6 +373,13 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
             "follows descendants; records parents",
         ),
         ("sched:sched_process_exec", sched, "PROBE_EXEC", False, "task names after exec"),
+        (
+            "sched:sched_switch",
+            sched,
+            "PROBE_STACK_SWITCH",
+            False,
+            "--stacks: user and kernel stacks, before the address space is switched",
+        ),
         ("sched:sched_process_exit", sched, "PROBE_EXIT", False, "final switches and on-CPU time"),
         (
             "sched:sched_process_free",
@@ -383,6 +399,8 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
     ]
     for name, group, macro, required, what in others:
         event = name.split(":", 1)[1]
+        if macro == "PROBE_STACK_SWITCH" and not opts.stacks_per_s:
+            continue  # only with --stacks: a program run on every context switch
         if macro == "PROBE_ARCH_PRCTL" and not opts.arch_prctl and event in group:
             plan.probes.append(
                 ProbeDecision(
@@ -412,6 +430,12 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         plan.macros["FILTER_CGROUPS"] = 1
     if opts.load_on_switch:
         plan.macros["LOAD_ON_SWITCH"] = 1
+    if opts.stacks_per_s:
+        plan.macros["STACKS"] = 1
+        plan.macros["STACK_PERIOD_NS"] = 10**9 // opts.stacks_per_s
+        plan.macros["STACK_LIVE_MASK"] = STACK_LIVE_MASK
+        plan.macros["STACK_ENTRIES"] = STACK_ENTRIES
+        plan.macros["STACK_KEYS"] = STACK_KEYS
     plan.macros.update(shared_macros())
     if opts.events_pages:
         plan.macros["EVENTS"] = 1

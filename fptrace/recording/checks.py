@@ -31,9 +31,9 @@ MAX_TOTAL = 1 << 62
 MAX_ID_CHARS = 64
 MAX_TEXT_CHARS = 64 << 10
 ID_COLUMNS = ("vso", "event", "prev_vso")
-TEXT_COLUMNS = ("comm", "cmdline", "cgroup")
+TEXT_COLUMNS = ("comm", "cmdline", "cgroup", "function", "module")
 ROW = ["interval", "task", "pid", "tgid", "vso", "event", "xfeatures", "load_fpu", "arg"]
-ROW += ["count", "first_ns", "last_ns"]
+ROW += ["count", "first_ns", "last_ns", "reason"]
 
 
 def _refuse(path: Path, what: str) -> RecordingError:
@@ -65,6 +65,8 @@ REQUIRED = {
     "events": ("ts_ns", "cpu", "task", "pid", "tgid", "event", "xfeatures"),
     "intervals": ("interval", "start_ns", "end_ns"),
     "bench": ("bench", "state", "metric", "ns"),
+    "stack_samples": ("task", "pid", "tgid", "xfeatures", "samples"),
+    "stacks": ("stack", "depth", "function", "module", "kernel"),
 }
 
 

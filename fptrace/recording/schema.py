@@ -153,10 +153,40 @@ INTERVALS_SCHEMA = pa.schema(
         ("recorder_rss_bytes", pa.int64()),
     ]
 )
+# Optional (`record --stacks`): stack samples of saves with state beyond SSE live, per task,
+# XSTATE_BV, reason and (user, kernel) stack; at most --stacks=RATE per second per key and
+# CPU, so `samples` are a sample of the saves, not all of them.
+STACK_SAMPLES_SCHEMA = pa.schema(
+    [
+        ("task", pa.int64()),
+        ("pid", pa.int32()),
+        ("tgid", pa.int32()),
+        ("xfeatures", pa.uint64()),  # XSTATE_BV of the saved buffer
+        ("reason", pa.string()),  # voluntary | involuntary (null: not read)
+        ("user_stack", pa.int64()),  # stacks.stack; null: none taken (a kernel thread…)
+        ("kernel_stack", pa.int64()),
+        ("samples", pa.int64()),
+    ]
+)
+# The stacks, symbolized after the run: one row per frame, leaf first (depth 0).  Names
+# only: no address is written (offsets are into the function, or into the module's file).
+STACKS_SCHEMA = pa.schema(
+    [
+        ("stack", pa.int64()),
+        ("depth", pa.int16()),
+        ("function", pa.string()),  # "[unknown]" where the binary has no symbol for it
+        ("module", pa.string()),  # file name of the binary; "[kernel]" for kernel frames
+        ("offset", pa.int64()),
+        ("build_id", pa.string()),
+        ("kernel", pa.bool_()),
+    ]
+)
 OPTIONAL_TABLES: dict[str, pa.Schema] = {
     "bench": BENCH_SCHEMA,
     "events": EVENTS_SCHEMA,
     "intervals": INTERVALS_SCHEMA,
+    "stack_samples": STACK_SAMPLES_SCHEMA,
+    "stacks": STACKS_SCHEMA,
 }
 
 #: Every table a recording may hold, by name.

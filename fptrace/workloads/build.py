@@ -17,11 +17,12 @@ from pathlib import Path
 from fptrace.cache import cache_dir
 from fptrace.errors import EnvironmentProblem
 
-# No -mavx*: the compiler must not emit vzeroupper (see fpstate.h).
-CFLAGS = ["-O2", "-Wall", "-Wextra", "-pthread"]
+# No -mavx*: the compiler must not emit vzeroupper (see fpstate.h).  Frame pointers: the
+# kernel walks user stacks by them (record --stacks).
+CFLAGS = ["-O2", "-Wall", "-Wextra", "-pthread", "-fno-omit-frame-pointer"]
 HEADERS = ["fpstate.h"]
 # The package's C workloads (NAME.c here), for `fptrace workload NAME` and the lab.
-WORKLOADS = ("pingpong", "fpbench")
+WORKLOADS = ("pingpong", "fpbench", "avxsites")
 
 
 def workload_binary(name: str) -> Path:
