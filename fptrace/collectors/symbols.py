@@ -60,6 +60,7 @@ class ElfSymbols:
 
     def __init__(self, path: str) -> None:
         from elftools.elf.elffile import ELFFile  # pyelftools: only --stacks needs it
+        from elftools.elf.sections import NoteSection
 
         self.build_id: str | None = None
         self.loads: list[tuple[int, int, int]] = []  # (p_offset, p_vaddr, p_filesz)
@@ -77,7 +78,7 @@ class ElfSymbols:
                     if s["st_info"]["type"] in ("STT_FUNC", "STT_GNU_IFUNC") and s["st_value"]:
                         syms.setdefault(s["st_value"], (s["st_size"], s.name))
             note = elf.get_section_by_name(".note.gnu.build-id")
-            if note is not None:
+            if isinstance(note, NoteSection):
                 for n in note.iter_notes():
                     if n["n_type"] == "NT_GNU_BUILD_ID":
                         self.build_id = str(n["n_desc"])
