@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from fptrace.analysis import bench as bench_stats
 from fptrace.analysis import measures, summary
+from fptrace.analysis import stacks as stack_view
 from fptrace.analysis.cost import CostModel
 from fptrace.analysis.measures import bytes_of
 from fptrace.probes.plan import XCOMP_REQUEST_OPTIONS
@@ -375,6 +376,8 @@ class ReportData:
     bench_slopes: pd.DataFrame | None = None
     bench_ops: dict[str, str] = field(default_factory=dict)
     vso_size_notes: list[str] = field(default_factory=list)  # why a VSO differs from CPUID
+    stacks: stack_view.StackView | None = None  # record --stacks
+    hints: list[str] = field(default_factory=list)  # what the data shows, in words
 
     @property
     def empty(self) -> bool:
@@ -494,6 +497,7 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         bench = bench_stats.summarize(frame, layout)
         slopes = bench_stats.slopes(frame, layout)
     ops = {b.name: b.op for b in rec.manifest.bench.benchmarks} if rec.manifest.bench else {}
+    view = stack_view.build(rec.stack_samples, rec.stacks, rec.tasks, layout)
     return ReportData(
         bench=bench,
         bench_slopes=slopes,
@@ -512,6 +516,8 @@ def build(rec: Recording, model: CostModel) -> ReportData:
         vso_size_notes=vso_size_notes(rec.vso, rec.manifest),
         cost=model,
         warnings=[*rec.warnings, *drop_warnings(headline_), *estimate_warnings(headline_)],
+        stacks=view,
+        hints=[*(view.hints if view else []), *stack_view.fork_hints(c, rec.tasks)],
     )
 
 

@@ -180,7 +180,7 @@ class Recorder:
         self.writer.append("tasks", [r for r in rows if r["pid"] in final])  # once, for good
         self.writer.replace("tasks", [r for r in rows if r["pid"] not in final])
         if self.stacks is not None:
-            self.stacks.drain()  # the memory maps of processes with new stacks, while they live
+            self.stacks.drain(self.tasks)  # maps and task ids of new samples, while they live
         if self.on_drain is not None:  # `fptrace top`: this interval, as it was written
             self.on_drain(Drained(counts, rows, span_s, self.layout, dict(snap.drops)))
         self._forget(snap, final)

@@ -49,11 +49,16 @@ class StackCollector:
         self.kernel = maps["kernel_stacks"]
         self.maps_of: dict[int, list[MapEntry]] = {}
         self.build_ids = BuildIds()
+        self.task_of: dict[int, int] = {}  # pid -> task id, named while the task was known
 
-    def drain(self) -> None:
+    def drain(self, task_of: Callable[[int], int] | None = None) -> None:
         """Read the memory maps of processes with stack samples not seen before: their
-        binaries name the build-ids, and frames the kernel could only give as an address."""
+        binaries name the build-ids, and frames the kernel could only give as an address.
+        Name the samples' tasks while the recorder still knows them (``task_of``)."""
         keys, _ = self.counts.arrays()
+        if task_of is not None:
+            for pid in set(keys["pid"].tolist()) - self.task_of.keys():
+                self.task_of[pid] = task_of(pid)
         for tgid in set(keys["tgid"].tolist()) - self.maps_of.keys():
             self.maps_of[tgid] = read_maps(tgid)
             for m in self.maps_of[tgid]:
@@ -122,7 +127,7 @@ class StackCollector:
             pid, tgid, xf, ustack, kstack, reason = k[0], k[1], k[2], k[3], k[4], k[5]
             samples.append(
                 {
-                    "task": task_of(pid),
+                    "task": self.task_of.get(pid) or task_of(pid),
                     "pid": pid,
                     "tgid": tgid,
                     "xfeatures": xf,

@@ -21,11 +21,15 @@ def add_parser(sub: Any) -> None:
         description="Export the events (record --events) or, without them, the counts: "
         "perfetto (protobuf trace for ui.perfetto.dev: a track per CPU and per task, "
         "save/restore instants, saves/s and bytes/s counters), chrome-json (Trace Event "
-        "Format), csv and jsonl.",
+        "Format), csv and jsonl; with record --stacks, folded (flamegraph.pl, speedscope) "
+        "and pprof (go tool pprof, speedscope) stack samples.",
     )
     ep.add_argument("recording", type=Path)
     ep.add_argument(
-        "-f", "--format", choices=("perfetto", "chrome-json", "csv", "jsonl"), required=True
+        "-f",
+        "--format",
+        choices=("perfetto", "chrome-json", "csv", "jsonl", "folded", "pprof"),
+        required=True,
     )
     ep.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
 

@@ -135,6 +135,8 @@ class Recording:
     recovered: bool = False  # rebuilt from interval parts (fptrace did not finish cleanly)
     warnings: list[str] = field(default_factory=list)
     bench: pd.DataFrame | None = None  # benchmark results, if `fptrace bench` wrote them
+    stack_samples: pd.DataFrame | None = None  # record --stacks
+    stacks: pd.DataFrame | None = None
     intervals: pd.DataFrame | None = None  # real interval spans (None: recorded before them)
     _counts_in_memory: pa.Table | None = None  # recovered recordings: merged from parts
     _events_in_memory: pa.Table | None = None
@@ -351,6 +353,10 @@ def load_recording(path: str | Path) -> Recording:
             vso=_to_pandas(tables["vso"]),
             recovered=True,
             bench=_to_pandas(tables["bench"]) if "bench" in tables else None,
+            stack_samples=_to_pandas(tables["stack_samples"])
+            if "stack_samples" in tables
+            else None,
+            stacks=_to_pandas(tables["stacks"]) if "stacks" in tables else None,
             intervals=_to_pandas(tables["intervals"]) if "intervals" in tables else None,
             warnings=[
                 "recording did not finish cleanly; rebuilt from its interval parts "
@@ -385,5 +391,7 @@ def load_recording(path: str | Path) -> Recording:
         tasks=_to_pandas(small["tasks"]),
         vso=_to_pandas(small["vso"]),
         bench=optional("bench"),
+        stack_samples=optional("stack_samples"),
+        stacks=optional("stacks"),
         intervals=optional("intervals"),
     )

@@ -142,4 +142,23 @@ def write_chrome_json(rec: Recording, out: IO[str]) -> str:
     return "events"
 
 
-WRITERS = {"csv": write_csv, "jsonl": write_jsonl, "chrome-json": write_chrome_json}
+def write_folded(rec: Recording, out: IO[str]) -> str:
+    """record --stacks samples in the folded format (flamegraph.pl, speedscope, inferno)."""
+    from fptrace.analysis import stacks as stack_view
+
+    view = stack_view.build(rec.stack_samples, rec.stacks, rec.tasks, rec.layout)
+    if view is None:
+        raise UsageError(
+            f"{rec.path} has no stack samples: record with --stacks (fptrace record --stacks …)"
+        )
+    for line in stack_view.folded_lines(view):
+        out.write(line + "\n")
+    return "stacks"
+
+
+WRITERS = {
+    "csv": write_csv,
+    "jsonl": write_jsonl,
+    "chrome-json": write_chrome_json,
+    "folded": write_folded,
+}

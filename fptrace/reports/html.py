@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from fptrace import __version__
+from fptrace.analysis import stacks as stack_view
 from fptrace.analysis.report import STATE_CLASSES, ReportData
 from fptrace.xstate import decode
 
@@ -120,6 +121,41 @@ def heatmap_figure(data: ReportData) -> dict[str, Any] | None:
         yaxis={"autorange": "reversed"},
     )
     return {"id": "fig-heatmap", "spec": fig_json(fig)}
+
+
+def stacks_figure(data: ReportData) -> dict[str, Any] | None:
+    """record --stacks: an icicle of the samples, rooted at the live level and the reason."""
+    if data.stacks is None or not data.stacks.paths:
+        return None
+    nodes = stack_view.icicle_nodes(data.stacks)
+    fig = go.Figure(
+        go.Icicle(
+            ids=nodes["ids"],
+            # plotly renders a few tags and only &amp; &lt; &gt; among entities
+            labels=[html.escape(label, quote=False) for label in nodes["labels"]],
+            parents=nodes["parents"],
+            values=nodes["values"],
+            branchvalues="total",
+            tiling={"orientation": "v"},
+            maxdepth=8,
+        )
+    )
+    fig.update_layout(
+        title="Where the state beyond SSE was live at a save (samples; click to zoom)",
+        height=620,
+        margin={"t": 50, "l": 10, "r": 10, "b": 10},
+    )
+    return {"id": "fig-stacks", "spec": fig_json(fig)}
+
+
+SITE_COLUMNS = [
+    ("comm", "comm", "text"),
+    ("site", "where it blocked", "text"),
+    ("caller", "called from", "text"),
+    ("level", "live", "text"),
+    ("samples", "samples", "int"),
+    ("share", "of its blocking samples", "pct"),
+]
 
 
 def size_figure(data: ReportData) -> dict[str, Any] | None:
@@ -295,7 +331,16 @@ def bench_rows(data: ReportData) -> list[list[Any]]:
 
 def render_html(data: ReportData, max_rows: int = 2000) -> str:
     m = data.manifest.to_json()  # the template reads it as JSON: its field names are the doc's
-    figures = [f for f in [*timeline_figures(data), heatmap_figure(data), size_figure(data)] if f]
+    figures = [
+        f
+        for f in [
+            *timeline_figures(data),
+            heatmap_figure(data),
+            size_figure(data),
+            stacks_figure(data),
+        ]
+        if f
+    ]
     host = m.get("host", {})
     return (
         template_env()
@@ -312,6 +357,12 @@ def render_html(data: ReportData, max_rows: int = 2000) -> str:
             tasks_total=len(data.tasks),
             process_columns=PROCESS_COLUMNS,
             process_rows=table_rows(data.processes.head(max_rows), PROCESS_COLUMNS),
+            hints=data.hints,
+            stacks=data.stacks,
+            site_columns=SITE_COLUMNS,
+            site_rows=table_rows(data.stacks.sites.head(max_rows), SITE_COLUMNS)
+            if data.stacks is not None
+            else [],
             cgroup_columns=CGROUP_COLUMNS,
             cgroup_rows=table_rows(data.cgroups.head(max_rows), CGROUP_COLUMNS),
             vso_columns=VSO_COLUMNS,

@@ -44,6 +44,14 @@ def to_json(data: ReportData) -> dict[str, Any]:
         "vsos": _records(data.vsos),
         "processes": _records(data.processes),
         "cgroups": _records(data.cgroups),
+        "hints": data.hints,
+        "stacks": None
+        if data.stacks is None
+        else {
+            "samples": data.stacks.samples,
+            "blocking_sites": _records(data.stacks.sites),
+            "paths": [{"path": list(p), "samples": n} for p, n in data.stacks.paths],
+        },
         "timeline": _records(data.timeline),
         "live_components": _records(data.components),
         "vso_sizes": _records(data.vso_sizes),

@@ -98,6 +98,20 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
                 f"{avx512:.0%}", fmt_ns(r.est_ns),
             )  # fmt: skip
         print_table(console, cgs)
+    for hint in data.hints:
+        console.print(text("hint: " + hint, "cyan"))
+    if data.stacks is not None and not data.stacks.sites.empty:
+        sites = Table(
+            title="Call sites that block with AVX/AVX-512 state live", title_justify="left"
+        )
+        for name in ("comm", "where it blocked", "called from", "live", "samples", "share"):
+            sites.add_column(name, justify="right" if name in ("samples", "share") else "left")
+        for r in data.stacks.sites.head(top).itertuples():
+            sites.add_row(
+                text(r.comm), text(r.site), text(r.caller), r.level, f"{r.samples:,}",
+                f"{r.share:.0%}",
+            )  # fmt: skip
+        print_table(console, sites)
     comps = data.components
     line = Text("Live at switch saves: ")
     line.append(", ".join(f"{r.component} {r.share:.0%}" for r in comps.itertuples()) or "none")
