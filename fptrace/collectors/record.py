@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from fptrace import __version__
 from fptrace.collectors.bpf_session import BpfSession
@@ -258,9 +259,13 @@ def _record_session(
         recorder.events.stop(partial)
     recorder.drain()  # calibrates too, if the run was too short to have done it
     if recorder.stacks is not None:
-        samples, stacks = recorder.stacks.tables(recorder.tasks, opts.command[:1])
-        recorder.writer.append("stack_samples", samples)
-        recorder.writer.append("stacks", stacks)
+        try:
+            samples, stacks = recorder.stacks.tables(recorder.tasks, opts.command[:1])
+            recorder.writer.append("stack_samples", samples)
+            recorder.writer.append("stacks", stacks)
+        except (OSError, ValueError, pa.ArrowException) as exc:  # the counts are kept
+            if note is not None:
+                note(f"stacks left out: {exc}")
     if session.tif_bit is not None:
         save_tif_bit(session.tif_bit)
     manifest = closing_manifest(manifest, recorder, session, plan, opts.interval)

@@ -143,7 +143,7 @@ class StackCollector:
                 "depth": depth,
                 "function": f.function,
                 "module": f.module,
-                "offset": f.offset,
+                "offset": f.offset if f.offset is not None and 0 <= f.offset < 1 << 63 else None,
                 "build_id": f.build_id,
                 "kernel": f.module == "[kernel]",
             }

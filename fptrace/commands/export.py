@@ -36,12 +36,18 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
     from fptrace.recording.loader import Recording, load_recording
-    from fptrace.reports.export import WRITERS
+    from fptrace.reports.export import WRITERS, write_pprof_file
     from fptrace.reports.perfetto import write_perfetto
 
     rec = load_recording(args.recording)
-    binary = args.format == "perfetto"
-    write: Callable[[Recording, Any], str] = write_perfetto if binary else WRITERS[args.format]
+    binary_writers: dict[str, Callable[[Recording, Any], str]] = {
+        "perfetto": write_perfetto,
+        "pprof": write_pprof_file,
+    }
+    binary = args.format in binary_writers
+    write: Callable[[Recording, Any], str] = (
+        binary_writers[args.format] if binary else WRITERS[args.format]
+    )
     if args.output is None:
         write(rec, sys.stdout.buffer if binary else sys.stdout)
         return 0

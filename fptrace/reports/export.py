@@ -142,8 +142,8 @@ def write_chrome_json(rec: Recording, out: IO[str]) -> str:
     return "events"
 
 
-def write_folded(rec: Recording, out: IO[str]) -> str:
-    """record --stacks samples in the folded format (flamegraph.pl, speedscope, inferno)."""
+def stack_samples(rec: Recording) -> Any:
+    """The recording's stack view, or a one-line error: it was recorded without --stacks."""
     from fptrace.analysis import stacks as stack_view
 
     view = stack_view.build(rec.stack_samples, rec.stacks, rec.tasks, rec.layout)
@@ -151,8 +151,23 @@ def write_folded(rec: Recording, out: IO[str]) -> str:
         raise UsageError(
             f"{rec.path} has no stack samples: record with --stacks (fptrace record --stacks …)"
         )
-    for line in stack_view.folded_lines(view):
+    return view
+
+
+def write_folded(rec: Recording, out: IO[str]) -> str:
+    """record --stacks samples in the folded format (flamegraph.pl, speedscope, inferno)."""
+    from fptrace.analysis import stacks as stack_view
+
+    for line in stack_view.folded_lines(stack_samples(rec)):
         out.write(line + "\n")
+    return "stacks"
+
+
+def write_pprof_file(rec: Recording, out: IO[bytes]) -> str:
+    """record --stacks samples as a gzipped pprof profile (reports/pprof.py)."""
+    from fptrace.reports.pprof import write_pprof
+
+    write_pprof(stack_samples(rec), out)
     return "stacks"
 
 
