@@ -132,8 +132,40 @@ def file_frame(path: str, file_offset: int) -> Frame:
 
 
 def build_id_of(path: str) -> str | None:
-    elf = elf_symbols(path)
-    return elf.build_id if elf is not None else None
+    """The GNU build-id of an ELF file, from its PT_NOTE segments only (the library scan
+    reads thousands of files: no symbol table is parsed here)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:  # 64-bit little-endian
+                return None
+            phoff, phentsize, phnum = (
+                struct.unpack_from("<Q", head, 32)[0],
+                *struct.unpack_from("<HH", head, 54),
+            )
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+            for i in range(phnum):
+                p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from(
+                    "<IIQQQQ", table, i * phentsize
+                )
+                if p_type != 4:  # PT_NOTE
+                    continue
+                f.seek(p_offset)
+                notes = f.read(min(p_filesz, 1 << 16))
+                at = 0
+                while at + 12 <= len(notes):
+                    namesz, descsz, ntype = struct.unpack_from("<III", notes, at)
+                    name_at = at + 12
+                    desc_at = name_at + ((namesz + 3) & ~3)
+                    if ntype == 3 and notes[name_at : name_at + namesz].rstrip(b"\0") == b"GNU":
+                        return notes[desc_at : desc_at + descsz].hex()
+                    at = desc_at + ((descsz + 3) & ~3)
+    except (OSError, struct.error):
+        return None
+    return None
 
 
 # Where binaries live, for build-ids no running process showed (the process ended before a

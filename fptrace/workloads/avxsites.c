@@ -8,11 +8,12 @@
 //   --mode spin         avx_spin_loop() keeps YMM live for --ms; with --spinners 2 both
 //                       processes spin on one CPU and preempt each other: involuntary saves
 //                       in avx_spin_loop
-//   --mode memset       glibc memset() of a 4 MiB buffer, then wait_in_read(): on a CPU with
+//   --mode memset       glibc memset() of a 64 KiB buffer, then wait_in_read(): on a CPU with
 //                       AVX-512, glibc's EVEX memset uses ymm16-31 (Hi16_ZMM live)
 //
-// The blocking modes ping-pong --rounds with a child pinned to the same CPU (as pingpong),
-// which echoes each byte.  Every state change starts from the init state (XRSTOR), so what
+// The blocking modes ping-pong --rounds with a child that echoes each byte, pinned to
+// another CPU where there is one: the parent then nearly always blocks in its read (on one
+// CPU the woken child would often preempt it first, and the byte be there before it reads).  Every state change starts from the init state (XRSTOR), so what
 // libc left live does not leak in.  Built with frame pointers (workloads/build.py): the
 // kernel walks user stacks by them.  Syscalls are inline (fpstate.h), in the named function.
 //
@@ -28,7 +29,7 @@
 
 #include "fpstate.h"
 
-static char big[4 << 20];
+static char big[64 << 10];
 
 __attribute__((noinline)) void dirty_ymm(void)
 {
@@ -126,6 +127,8 @@ int main(int argc, char **argv)
     pid_t child = fork();
     if (child == 0) {
         char byte;
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        pin(ncpu > 1 ? (cpu + 1) % (int)ncpu : cpu);
         close(to_child[1]);
         close(to_parent[0]);
         for (long i = 0; i < rounds; i++) {
@@ -140,11 +143,11 @@ int main(int argc, char **argv)
     char byte = 'x';
     uint64_t seen = 0;
     for (long i = 0; i < rounds; i++) {
+        if (mset)  // before the write: the parent then blocks right after it (as block does)
+            glibc_memset();
         if (sys3(SYS_write, to_child[1], (long)&byte, 1) != 1)
             return 4;
-        if (mset)
-            glibc_memset();
-        else
+        if (!mset)
             dirty_ymm();
         if (i == rounds - 1)
             seen = xinuse();
