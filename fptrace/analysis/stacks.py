@@ -105,15 +105,16 @@ def build(
 
 
 def blocking_sites(rows: pd.DataFrame) -> pd.DataFrame:
-    """Call sites that block with AVX or wider state live: per command, where its voluntary
+    """Call sites that block with AVX or wider state live: per task, where its voluntary
     AVX-live samples were taken and from where it was called, with the share of them."""
     vol = rows[(rows["reason"] == "voluntary") & (rows["level"] != "SSE")]
-    cols = ["comm", "site", "caller", "level", "samples", "share"]
+    cols = ["comm", "pid", "site", "caller", "level", "samples", "share"]
     if vol.empty:
         return pd.DataFrame(columns=cols)
-    g = vol.groupby(["comm", "site", "caller", "level"], as_index=False)["samples"].sum()
-    total = vol.groupby("comm")["samples"].sum()
-    g["share"] = g["samples"] / g["comm"].map(total)
+    keys = ["comm", "task", "pid", "site", "caller", "level"]
+    g = vol.groupby(keys, as_index=False)["samples"].sum()
+    total = vol.groupby("task")["samples"].sum()
+    g["share"] = g["samples"] / g["task"].map(total)
     return g.sort_values("samples", ascending=False).reset_index(drop=True)[cols]
 
 
@@ -142,8 +143,9 @@ def hints(rows: pd.DataFrame, layout: Layout | None) -> list[str]:
         vol = wide[wide["reason"] == "voluntary"]
         inv = wide[wide["reason"] == "involuntary"]
         if int(vol["samples"].sum()) >= total / 4:
-            top = vol.groupby(["site", "caller"])["samples"].sum().sort_values().index[-1]
-            share = int(vol["samples"].sum()) / total
+            at = vol.groupby(["site", "caller"])["samples"].sum().sort_values()
+            top = at.index[-1]
+            share = int(at.iloc[-1]) / total  # of all its AVX-live saves: at that one site
             site, caller = top
             xf = int(vol["xfeatures"].iloc[0])
             freed = _bytes_freed_by_vzeroupper(layout, xf)

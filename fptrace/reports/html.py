@@ -150,6 +150,7 @@ def stacks_figure(data: ReportData) -> dict[str, Any] | None:
 
 SITE_COLUMNS = [
     ("comm", "comm", "text"),
+    ("pid", "pid", "id"),
     ("site", "where it blocked", "text"),
     ("caller", "called from", "text"),
     ("level", "live", "text"),

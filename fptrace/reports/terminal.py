@@ -104,11 +104,13 @@ def render_report(data: ReportData, console: Console, top: int = 10) -> None:
         sites = Table(
             title="Call sites that block with AVX/AVX-512 state live", title_justify="left"
         )
-        for name in ("comm", "where it blocked", "called from", "live", "samples", "share"):
-            sites.add_column(name, justify="right" if name in ("samples", "share") else "left")
+        for name in ("comm", "pid", "where it blocked", "called from", "live", "samples", "share"):
+            sites.add_column(
+                name, justify="right" if name in ("pid", "samples", "share") else "left"
+            )
         for r in data.stacks.sites.head(top).itertuples():
             sites.add_row(
-                text(r.comm), text(r.site), text(r.caller), r.level, f"{r.samples:,}",
+                text(r.comm), str(r.pid), text(r.site), text(r.caller), r.level, f"{r.samples:,}",
                 f"{r.share:.0%}",
             )  # fmt: skip
         print_table(console, sites)

@@ -13,7 +13,7 @@ import pytest
 
 from fptrace.workloads.build import workload_binary
 from tests.conftest import skip_hardware
-from tests.integration.conftest import fptrace
+from tests.integration.conftest import console_errors, fptrace, wait_for_figures
 
 AVX, AVX512, HI16_ZMM = 1 << 2, (1 << 5) | (1 << 6) | (1 << 7), 1 << 7
 SIGN = {"regs_deactivated": 1, "dropped": -1}
@@ -39,6 +39,10 @@ def record_avxsites(record, mode: str, *extra: str):
 def test_avx_dirty_when_blocking_is_attributed_to_the_blocking_function(record, cpu):
     if not cpu.has_avx:
         skip_hardware("no AVX")
+    check_block(record)
+
+
+def check_block(record):
     run, work = record_avxsites(record, "block", "--rounds", "20000")
     s = samples_with_frames(run.path)
     mine = s[(s["pid"] == work["parent_pid"]) & (s["reason"] == "voluntary")]
@@ -51,8 +55,32 @@ def test_avx_dirty_when_blocking_is_attributed_to_the_blocking_function(record, 
     r = fptrace("report", str(run.path), "-f", "json")
     doc = json.loads(r.stdout)
     assert any("voluntary at wait_in_read() called from main()" in h for h in doc["hints"])
-    sites = doc["stacks"]["blocking_sites"]
-    assert sites and sites[0]["site"] == "wait_in_read"
+    sites = [x for x in doc["stacks"]["blocking_sites"] if x["pid"] == work["parent_pid"]]
+    assert sites[0]["site"] == "wait_in_read" and sites[0]["share"] >= 0.99, sites
+    return run, work
+
+
+def test_the_html_report_draws_the_icicle_and_the_call_sites(record, cpu, browser, tmp_path):
+    if not cpu.has_avx:
+        skip_hardware("no AVX")
+    run, work = check_block(record)
+    page = tmp_path / "r.html"
+    assert fptrace("report", str(run.path), "-o", str(page)).returncode == 0
+    browser.get(page.as_uri())
+    figures, drawn = wait_for_figures(browser)
+    assert figures == drawn and figures >= 2
+    assert console_errors(browser) == []
+    labels = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#fig-stacks text.slicetext'))"
+        ".map(t => t.textContent)"
+    )
+    assert any(label.startswith("AVX live, blocked") for label in labels), labels
+    rows = browser.execute_script(
+        "return Array.from(document.querySelector('#sites').tBodies[0].rows)"
+        ".map(r => Array.from(r.cells).map(c => c.textContent))"
+    )
+    parent = [r for r in rows if r[1] == str(work["parent_pid"])]
+    assert parent[0][2:4] == ["wait_in_read", "main"], rows
 
 
 def test_vzeroupper_before_blocking_leaves_no_avx_live_voluntary_save(record, cpu):
