@@ -86,8 +86,11 @@ def metric_values(text: str, name: str, cgroup: str) -> dict[str, float]:
     return out
 
 
-def promql(port: int, query: str) -> dict:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+def promql(port: int, query: str, at: float | None = None) -> dict:
+    """An instant query (at ``at``: the agent is stopped by some tests, and Prometheus then
+    marks its series stale)."""
+    args = {"query": query} | ({"time": f"{at:.3f}"} if at is not None else {})
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(args)
     return json.loads(http_get(url))
 
 
@@ -97,6 +100,7 @@ class Fleet:
         self.agent, self.out, self.cgroup, self.work = agent, out, cgroup, work
         self.metrics, self.prom_port = metrics, prom_port
         self.agent_err = ""
+        self.at: float | None = None
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +136,13 @@ def fleet(tmp_path_factory, pingpong, level):
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         wait_http(f"http://127.0.0.1:{prom_port}/-/ready", prom)
-        time.sleep(1.0)  # the agent's first segment is open and drained at least once
+        # Prometheus's first scrape comes a few seconds after it is ready (its target
+        # discovery is throttled): the workload starts once it has scraped the agent, so
+        # that the counters have a history (rate() needs two samples).
+        deadline = time.monotonic() + 30
+        while not promql(prom_port, 'up{job="fptrace"} == 1')["data"]["result"]:
+            assert time.monotonic() < deadline, "Prometheus did not scrape the agent in 30 s"
+            time.sleep(0.2)
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         first = rotations(http_get(metrics_url))
         work: list[dict] = []
@@ -154,6 +164,7 @@ def fleet(tmp_path_factory, pingpong, level):
         while True:
             res = promql(prom_port, f'sum(fptrace_saves_total{{cgroup="{name}"}})')["data"]
             if res["result"] and float(res["result"][0]["value"][1]) == want:
+                f.at = time.time()  # every later query is at this instant
                 break
             assert time.monotonic() < deadline, (res, want)
             time.sleep(0.5)
@@ -253,12 +264,12 @@ def _stop(fleet) -> None:
 
 
 def test_prometheus_and_every_dashboard_query(fleet):
-    res = promql(fleet.prom_port, "sum by (cgroup) (fptrace_saves_total)")
+    res = promql(fleet.prom_port, "sum by (cgroup) (fptrace_saves_total)", fleet.at)
     assert res["status"] == "success"
     by = {r["metric"].get("cgroup"): float(r["value"][1]) for r in res["data"]["result"]}
     check_known_answer(by[fleet.cgroup], fleet.work)
     dash = json.loads(DASHBOARD.read_text())
-    values = {"$instance": ".*", "${instance}": ".*", "$__rate_interval": "5s",
+    values = {"$instance": ".*", "${instance}": ".*", "$__rate_interval": "30s",
               "$__range": "1m", "$__interval": "1s"}  # fmt: skip
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     assert len(exprs) >= 8
@@ -271,12 +282,12 @@ def test_prometheus_and_every_dashboard_query(fleet):
         for k in sorted(values, key=len, reverse=True):
             q = q.replace(k, values[k])
         assert "$" not in q, f"unresolved variable in {expr}"
-        res = promql(fleet.prom_port, q)
+        res = promql(fleet.prom_port, q, fleet.at)
         assert res["status"] == "success", (expr, res)
         assert res["data"]["result"], f"no data for the dashboard query {expr}"
     saves = next(e for e in exprs if "fptrace_saves_total" in e and "by (cgroup)" in e)
     q = saves.replace("$__rate_interval", "30s").replace('"$instance"', '".*"')
-    rows = promql(fleet.prom_port, q)["data"]["result"]
+    rows = promql(fleet.prom_port, q, fleet.at)["data"]["result"]
     assert fleet.cgroup in {r["metric"].get("cgroup") for r in rows}
 
 
