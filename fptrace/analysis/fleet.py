@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fptrace.analysis import report
+from fptrace.analysis.fleet_keys import PARTITIONS, ROW_KEYS, RUN_KEYS
 from fptrace.analysis.measures import SAVE_SIGN
 from fptrace.analysis.report import COLLAPSE_AGG, KEYS, collapse
 from fptrace.errors import RecordingError, UsageError
@@ -95,10 +96,6 @@ def collapse_many(recs: list[Recording]) -> dict[Path, pd.DataFrame]:
 
 # ---- `fptrace fleet`: the same figures per group over every recording under a directory ----
 
-RUN_KEYS = ("host", "kernel", "date", "cpu")  # a recording's (from its path or manifest)
-ROW_KEYS = ("cgroup", "comm")  # a task's (from the tasks tables)
-GROUP_KEYS = ("host", "kernel", "cgroup", "comm", "date", "cpu")
-PARTITIONS = ("host", "date")  # path components the agent writes (recording/partitions.py)
 
 
 @dataclass

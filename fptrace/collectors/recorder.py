@@ -260,7 +260,7 @@ class Recorder:
                 # Hits are not timed in the kernel (too costly): last seen no later than
                 # the end of this interval, and no earlier than the kernel's own mark.
                 "last_ns": np.maximum(np.where(last != 0, np.maximum(last - self.t0, 0), 0), now),
-                "reason": reason_column(keys["reason"]),
+                "reason": reason_column(keys["reason"]).cast(pa.string()),
             }
         )
 

@@ -27,7 +27,7 @@ second of the recordings a group appears in.  The same layout reads in DuckDB an
 
 
 def add_parser(sub: Any) -> None:
-    from fptrace.analysis.fleet import GROUP_KEYS
+    from fptrace.analysis.fleet_keys import GROUP_KEYS
 
     fp = sub.add_parser(
         "fleet",

@@ -58,6 +58,10 @@ def test_exports(record, pingpong, tmp_path, level, cpu):
     run = record("--events", "--", str(pingpong), "--mode", level, "--rounds", "500")
     assert run.proc.returncode == 0, run.proc.stderr
     want = pq.read_table(run.path / "events.parquet").to_pylist()
+    # each exported row ends with its task's cgroup (from the tasks table)
+    tasks = pq.read_table(run.path / "tasks.parquet").to_pylist()
+    cgroup = {t["task"]: t["cgroup"] for t in tasks}
+    want = [w | {"cgroup": cgroup.get(w["task"])} for w in want]
     n = len(want)
     assert n >= 4 * 500
     # CSV and JSON lines: every row, every column, the same values in the same order.
