@@ -119,6 +119,12 @@ def main() -> int:
     ap.add_argument("--events", action="store_true", help="trace with record --events")
     ap.add_argument("--backend", default="auto", help="record --backend (auto, bcc, ftrace)")
     ap.add_argument(
+        "--stacks",
+        nargs="?",
+        const="100",
+        help="trace with record --stacks[=RATE] (stack samples of AVX-live saves)",
+    )
+    ap.add_argument(
         "--agent",
         action="store_true",
         help="trace with `fptrace agent` (rotating, serving /metrics) instead of record -a",
@@ -161,6 +167,7 @@ def main() -> int:
             extra = ["--interval", args.interval]
             if not args.agent:
                 extra += ["--backend", args.backend] + (["--events"] if args.events else [])
+                extra += [f"--stacks={args.stacks}"] if args.stacks else []
             tree = args.against if side == "against" else None
             proc, startup = start_tracer(tmp / "rec", extra, args.tracer_cpu, tree, args.agent)
             try:
@@ -201,6 +208,7 @@ def main() -> int:
         "startup_median_s": statistics.median(startups),
         "startup_max_s": max(startups),
         "tracer": "fptrace agent" if args.agent else "fptrace record -a",
+        "stacks": args.stacks,
         "backend": args.backend,
         "attach": "raw_tracepoint" if args.raw_tp else "tp_btf where the kernel takes it",
         "drops_total": sum(drops),
