@@ -97,7 +97,6 @@ def collapse_many(recs: list[Recording]) -> dict[Path, pd.DataFrame]:
 # ---- `fptrace fleet`: the same figures per group over every recording under a directory ----
 
 
-
 @dataclass
 class FleetRun:
     """One recording of the fleet: its manifest and the files DuckDB reads (or, for one that

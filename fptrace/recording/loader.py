@@ -282,25 +282,21 @@ def _span_s(tables: dict[str, pa.Table]) -> float | None:
 
 def _check_counts_file(path: Path) -> None:
     """Open the (possibly huge) counts file's footer and schema without reading its rows."""
-    try:
-        with _open_regular(path) as f:
-            footer = pq.ParquetFile(f).metadata
-            schema = footer.schema.to_arrow_schema()
-    except (OSError, pa.ArrowException) as exc:
-        raise _corrupt(path, exc) from exc
-    if "task" not in schema.names and "pid" in schema.names:
-        schema = schema.append(pa.field("task", pa.int64()))  # iter_counts adds it
-    for col in ADDED_COLUMNS["counts"]:
-        if col not in schema.names:  # an older format: iter_counts adds it, null
-            schema = schema.append(ALL_TABLES["counts"].field(col))
-    _check_types(path, schema, "counts")
-    check_footer("counts", footer, path)
+    _check_file_footer(path, "counts", pid_is_task=True)
 
 
 def checked_file(path: Path, name: str) -> Path | None:
     """``path`` (a finished recording's ``name`` table), once its footer passed the checks
     (types, nulls, ranges): what a reader that goes around the batch checks may open (DuckDB,
-    for compare and fleet).  A version-1 table may lack the columns added since."""
+    for compare and fleet).  None for a table written before task ids (read it through
+    :func:`load_recording`)."""
+    return path if _check_file_footer(path, name, pid_is_task=False) else None
+
+
+def _check_file_footer(path: Path, name: str, pid_is_task: bool) -> bool:
+    """A table file's footer and schema checked without reading its rows; False if it has no
+    task column (and ``pid_is_task`` does not allow that: iter_counts adds it).  Columns a
+    newer format added may be missing: the readers add them, null."""
     try:
         with _open_regular(path) as f:
             footer = pq.ParquetFile(f).metadata
@@ -308,13 +304,16 @@ def checked_file(path: Path, name: str) -> Path | None:
     except (OSError, pa.ArrowException) as exc:
         raise _corrupt(path, exc) from exc
     if "task" not in schema.names:
-        return None  # written before task ids: read it through load_recording
+        if not pid_is_task:
+            return False
+        if "pid" in schema.names:  # else _check_types refuses it: not an fptrace table
+            schema = schema.append(pa.field("task", pa.int64()))
     for col in ADDED_COLUMNS.get(name, ()):
         if col not in schema.names:
             schema = schema.append(ALL_TABLES[name].field(col))
     _check_types(path, schema, name)
     check_footer(name, footer, path)
-    return path
+    return True
 
 
 def _check_types(path: Path, schema: pa.Schema, name: str) -> None:

@@ -10,13 +10,13 @@ Perfetto's own published schema (``perfetto_trace_pb2`` from the ``perfetto`` pa
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from typing import IO
 
 from fptrace.analysis.measures import SAVE_SIGN
 from fptrace.errors import UsageError
 from fptrace.recording.loader import Recording
+from fptrace.reports.protowire import vbytes, vdouble, vint
 from fptrace.xstate import Layout, decode
 
 # Field numbers (perfetto.protos.*).
@@ -31,36 +31,6 @@ THD_PID, THD_TID, THD_NAME = 1, 2, 5
 DA_UINT, DA_STRING, DA_NAME = 3, 6, 10
 SEQ_INCREMENTAL_STATE_CLEARED = 1
 SEQ_ID = 0x5EED
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _key(field: int, wire: int) -> bytes:
-    return _varint(field << 3 | wire)
-
-
-def vint(field: int, value: int) -> bytes:
-    return _key(field, 0) + _varint(value)
-
-
-def vbytes(field: int, value: bytes | str) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return _key(field, 2) + _varint(len(data)) + data
-
-
-def vdouble(field: int, value: float) -> bytes:
-    return _key(field, 1) + struct.pack("<d", value)
 
 
 def packet(ts: int | None, body: bytes, first: bool = False) -> bytes:

@@ -15,35 +15,11 @@ import gzip
 from typing import IO
 
 from fptrace.analysis.stacks import StackView
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    n &= (1 << 64) - 1
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
+from fptrace.reports.protowire import packed, vbytes, vint
 
 
 def _int(number: int, value: int) -> bytes:
-    return _field(number, 0) + _varint(value) if value else b""
-
-
-def _bytes(number: int, payload: bytes) -> bytes:
-    return _field(number, 2) + _varint(len(payload)) + payload
-
-
-def _packed(number: int, values: list[int]) -> bytes:
-    return _bytes(number, b"".join(_varint(v) for v in values)) if values else b""
+    return vint(number, value) if value else b""  # proto3: a zero is left out
 
 
 class _Strings:
@@ -54,7 +30,7 @@ class _Strings:
         return self.index.setdefault(s, len(self.index))
 
 
-def profile_bytes(view: StackView) -> bytes:
+def profilevbytes(view: StackView) -> bytes:
     """The serialized (not yet gzipped) Profile message."""
     strings = _Strings()
     functions: dict[tuple[str, str], int] = {}  # (name, file) -> function id = location id
@@ -65,25 +41,25 @@ def profile_bytes(view: StackView) -> bytes:
         for frame in path:
             file = "[kernel]" if frame.endswith("_[k]") else ""
             ids.append(functions.setdefault((frame, file), len(functions) + 1))
-        label = _bytes(3, _int(1, strings("state")) + _int(2, strings(state))) + _bytes(
+        label = vbytes(3, _int(1, strings("state")) + _int(2, strings(state))) + vbytes(
             3, _int(1, strings("reason")) + _int(2, strings(reason))
         )
-        samples += _bytes(2, _packed(1, ids[::-1]) + _packed(2, [n]) + label)
-    sample_type = _bytes(1, _int(1, strings("samples")) + _int(2, strings("count")))
+        samples += vbytes(2, packed(1, ids[::-1]) + packed(2, [n]) + label)
+    sample_type = vbytes(1, _int(1, strings("samples")) + _int(2, strings("count")))
     body = sample_type + samples
     for fid in functions.values():
-        line = _bytes(4, _int(1, fid))
-        body += _bytes(4, _int(1, fid) + line)  # Location {id, line {function_id}}
+        line = vbytes(4, _int(1, fid))
+        body += vbytes(4, _int(1, fid) + line)  # Location {id, line {function_id}}
     for (name, file), fid in functions.items():
-        body += _bytes(
+        body += vbytes(
             5,
             _int(1, fid) + _int(2, strings(name)) + _int(3, strings(name)) + _int(4, strings(file)),
         )
     for s in strings.index:  # string_table, index 0 is ""
-        body += _bytes(6, s.encode())
+        body += vbytes(6, s.encode())
     body += _int(14, strings.index["samples"])  # default_sample_type
     return body
 
 
 def write_pprof(view: StackView, out: IO[bytes]) -> None:
-    out.write(gzip.compress(profile_bytes(view)))
+    out.write(gzip.compress(profilevbytes(view)))
