@@ -120,9 +120,9 @@ def main() -> int:
         "distinct_pids": work["distinct_pids"],
         "task_rows": len(rec.tasks),
         "distinct_task_ids": int(rec.tasks["task"].nunique()),
-        "drops": rec.manifest["drops"],
+        "drops": dict(rec.manifest.drops),
         "intervals": len(iv),
-        "drain_lateness": rec.manifest.get("drains"),
+        "drain_lateness": rec.manifest.to_json().get("drains"),
         "rss_mb_first_half_max": round(max(r for _, r in rss[:half]) / 1024, 1) if half else None,
         "rss_mb_second_half_max": round(max(r for _, r in rss[half:]) / 1024, 1) if rss else None,
         # VmRSS every 0.5 s, to tell the drains' level from the end (the final merge).
