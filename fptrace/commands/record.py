@@ -20,6 +20,7 @@ examples:
   sudo fptrace record -p 1234,5678 -d 10               trace running processes for 10 s
   sudo fptrace record -a -d 5 -o idle-box              the whole system for 5 s
   sudo fptrace record --cgroup /system.slice/db.service -d 60   one service (cgroup v2)
+  sudo fptrace record --stacks -- ./app               which code has AVX state live, and why
 
 The recording is a directory (manifest.json + Parquet tables, see docs/recording-format.md)
 that `fptrace report` reads without root.  With a command, fptrace exits with its exit code.
