@@ -6,13 +6,20 @@ span) and the next one opens in the partition of its start time
 (recording/partitions.py).  The kernel's counts are cumulative and the recorder writes
 deltas, so a count belongs to exactly one segment: summing the segments gives the run.
 
-A segment that cannot be finished (a full disk) keeps its parts, which the loader reads as
-an unfinished recording; the agent goes on tracing either way.
+The merge of a segment's parts into its tables runs in a niced child process
+(recording/finish.py), not in the agent: an hour of parts takes ~0.5 s of CPU to merge,
+which would hold up the drains; the rotation itself stays a few milliseconds of the
+agent's CPU.  The agent waits for its finishers when it stops, and finishes at start what
+a previous run handed off and never finished.  A segment that cannot be finished (a full
+disk) keeps its parts, which the loader reads as an unfinished recording; the agent goes on
+tracing either way.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +54,8 @@ class Rotation:
     rotation_cpu_s: list[float] = field(default_factory=list)  # tracer CPU per rotation
     current: Path | None = None  # the segment being written
     opening: Manifest | None = None  # its manifest as opened (probes, host, target)
+    finishers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    finish_failures: int = 0
 
     def __post_init__(self) -> None:
         self.agent_started_at = self.agent_started_at or self.started_at.isoformat()
@@ -73,6 +82,29 @@ class Rotation:
                     raise
                 self.on_write_error(exc)
         return writer
+
+    def finish_in_background(self, paths: list[Path]) -> None:
+        """Merge handed-off segments in a niced child process (recording/finish.py)."""
+        self.reap()
+        self.finishers.append(
+            subprocess.Popen(  # nice(1), not preexec_fn: the agent has threads
+                ["nice", "-n", "19", sys.executable, "-m", "fptrace.recording.finish"]
+                + [str(p) for p in paths],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        )
+
+    def reap(self, wait: bool = False) -> None:
+        """Collect finished finishers (all of them, with ``wait``)."""
+        left = []
+        for p in self.finishers:
+            code = p.wait() if wait else p.poll()
+            if code is None:
+                left.append(p)
+            elif code != 0:
+                self.finish_failures += 1
+        self.finishers = left
 
     def due(self, now: float) -> bool:
         return now >= self.next_at
@@ -113,7 +145,8 @@ class Rotation:
             return None
         finished = self.mark(closed, recorder)
         try:
-            old.finalize(finished)
+            old.hand_off(finished)
+            self.finish_in_background([old.path])
         except Exception as exc:  # a full disk: the parts stay, readable as they are
             old.close()
             if self.on_write_error is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
         remove_segments,
         stored_segments,
     )
+    from fptrace.recording.writer import pending
     from fptrace.reports.prometheus import AgentState, serve
 
     if not ROTATE_S[0] <= args.rotate <= ROTATE_S[1]:
@@ -215,6 +217,11 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
         argv=["fptrace", *argv],
     )
     retain(None)
+    # What a previous agent handed off and did not live to finish (killed, or a full disk).
+    leftover = [s.path for s in stored_segments(root) if pending(s.path)]
+    if leftover:
+        rotation.finish_in_background(leftover)
+        say(f"finishing {len(leftover)} recordings a previous run left unfinished")
     server = None
     if args.metrics is not None:
         host, port = args.metrics
@@ -230,9 +237,16 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
     finally:
         if server is not None:
             server.shutdown()
+        rotation.reap(wait=True)  # no finisher outlives the agent
+    if rotation.finish_failures:
+        say(f"{rotation.finish_failures} recordings could not be finished: their parts stay")
     say(f"finished {result.path}; {state.rotations + 1} recordings under {root}")
     if rotation.rotation_cpu_s:
         cpu = sorted(rotation.rotation_cpu_s)
-        say(f"rotation CPU: median {cpu[len(cpu) // 2] * 1e3:.1f} ms, max {cpu[-1] * 1e3:.1f} ms")
+        merge = resource.getrusage(resource.RUSAGE_CHILDREN)
+        say(
+            f"rotation CPU: median {cpu[len(cpu) // 2] * 1e3:.1f} ms, max {cpu[-1] * 1e3:.1f} ms"
+            f" (the agent); merging in niced children: {merge.ru_utime + merge.ru_stime:.2f} s"
+        )
     print(result.path, file=sys.stdout if args.quiet else sys.stderr)
     return 0

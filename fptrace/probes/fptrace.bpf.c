@@ -80,7 +80,6 @@ struct task_info {
     char comm[16];
     u64 start_ns;        // task->start_time: with the pid, the task's identity (pids are reused)
     u64 freed_ns;        // sched_process_free: after the task's final switch, nothing more comes
-    u64 next_stack_ns;   // --stacks: no stack of this task before then
     u64 cgroup_id;       // cgroup v2 id (kernfs inode) where last seen: the task may move
 };
 
@@ -144,8 +143,11 @@ BPF_HASH(cgroup_targets, u64, u8, MAX_CGROUP_TARGETS);
 // saved the CPU runs on the next task's page tables, so the previous task's user stack
 // cannot be read (only its instruction pointer), and the kernel stack is in __switch_to,
 // which the unwinder does not walk.  sched_switch comes first in the same switch on the same
-// CPU; it takes the stacks of a traced task whose last saved state had AVX or more live, and
-// regs_deactivated keeps them if the state it saves has (pending_stacks pairs the two).
+// CPU; it takes the stacks of a traced task whose last save on this CPU had AVX or more
+// live (stack_hints, written by regs_deactivated), and regs_deactivated keeps them if the
+// state it saves has it too (pending_stacks pairs the two).  sched_switch runs on every
+// switch, so it is kept to a per-CPU array lookup for everyone else; for a candidate, one
+// switch in STACK_SKIP reads the clock for the per-second budget.
 struct stack_key {
     u32 pid;
     u32 tgid;
@@ -168,6 +170,13 @@ struct pending_stack {
     u32 pad;
 };
 BPF_PERCPU_ARRAY(pending_stacks, struct pending_stack, 1);
+struct stack_hint {
+    u32 pid;          // the traced task this slot is about (a direct-mapped cache by pid)
+    u16 live;         // its last save on this CPU had state beyond SSE live
+    u16 skip;         // switches since the last clock read
+    u64 next_ns;      // no stack of it (on this CPU) before then
+};
+BPF_PERCPU_ARRAY(stack_hints, struct stack_hint, STACK_HINT_SLOTS);
 #endif
 #ifdef CALIBRATE_TIF
 BPF_PERCPU_ARRAY(tif_cal, u64, 4);  // 0: OR of ~flags with load=1, 1: OR of flags with load=0, 2/3: counts
@@ -415,9 +424,25 @@ static __always_inline void take_stack(u32 pid, u32 tgid, u64 xfeatures, u16 rea
             count_drop(DROP_STACK_LOST, 1);
     }
 }
+static __always_inline void note_live(u32 pid, u64 xfeatures)
+{
+    u32 idx = (pid * 2654435761u) & (STACK_HINT_SLOTS - 1);
+    struct stack_hint *h = stack_hints.lookup(&idx);
+    if (!h)
+        return;
+    if (h->pid != pid) {
+        h->pid = pid;
+        h->skip = 0;
+        h->next_ns = 0;
+    }
+    h->live = (xfeatures & STACK_LIVE_MASK) != 0;
+}
 #define MAYBE_STACK() \
-    if (event == EV_REGS_DEACTIVATED && (xfeatures & STACK_LIVE_MASK)) \
-        take_stack(pid, tgid, xfeatures, reason)
+    if (event == EV_REGS_DEACTIVATED) { \
+        note_live(pid, xfeatures); \
+        if (xfeatures & STACK_LIVE_MASK) \
+            take_stack(pid, tgid, xfeatures, reason); \
+    }
 #else
 #define MAYBE_STACK()
 #endif
@@ -654,6 +679,43 @@ FPU_PROBE(activate_state, EV_ACTIVATE_STATE)
 FPU_PROBE(deactivate_state, EV_DEACTIVATE_STATE)
 #endif
 
+#if defined(STACKS) && defined(PROBE_STACK_SWITCH)
+// sched_switch (raw tracepoint or tp_btf, like the FPU probes): current is the task leaving.
+static __always_inline int on_switch(struct bpf_raw_tracepoint_args *ctx)
+{
+    u32 zero = 0;
+    struct pending_stack *p = pending_stacks.lookup(&zero);
+    if (!p)
+        return 0;
+    p->pid = 0;
+    u32 pid = bpf_get_current_pid_tgid();
+    u32 idx = (pid * 2654435761u) & (STACK_HINT_SLOTS - 1);
+    struct stack_hint *h = stack_hints.lookup(&idx);
+    if (!h || h->pid != pid || !h->live || ++h->skip < STACK_SKIP)
+        return 0;
+    h->skip = 0;
+    u64 now = bpf_ktime_get_ns();
+    if (now < h->next_ns)
+        return 0;
+    h->next_ns = now + STACK_PERIOD_NS;
+    s32 user = user_stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    s32 kernel = kernel_stacks.get_stackid(ctx, 0);
+    if (user < 0 && kernel < 0) {
+        count_drop(DROP_STACK_LOST, 1);
+        return 0;
+    }
+    p->user_stack = user;
+    p->kernel_stack = kernel;
+    p->pid = pid;
+    return 0;
+}
+#ifdef FPU_DIRECT
+int btf__sched_switch(struct bpf_raw_tracepoint_args *ctx) { return on_switch(ctx); }
+#else
+int fpu__sched_switch(struct bpf_raw_tracepoint_args *ctx) { return on_switch(ctx); }
+#endif
+#endif
+
 // ---- classic tracepoints (auto-attached by BCC when compiled in) ----
 
 // The calling thread's entry, if it is a traced task.
@@ -732,38 +794,6 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     if (child_vso)
         note_vso(child_vso, child, child_tgid, tasks.lookup(&child), now_ns());
 #endif
-    return 0;
-}
-#endif
-
-#if defined(STACKS) && defined(PROBE_STACK_SWITCH)
-TRACEPOINT_PROBE(sched, sched_switch)
-{
-    u32 zero = 0;
-    struct pending_stack *p = pending_stacks.lookup(&zero);
-    if (!p)
-        return 0;
-    p->pid = 0;
-    u32 pid = args->prev_pid;
-    struct task_info *ti = tasks.lookup(&pid);  // traced tasks only
-    if (!ti || !ti->last_vso)
-        return 0;
-    u64 now = bpf_ktime_get_ns();
-    if (now < ti->next_stack_ns)
-        return 0;
-    // The state live at the task's last save predicts this one's (checked at the save).
-    if (!(read_u64((void *)regs_of(ti->last_vso) + 512) & STACK_LIVE_MASK))
-        return 0;
-    ti->next_stack_ns = now + STACK_PERIOD_NS;
-    s32 user = user_stacks.get_stackid(args, BPF_F_USER_STACK);
-    s32 kernel = kernel_stacks.get_stackid(args, 0);
-    if (user < 0 && kernel < 0) {
-        count_drop(DROP_STACK_LOST, 1);
-        return 0;
-    }
-    p->user_stack = user;
-    p->kernel_stack = kernel;
-    p->pid = pid;
     return 0;
 }
 #endif

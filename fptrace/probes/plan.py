@@ -105,6 +105,8 @@ REASON_NAMES = {1: "voluntary", 2: "involuntary"}
 # and the maps' sizes (distinct stacks; distinct (task, XSTATE_BV, reason, stacks) keys).
 STACK_LIVE_MASK = (1 << 2) | AVX512_MASK | AMX_MASK | (1 << 19)
 STACK_ENTRIES = 16384
+STACK_HINT_SLOTS = 1024  # per CPU: which tasks' last save had wide state live
+STACK_SKIP = 8  # a candidate's switches per clock read (the rate limit's)
 STACK_KEYS = 65536
 
 # arch_prctl's xstate-permission options (asm/prctl.h).  Only the REQ ones' second argument
@@ -373,13 +375,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
             "follows descendants; records parents",
         ),
         ("sched:sched_process_exec", sched, "PROBE_EXEC", False, "task names after exec"),
-        (
-            "sched:sched_switch",
-            sched,
-            "PROBE_STACK_SWITCH",
-            False,
-            "--stacks: user and kernel stacks, before the address space is switched",
-        ),
+
         ("sched:sched_process_exit", sched, "PROBE_EXIT", False, "final switches and on-CPU time"),
         (
             "sched:sched_process_free",
@@ -399,8 +395,6 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
     ]
     for name, group, macro, required, what in others:
         event = name.split(":", 1)[1]
-        if macro == "PROBE_STACK_SWITCH" and not opts.stacks_per_s:
-            continue  # only with --stacks: a program run on every context switch
         if macro == "PROBE_ARCH_PRCTL" and not opts.arch_prctl and event in group:
             plan.probes.append(
                 ProbeDecision(
@@ -430,8 +424,27 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         plan.macros["FILTER_CGROUPS"] = 1
     if opts.load_on_switch:
         plan.macros["LOAD_ON_SWITCH"] = 1
+    if opts.stacks_per_s and "sched_switch" in sched:
+        # A program on every context switch, only with --stacks (raw, or tp_btf with the
+        # FPU probes): it takes the stacks while the task's address space is still there.
+        plan.macros["PROBE_STACK_SWITCH"] = 1
+        plan.probes.append(
+            ProbeDecision(
+                "sched:sched_switch",
+                "raw_tracepoint",
+                False,
+                True,
+                "--stacks: user and kernel stacks, before the address space is switched",
+                fn_name="fpu__sched_switch",
+                btf_id=(btf.typedef_id("btf_trace_sched_switch") or 0) if btf else 0,
+            )
+        )
+    elif opts.stacks_per_s:
+        plan.notes.append("no sched:sched_switch tracepoint: --stacks takes no stacks")
     if opts.stacks_per_s:
         plan.macros["STACKS"] = 1
+        plan.macros["STACK_HINT_SLOTS"] = STACK_HINT_SLOTS
+        plan.macros["STACK_SKIP"] = STACK_SKIP
         plan.macros["STACK_PERIOD_NS"] = 10**9 // opts.stacks_per_s
         plan.macros["STACK_LIVE_MASK"] = STACK_LIVE_MASK
         plan.macros["STACK_ENTRIES"] = STACK_ENTRIES

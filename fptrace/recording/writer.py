@@ -172,6 +172,15 @@ class RecordingWriter:
         self.write_manifest(manifest)
         self._drop_parts()
 
+    def hand_off(self, manifest: Manifest) -> None:
+        """Leave the merge to :func:`finish_recording` in another process (`fptrace agent`:
+        a rotation must not hold up the drains): the final manifest goes beside the parts,
+        as PENDING_MANIFEST; until the merge, the recording reads as an unfinished one."""
+        try:
+            _write_json(self.parts_dir, PENDING_MANIFEST, manifest.to_json())
+        finally:
+            self.close()
+
     def _drop_parts(self) -> None:
         """Once the tables hold them, the parts go (and so does the directory's descriptor)."""
         self.parts_dir.close()
@@ -183,6 +192,31 @@ class RecordingWriter:
         rebuilds it from them)."""
         self.parts_dir.close()
         self.dir.close()
+
+
+PENDING_MANIFEST = "manifest.final.json"  # in .parts/: the manifest a hand-off finishes with
+
+
+def pending(path: Path) -> bool:
+    """Whether ``path`` is a recording handed off and not yet finished."""
+    return (path / PARTS_DIR / PENDING_MANIFEST).is_file()
+
+
+def finish_recording(path: Path) -> Manifest:
+    """Finish a handed-off recording: merge its parts into the tables, then write the pending
+    manifest as manifest.json and drop the parts (the same steps as ``finalize``)."""
+    from fptrace.recording.manifest import read_manifest
+
+    manifest = read_manifest(path / PARTS_DIR / PENDING_MANIFEST)
+    with OutputDir.existing(path) as dest, OutputDir.existing(path / PARTS_DIR) as parts:
+        try:
+            write_merged(parts, dest)
+        except OSError as exc:
+            raise OutputWriteError(path, exc) from exc
+        _write_json(dest, MANIFEST, manifest.to_json())
+    with OutputDir.existing(path) as dest:
+        dest.remove_dir(PARTS_DIR)
+    return manifest
 
 
 def amend_manifest(directory: Path, **changes: Any) -> Manifest:

