@@ -375,7 +375,6 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
             "follows descendants; records parents",
         ),
         ("sched:sched_process_exec", sched, "PROBE_EXEC", False, "task names after exec"),
-
         ("sched:sched_process_exit", sched, "PROBE_EXIT", False, "final switches and on-CPU time"),
         (
             "sched:sched_process_free",
