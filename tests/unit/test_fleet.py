@@ -363,3 +363,24 @@ def test_html_report_escapes_cgroup_paths(tmp_path, capsys):
     html = (tmp_path / "r.html").read_text()
     assert 'id="cgroups"' in html and "<img src=x" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_a_handed_off_segment_reads_before_and_after_its_finisher(tmp_path):
+    from fptrace.recording import finish
+    from fptrace.recording.manifest import Manifest
+    from fptrace.recording.writer import RecordingWriter, pending
+
+    path = tmp_path / "seg"
+    w = RecordingWriter(path)
+    w.write_manifest(Manifest.from_json(r.manifest(status="recording")))
+    w.append("counts", [r.count(1, "regs_deactivated", 7)])
+    w.replace("tasks", [r.task(1, cgroup="/s")])
+    w.hand_off(Manifest.from_json(r.manifest()))
+    assert pending(path)
+    before = load_recording(path)  # an unfinished recording, rebuilt from its parts
+    assert before.recovered and before.counts_table.column("count").to_pylist() == [7]
+    assert finish.main([str(path), str(tmp_path / "none")]) == 1  # one could not be
+    after = load_recording(path)
+    assert not pending(path) and not (path / ".parts").exists()
+    assert after.manifest.status == "complete" and not after.recovered
+    assert after.counts_table.column("count").to_pylist() == [7]
