@@ -43,6 +43,7 @@ class RecordOptions:
     command: list[str] = field(default_factory=list)  # -- CMD ARGS…
     cgroups: list[str] = field(default_factory=list)  # --cgroup: v2 paths, and below
     stacks: int = 0  # --stacks=RATE: stack samples per second per key and CPU; 0 = off
+    reason: bool = True  # counts.reason (the agent leaves it out by default: its cost)
     duration: float | None = None  # -d
     interval: float = 1.0
     keep_root: bool = False  # run CMD as root even under sudo
@@ -96,6 +97,7 @@ def plan_options(opts: RecordOptions) -> PlanOptions:
         filter_targets=opts.follows_processes,
         filter_cgroups=bool(opts.cgroups),
         stacks_per_s=opts.stacks,
+        reason=opts.reason,
         self_tgid=os.getpid(),
         calibrated_tif_bit=load_tif_bit(),
         load_on_switch=opts.load_fpu,

@@ -120,6 +120,14 @@ def add_parser(sub: Any) -> None:
         help="cgroups with a metrics series of their own (the first seen); later ones are "
         'summed under cgroup="other" (default 100)',
     )
+    a.add_argument(
+        "--reason",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also split saves by why the task left the CPU (voluntary/involuntary) in the "
+        "recordings: a helper call on every save, ~3%% of a switch-bound host "
+        "(docs/overhead.md); default off",
+    )
     a.add_argument("-d", "--duration", type=positive, help="stop after SECONDS (for scripts)")
     a.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
 
@@ -213,6 +221,7 @@ def run(args: argparse.Namespace, console: Console, argv: list[str]) -> int:
         duration=args.duration,
         interval=args.interval,
         arch_prctl=False,  # a syscall tracepoint would tax every syscall of the host
+        reason=args.reason,
         backend="bcc",
         argv=["fptrace", *argv],
     )

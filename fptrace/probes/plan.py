@@ -195,6 +195,7 @@ class PlanOptions:
     pid_max: int = MIN_TASKS  # /proc/sys/kernel/pid_max: sizes the maps
     filter_cgroups: bool = False  # --cgroup: only tasks in some cgroups (v2) or below
     stacks_per_s: int = 0  # --stacks=RATE: stacks per second per key and CPU; 0 = off
+    reason: bool = True  # read why each switch-path save happens (counts.reason)
 
 
 def _member_off(btf: StructInfo, struct: str, member: str) -> int | None:
@@ -423,6 +424,8 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         plan.macros["FILTER_CGROUPS"] = 1
     if opts.load_on_switch:
         plan.macros["LOAD_ON_SWITCH"] = 1
+    if not opts.reason and plan.macros.pop("TASK_STATE_OFF", None) is not None:
+        plan.notes.append("saves are not split by reason (a helper call per save saved)")
     if opts.stacks_per_s and "sched_switch" in sched:
         # A program on every context switch, only with --stacks (raw, or tp_btf with the
         # FPU probes): it takes the stacks while the task's address space is still there.

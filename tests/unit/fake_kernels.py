@@ -118,6 +118,7 @@ COMMON = {
 def task(extra: dict[str, Member]) -> dict[str, Member]:
     base = {
         "thread_info": m("thread_info", 0, 24),
+        "__state": m("__state", 24, 4),  # the task's scheduling state (counts.reason)
         "se": m("se", 128, 256),
         "pid": m("pid", 1264, 4),
         "tgid": m("tgid", 1268, 4),

@@ -63,3 +63,13 @@ def test_a_format_2_counts_table_reads_with_no_reason(tmp_path, capsys):
     assert h["saves_by_reason"] == {"voluntary": 0, "involuntary": 0, "unknown": 5}
     # and through compare's DuckDB path
     assert cli.main(["compare", str(path), str(path), "-f", "json"]) == 0
+
+
+def test_the_reason_read_is_planned_from_btf_and_can_be_left_out():
+    from fptrace.probes.plan import PlanOptions, plan_probes
+    from tests.unit.fake_kernels import kernel_6_18
+
+    on = plan_probes(kernel_6_18(), PlanOptions(filter_targets=False, self_tgid=1))
+    off = plan_probes(kernel_6_18(), PlanOptions(filter_targets=False, self_tgid=1, reason=False))
+    assert "TASK_STATE_OFF" in on.macros and "TASK_STATE_OFF" not in off.macros
+    assert any("not split by reason" in n for n in off.notes)
