@@ -27,9 +27,9 @@ from fptrace.probes.plan import (
 Status = Callable[[str], None]
 
 INTERVAL_S = (0.01, 3600.0)  # --interval: drains more often than this cost more than they help
-RING_MB = (1, 2048)
-STACKS_PER_S = (1, 100_000)  # --stacks=RATE, per key (task, buffer, state, reason) and CPU
-STACKS_DEFAULT = 100  # --ring-mb: the BPF ring's size is a power of two below 4 GiB
+RING_MB = (1, 2048)  # --ring-mb: the BPF ring's size is a power of two below 4 GiB
+STACKS_PER_S = (1, 100_000)  # --stacks=RATE: stacks per second per task (and CPU)
+STACKS_DEFAULT = 100  # --stacks with no RATE
 
 
 @dataclass

@@ -30,6 +30,8 @@ recording belongs to that user.
 
 
 def add_parser(sub: Any) -> None:
+    from fptrace.collectors.options import STACKS_DEFAULT
+
     r = sub.add_parser(
         "record",
         help="record FPU state saves and restores (root)",
@@ -62,11 +64,11 @@ def add_parser(sub: Any) -> None:
         "--stacks",
         nargs="?",
         type=int,
-        const=100,
+        const=STACKS_DEFAULT,
         default=0,
         metavar="RATE",
         help="for saves with AVX, AVX-512 or AMX state live, take the user and kernel stacks "
-        "(at most RATE per second per task, buffer, state and CPU; default 100) and "
+        f"(at most RATE per second per task and CPU; default {STACKS_DEFAULT}) and "
         "symbolize them after the run: which code the state was live in, and whether the "
         "task blocked or was preempted (report, export -f folded)",
     )
