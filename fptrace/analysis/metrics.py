@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from fptrace.analysis.measures import SAVE_SIGN
-from fptrace.xstate import LEVEL_IDS, VECTOR_LEVELS, Layout
+from fptrace.xstate import LEVEL_IDS, Layout, levels_of
 
 OTHER = "other"  # the cgroups past --max-cgroups
 UNKNOWN = "unknown"  # a task whose cgroup was not read
@@ -37,11 +37,8 @@ Labels = tuple[str, str]  # (cgroup, state)
 
 def widest_state(xstate_bv: int) -> str:
     """The widest vector level live in a buffer with this XSTATE_BV, as a label value."""
-    widest = NO_STATE
-    for name, mask in VECTOR_LEVELS.items():
-        if xstate_bv & mask:
-            widest = LEVEL_IDS[name]
-    return widest
+    live = levels_of(xstate_bv)
+    return LEVEL_IDS[live[-1]] if live else NO_STATE
 
 
 @dataclass
