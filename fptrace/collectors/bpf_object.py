@@ -23,17 +23,21 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fptrace.cache import cache_dir, cache_write_dir, trusted, write_atomic
 from fptrace.collectors.bpf_maps import MapSpec
+from fptrace.probes.plan import KFUNC_PREFIX
 
 FORMAT = 1
 KEEP = 64  # cached programs kept: kernels x option sets in use
 LD_IMM64 = 0x18
 PSEUDO_MAP_FD = 1
+CALL = 0x85  # BPF_JMP | BPF_CALL
+PSEUDO_KFUNC_CALL = 2
 LIBBCC = Path("/usr/lib/x86_64-linux-gnu/libbcc.so.0")
 # Function name prefixes -> how a program is loaded and attached.
 TRACEPOINT_PREFIX = "tracepoint__"  # BCC's TRACEPOINT_PROBE: category__event
@@ -89,13 +93,34 @@ class BpfObject:
         return cls(d["license"].encode(), [MapSpec(**m) for m in d["maps"]], progs, d["key"])
 
 
-def relocations(insns: bytes, fd_names: dict[int, str]) -> tuple[bytes, list[tuple[int, str]]]:
-    """Map fds in ``insns`` -> (bytecode with those immediates zeroed, relocations)."""
+def kfunc_ids(cflags: list[str]) -> set[int]:
+    """The kfunc BTF ids the program calls as helper numbers (``-DKFUNC_<NAME>=<id>``)."""
+    ids = set()
+    for flag in cflags:
+        name, _, value = flag.removeprefix("-D").partition("=")
+        if flag.startswith("-D") and name.startswith(KFUNC_PREFIX) and value.isdigit():
+            ids.add(int(value))
+    return ids
+
+
+def relocations(
+    insns: bytes, fd_names: dict[int, str], kfuncs: Collection[int] = ()
+) -> tuple[bytes, list[tuple[int, str]]]:
+    """Map fds in ``insns`` -> (bytecode with those immediates zeroed, relocations).
+
+    A call whose number is one of ``kfuncs`` (BTF ids, far above any helper number) becomes
+    a kfunc call of vmlinux (``src_reg = BPF_PSEUDO_KFUNC_CALL``, ``off = 0``): BCC has no
+    way to declare one, so the C calls the id like a helper.
+    """
     code = bytearray(insns)
     relocs: list[tuple[int, str]] = []
     i = 0
     while i < len(code) // 8:
         op, regs = code[i * 8], code[i * 8 + 1]
+        imm = struct.unpack_from("<i", code, i * 8 + 4)[0]
+        if op == CALL and regs >> 4 == 0 and imm in kfuncs:
+            code[i * 8 + 1] = (PSEUDO_KFUNC_CALL << 4) | (regs & 0x0F)
+            struct.pack_into("<h", code, i * 8 + 2, 0)
         if op == LD_IMM64:
             src = regs >> 4
             if src == PSEUDO_MAP_FD:
@@ -178,6 +203,7 @@ def compile_object(source: str, cflags: list[str], key: str = "") -> BpfObject:
     lib.bpf_table_fd_id.restype = ctypes.c_int
     lib.bpf_table_fd_id.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     flags = (ctypes.c_char_p * len(cflags))(*(f.encode() for f in cflags))
+    kfuncs = kfunc_ids(cflags)
     module = lib.bpf_module_create_c_from_string(source.encode(), 0, flags, len(cflags), True, None)
     if not module:
         raise RuntimeError("BCC could not compile the probes")
@@ -204,7 +230,7 @@ def compile_object(source: str, cflags: list[str], key: str = "") -> BpfObject:
             fname = lib.bpf_function_name(module, i)
             start = lib.bpf_function_start(module, fname)
             size = lib.bpf_function_size(module, fname)
-            insns, relocs = relocations(ctypes.string_at(start, size), fd_names)
+            insns, relocs = relocations(ctypes.string_at(start, size), fd_names, kfuncs)
             progs[fname.decode()] = ProgSpec(fname.decode(), insns, relocs)
         license = lib.bpf_module_license(module) or b"GPL"
     finally:

@@ -27,7 +27,13 @@ from fptrace.collectors.session import Snapshot
 from fptrace.collectors.tp_btf import load_tp_btf, open_tp_btf
 from fptrace.errors import EnvironmentProblem
 from fptrace.probes.kernel import find_tracefs
-from fptrace.probes.plan import CACHE_SLOTS, DROP_COUNTERS, TIF_CANDIDATE_BITS, ProbePlan
+from fptrace.probes.plan import (
+    CACHE_SLOTS,
+    DROP_COUNTERS,
+    TASK_FROM_FPU_MACROS,
+    TIF_CANDIDATE_BITS,
+    ProbePlan,
+)
 from fptrace.recording.manifest import Probes
 
 CALIBRATION_SAMPLES = 16  # load=1 events needed before the TIF bit is trusted
@@ -81,14 +87,7 @@ class BpfSession:
                 self.close()
                 self._load(plan.cflags(), use_cache=False)
             if "FPU_DIRECT" in plan.macros:
-                try:
-                    self._load_tp_btf()
-                except OSError as exc:  # before any target or attach: rebuild as raw
-                    self.tp_btf_refused = (
-                        f"tp_btf refused ({exc.strerror}): raw tracepoints instead"
-                    )
-                    self.close()
-                    self._load([f for f in plan.cflags() if "FPU_DIRECT" not in f])
+                self._load_direct()
             self._attach_tracepoints()
         except BaseException:
             self.close()
@@ -149,6 +148,31 @@ class BpfSession:
             raise EnvironmentProblem(
                 f"the kernel refused BPF program {name} ({exc.strerror}): run `fptrace doctor`"
             ) from exc
+
+    def _load_direct(self) -> None:
+        """The tp_btf build, else (refused by the verifier, before any target or attach) the
+        same without the task read through the fpu, else the raw tracepoint build."""
+        macros = self.plan.macros
+        try:
+            self._load_tp_btf()
+            return
+        except OSError as exc:
+            refused = exc
+        if "TASK_FROM_FPU" in macros:
+            self.close()
+            self._load(self.plan.cflags(without=TASK_FROM_FPU_MACROS))
+            try:
+                self._load_tp_btf()
+                self.tp_btf_refused = (
+                    f"tp_btf with the task read through its fpu refused ({refused.strerror}): "
+                    "a helper call per event instead"
+                )
+                return
+            except OSError as exc:
+                refused = exc
+        self.tp_btf_refused = f"tp_btf refused ({refused.strerror}): raw tracepoints instead"
+        self.close()
+        self._load(self.plan.cflags(without=("FPU_DIRECT", *TASK_FROM_FPU_MACROS)))
 
     def _load_tp_btf(self) -> None:
         """Hand each btf__* function to the verifier as a tp_btf program."""

@@ -123,6 +123,14 @@ class BTF:
     def has_func(self, name: str) -> bool:
         return (KIND_FUNC, name) in self._by_name
 
+    def func_id(self, name: str) -> int | None:
+        """The type id of function ``name``: what a kfunc call names (``BPF_PSEUDO_KFUNC_CALL``)."""
+        return self._by_name.get((KIND_FUNC, name))
+
+    def struct_id(self, name: str) -> int | None:
+        """The type id of ``struct name`` (e.g. what ``bpf_rdonly_cast`` casts to)."""
+        return self._by_name.get((KIND_STRUCT, name))
+
     def typedef_id(self, name: str) -> int | None:
         """The type id of typedef ``name`` (e.g. ``btf_trace_<event>``, what tp_btf attaches by)."""
         return self._by_name.get((KIND_TYPEDEF, name))

@@ -83,6 +83,12 @@ class BTFFacts:
     def typedef_id(self, name: str) -> int | None:
         return self._ask("typedef_id", name)
 
+    def func_id(self, name: str) -> int | None:
+        return self._ask("func_id", name)
+
+    def struct_id(self, name: str) -> int | None:
+        return self._ask("struct_id", name)
+
     def struct_size(self, name: str) -> int | None:
         return self._ask("struct_size", name)
 

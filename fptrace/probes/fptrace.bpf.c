@@ -267,6 +267,21 @@ static __always_inline u64 vso_of_direct(const void *fpu)
 #endif
 }
 
+// The task whose fpu an event is about, as a BTF pointer, without a helper call.  The kernel
+// keeps struct fpu at a fixed place relative to its task_struct (TASK_FPU_OFF: inside
+// task->thread up to 6.15, right after the task_struct since), and the kfunc
+// bpf_rdonly_cast() (6.2+), which the verifier turns into a register move, types the
+// address so that the task's fields are plain fault-safe loads.  On the two switch-path
+// events that task is current (kernel-fpu.md); each helper call there would cost a call and
+// a return (~7 ns with this VM's return-thunk mitigation) on every context switch.
+#ifdef TASK_FROM_FPU
+static void *(*fp_rdonly_cast)(const void *obj, u32 btf_id) = (void *)KFUNC_BPF_RDONLY_CAST;
+static __always_inline const void *task_of_fpu(const void *fpu)
+{
+    return fp_rdonly_cast(fpu - TASK_FPU_OFF, TASK_STRUCT_BTF_ID);
+}
+#endif
+
 static __always_inline u64 regs_of(u64 vso)
 {
 #ifdef HAVE_FPSTATE
@@ -500,11 +515,27 @@ static __always_inline void bump_direct(u32 pid, u32 tgid, u64 vso, u16 event, u
 // direct: 1 in the tp_btf programs (btf__*), 0 in the raw tracepoint ones (fpu__*).
 static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event, int direct)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 pid = pid_tgid;
-    u32 tgid = pid_tgid >> 32;
-    u32 filter_tgid = tgid;
     const void *fpu = (const void *)ctx->args[0];
+    u32 pid, tgid;
+#ifdef TASK_FROM_FPU
+    // The switch path: current's own fpu.  Not copy_dst (the child's fpu) nor the rare rest.
+    const int own = direct && (event == EV_REGS_DEACTIVATED || event == EV_REGS_ACTIVATED);
+    const void *cur = 0;
+    if (own) {
+        cur = task_of_fpu(fpu);
+        pid = *(u32 *)(cur + TASK_PID_OFF);
+        tgid = *(u32 *)(cur + TASK_TGID_OFF);
+    } else
+#else
+    const int own = 0;
+    const void *cur = 0;
+#endif
+    {
+        u64 pid_tgid = bpf_get_current_pid_tgid();
+        pid = pid_tgid;
+        tgid = pid_tgid >> 32;
+    }
+    u32 filter_tgid = tgid;
     u64 vso, xfeatures;
     if (direct) {
         vso = vso_of_direct(fpu);
@@ -532,8 +563,10 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
 #endif
     ) {
         u32 state;
+        if (own)
+            state = *(u32 *)(cur + TASK_STATE_OFF);
 #ifdef CURRENT_TASK_BTF
-        if (direct)
+        else if (direct)
             state = *(u32 *)((void *)bpf_get_current_task_btf() + TASK_STATE_OFF);
         else
 #endif
@@ -548,8 +581,10 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
 #endif
     {
         u64 tif;
+        if (own)
+            tif = *(u64 *)(cur + TASK_TIF_OFF);
 #ifdef CURRENT_TASK_BTF
-        if (direct)
+        else if (direct)
             tif = *(u64 *)((void *)bpf_get_current_task_btf() + TASK_TIF_OFF);
         else
 #endif

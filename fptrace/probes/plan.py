@@ -9,6 +9,7 @@ macros that describe the kernel's layout to the BPF C.  Pure function of a
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fptrace.probes.kernel import KernelEnv, StructInfo
@@ -47,6 +48,14 @@ REQUIRED_FPU_EVENTS = ("regs_deactivated", "regs_activated")
 TIF_CANDIDATE_BITS = (14, 19)
 # load_bits value of events whose load_fpu is deliberately not read (regs_deactivated).
 LOAD_NOT_READ = 0x8000
+# -D macros named KFUNC_<NAME> hold a kfunc's BTF id, which the BPF C calls like a helper
+# number; the loader turns those calls into kfunc calls.  Helper numbers stay far below
+# KFUNC_MIN_ID (~210 on 6.18), so no helper call can be mistaken for one.
+KFUNC_PREFIX = "KFUNC_"
+KFUNC_MIN_ID = 1024
+# The tp_btf build's switch-path task read through its fpu (task_from_fpu_macros): left out
+# of a rebuild when the kernel refuses it.
+TASK_FROM_FPU_MACROS = ("TASK_FROM_FPU", f"{KFUNC_PREFIX}BPF_RDONLY_CAST", "TASK_STRUCT_BTF_ID")
 # Per-CPU direct-mapped cache in front of the shared counts map (a power of two).
 CACHE_SLOTS = 64
 # --events: events per ring record, gathered per CPU (a power of two; 64 measured no
@@ -177,8 +186,10 @@ class ProbePlan:
     def skipped(self) -> list[ProbeDecision]:
         return [p for p in self.probes if not p.attach]
 
-    def cflags(self) -> list[str]:
-        return [f"-D{k}={v}" for k, v in sorted(self.macros.items())]
+    def cflags(self, without: Iterable[str] = ()) -> list[str]:
+        """The -D flags; ``without``: macros left out (a build the kernel refused)."""
+        drop = set(without)
+        return [f"-D{k}={v}" for k, v in sorted(self.macros.items()) if k not in drop]
 
 
 @dataclass(frozen=True)
@@ -265,6 +276,23 @@ def layout_macros(btf: StructInfo) -> tuple[dict[str, int], list[str], list[str]
     else:
         notes.append("thread_info is not in task_struct: load_fpu is not recorded")
     return macros, fatal, notes
+
+
+def task_from_fpu_macros(macros: Mapping[str, int], btf: StructInfo | None) -> dict[str, int]:
+    """Macros for reading the switch-path task through its fpu, with no helper call.
+
+    The tp_btf build types the task as ``bpf_rdonly_cast(fpu - TASK_FPU_OFF, <task_struct>)``
+    (a kfunc, 6.2+, that the verifier turns into a register move); clang emits the kfunc as
+    a call to its BTF id, which the loader marks as a kfunc call (KFUNC_PREFIX macros,
+    collectors/bpf_object.relocations).  Empty where BTF lacks the kfunc or the layout.
+    """
+    if btf is None or "TASK_FPU_OFF" not in macros:
+        return {}
+    cast = btf.func_id("bpf_rdonly_cast")
+    task = btf.struct_id("task_struct")
+    if not cast or not task or cast < KFUNC_MIN_ID:
+        return {}
+    return {"TASK_FROM_FPU": 1, f"{KFUNC_PREFIX}BPF_RDONLY_CAST": cast, "TASK_STRUCT_BTF_ID": task}
 
 
 def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
@@ -461,6 +489,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         tif = "TASK_TIF_OFF" in plan.macros
         if tif and btf is not None and btf.has_func("bpf_get_current_task_btf"):  # 5.11+
             plan.macros["CURRENT_TASK_BTF"] = 1
+        plan.macros.update(task_from_fpu_macros(plan.macros, btf))
     plan.self_tgid = opts.self_tgid
     for i, bit in enumerate(TIF_CANDIDATE_BITS):
         plan.macros[f"TIF_BIT_{i}"] = bit

@@ -46,9 +46,16 @@ class FakeBTF:
     sizes: dict[str, int]
     funcs: set[str] = field(default_factory=set)
     typedefs: dict[str, int] = field(default_factory=dict)
+    ids: dict[str, int] = field(default_factory=dict)  # "func NAME" / "struct NAME" -> type id
 
     def has_func(self, name: str) -> bool:
         return name in self.funcs
+
+    def func_id(self, name: str) -> int | None:
+        return self.ids.get(f"func {name}") if name in self.funcs else None
+
+    def struct_id(self, name: str) -> int | None:
+        return self.ids.get(f"struct {name}") if name in self.structs else None
 
     def typedef_id(self, name: str) -> int | None:
         return self.typedefs.get(name)
