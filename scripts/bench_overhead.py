@@ -130,6 +130,13 @@ def main() -> int:
         help="trace with `fptrace agent` (rotating, serving /metrics) instead of record -a",
     )
     ap.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for the traced command, both trees (e.g. --extra=--reason)",
+    )
+    ap.add_argument(
         "--raw-tp",
         action="store_true",
         help="attach plain raw tracepoints instead of tp_btf (FPTRACE_RAW_TP=1), to compare",
@@ -164,7 +171,7 @@ def main() -> int:
             if side == "untraced":
                 got[side] = pipe_bench(args.loops, args.cpu)
                 continue
-            extra = ["--interval", args.interval]
+            extra = ["--interval", args.interval, *args.extra]
             if not args.agent:
                 extra += ["--backend", args.backend] + (["--events"] if args.events else [])
                 extra += [f"--stacks={args.stacks}"] if args.stacks else []
@@ -208,6 +215,7 @@ def main() -> int:
         "startup_median_s": statistics.median(startups),
         "startup_max_s": max(startups),
         "tracer": "fptrace agent" if args.agent else "fptrace record -a",
+        "extra": args.extra,
         "stacks": args.stacks,
         "backend": args.backend,
         "attach": "raw_tracepoint" if args.raw_tp else "tp_btf where the kernel takes it",

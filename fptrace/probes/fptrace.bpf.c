@@ -606,10 +606,25 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
         return 0;
     }
 #endif
-    // Not the VSO (see vso_of_direct): a task's second buffer shares its slot, a rare miss.
-    u32 idx = (pid * 2654435761u) ^ ((u32)xfeatures * 31u) ^ ((u32)event * 0x9E37u) ^ load_bits ^
-              ((u32)reason << 12);
-    idx = (idx ^ (idx >> 16)) & (CACHE_SLOTS - 1);
+    // The slot: a group of 8 chosen by the task and XSTATE_BV (not the VSO, see vso_of_direct:
+    // a task's second buffer shares its slot, a rare miss), and within it a place per kind of
+    // key, so that one task's switch-path keys never evict each other: a task that is
+    // preempted one time and blocks the next (two reasons) would otherwise miss on every
+    // save, which cost ~3 % of the switch benchmark (docs/overhead.md).
+    u32 kind;
+    if (event == EV_REGS_DEACTIVATED)
+        kind = reason + 3 * (load_bits & 1);  // 0..5; load_bits is LOAD_NOT_READ unless --load-fpu
+    else if (event == EV_REGS_ACTIVATED)
+        kind = 6 + ((load_bits ^ (load_bits >> 1)) & 1);  // 6, 7
+    else
+        kind = (event * 3 + load_bits + reason) & 7;  // rare events: anywhere in the group
+    u32 h = pid ^ ((u32)xfeatures * 0x9E3779B1u);  // murmur3's finaliser: near pids spread
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    u32 idx = ((h << 3) | kind) & (CACHE_SLOTS - 1);
     struct slot *s = cache.lookup(&idx);
     if (!s)
         return 0;

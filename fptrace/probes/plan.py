@@ -56,8 +56,9 @@ KFUNC_MIN_ID = 1024
 # The tp_btf build's switch-path task read through its fpu (task_from_fpu_macros): left out
 # of a rebuild when the kernel refuses it.
 TASK_FROM_FPU_MACROS = ("TASK_FROM_FPU", f"{KFUNC_PREFIX}BPF_RDONLY_CAST", "TASK_STRUCT_BTF_ID")
-# Per-CPU direct-mapped cache in front of the shared counts map (a power of two).
-CACHE_SLOTS = 64
+# Per-CPU direct-mapped cache in front of the shared counts map (a power of two, >= 8):
+# groups of 8 slots, one group per task (and XSTATE_BV), one slot per kind of key in it.
+CACHE_SLOTS = 256
 # --events: events per ring record, gathered per CPU (a power of two; 64 measured no
 # better).  collectors/ring.py decodes the records with it.
 EVENT_BATCH = 32

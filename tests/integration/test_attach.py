@@ -4,23 +4,85 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 
 from fptrace.analysis import summary
 from fptrace.collectors.bpf_session import BpfSession
 from fptrace.probes.headers import choose_headers
 from fptrace.probes.kernel import LiveKernel, find_tracefs
-from fptrace.probes.plan import PlanOptions, plan_probes
+from fptrace.probes.plan import FPU_EVENT_IDS, REASONS, PlanOptions, plan_probes
 from tests import known_answer
+from tests.integration.conftest import require_tool
 
 N = 3000
 PROBE_READ_KERNEL = 113  # BPF_FUNC_probe_read_kernel
+GET_CURRENT_PID_TGID = 14  # BPF_FUNC_get_current_pid_tgid
+GET_CURRENT_TASK_BTF = 158  # BPF_FUNC_get_current_task_btf
+SWITCH_PATH = ("x86_fpu_regs_deactivated", "x86_fpu_regs_activated")
+
+
+def calls(session: BpfSession, name: str, src: int) -> list[int]:
+    """The immediates of the call instructions of function ``name`` with source ``src``
+    (0: helper numbers; 2: kfunc BTF ids)."""
+    code = session.obj.progs[name].insns
+    return [
+        struct.unpack_from("<i", code, i + 4)[0]
+        for i in range(0, len(code), 8)
+        if code[i] == 0x85 and code[i + 1] >> 4 == src
+    ]
 
 
 def helper_calls(session: BpfSession, name: str) -> list[int]:
-    code = session.obj.progs[name].insns
-    return [
-        struct.unpack_from("<i", code, i + 4)[0] for i in range(0, len(code), 8) if code[i] == 0x85
-    ]
+    return calls(session, name, 0)
+
+
+def live_plan(**kw: object):
+    return plan_probes(
+        LiveKernel(find_tracefs(mount=True)),
+        PlanOptions(filter_targets=False, self_tgid=os.getpid(), **kw),  # type: ignore[arg-type]
+    )
+
+
+def test_the_switch_path_reads_the_task_with_no_helper_call():
+    """tp_btf: the task (pid, tgid, __state, TIF flags) through bpf_rdonly_cast of its fpu,
+    a kfunc the verifier turns into a move: each helper call would be a call and a return on
+    every context switch (docs/overhead.md).  The raw build still asks the helpers."""
+    plan = live_plan()
+    assert "TASK_FROM_FPU" in plan.macros  # 6.18: bpf_rdonly_cast and task_struct in BTF
+    headers = choose_headers(os.uname().release).path
+    with BpfSession(plan, headers) as session:
+        assert session.tp_btf_refused is None  # the verifier took the kfunc build
+        for event in SWITCH_PATH:
+            helpers = helper_calls(session, "btf__" + event)
+            assert GET_CURRENT_PID_TGID not in helpers
+            assert GET_CURRENT_TASK_BTF not in helpers
+            assert calls(session, "btf__" + event, 2) == [plan.macros["KFUNC_BPF_RDONLY_CAST"]]
+    with BpfSession(live_plan(raw_tp=True), headers) as session:
+        for event in SWITCH_PATH:
+            assert GET_CURRENT_PID_TGID in helper_calls(session, "fpu__" + event)
+            assert calls(session, "fpu__" + event, 2) == []
+
+
+def test_a_refused_kfunc_build_keeps_tp_btf_with_helper_calls(monkeypatch):
+    """A verifier that refuses the kfunc (or the cast task's loads) costs a helper call per
+    event, not the tp_btf direct loads: the build without it is tried before raw."""
+    from fptrace.collectors import bpf_session
+
+    real = bpf_session.load_tp_btf
+
+    def refuse_kfuncs(insns: bytes, *args: object) -> int:
+        if any(insns[i] == 0x85 and insns[i + 1] >> 4 == 2 for i in range(0, len(insns), 8)):
+            raise OSError(22, "Invalid argument: calling kernel function is not supported")
+        return real(insns, *args)
+
+    monkeypatch.setattr(bpf_session, "load_tp_btf", refuse_kfuncs)
+    with BpfSession(live_plan(), choose_headers(os.uname().release).path) as session:
+        assert session.tp_btf_refused and "through its fpu" in session.tp_btf_refused
+        session.attach_fpu()
+        assert set(session.attached_as.values()) == {"tp_btf"}
+        os.system("true")  # a few switches
+        session.detach_fpu()
+        assert int(session.snapshot().counts.count.sum()) > 0
 
 
 def test_direct_loads_survive_bccs_rewriter():
@@ -69,10 +131,7 @@ def test_a_refused_tp_btf_build_is_rebuilt_as_raw_tracepoints(monkeypatch):
         raise OSError(13, "Permission denied: R1 invalid mem access 'scalar'")
 
     monkeypatch.setattr(bpf_session, "load_tp_btf", refuse)
-    plan = plan_probes(
-        LiveKernel(find_tracefs(mount=True)),
-        PlanOptions(filter_targets=False, self_tgid=os.getpid()),
-    )
+    plan = live_plan()
     assert "FPU_DIRECT" in plan.macros
     with BpfSession(plan, choose_headers(os.uname().release).path) as session:
         assert session.tp_btf_refused and "invalid mem access" in session.tp_btf_refused
@@ -81,3 +140,38 @@ def test_a_refused_tp_btf_build_is_rebuilt_as_raw_tracepoints(monkeypatch):
         os.system("true")  # a few switches
         session.detach_fpu()
         assert int(session.snapshot().counts.count.sum()) > 0
+
+
+def test_a_tasks_switch_path_keys_do_not_evict_each_other():
+    """A pipe ping-pong on one CPU: each task is preempted by the one it wakes about as often
+    as it blocks, so its saves come with both reasons.  Each (task, kind of key) has a cache
+    slot of its own: misses (each a clock read and shared-map work) stay a trickle.  With the
+    reason outside the slot choice, a quarter of the saves missed (~3 % of the benchmark)."""
+    perf = require_tool("perf")
+    loops = 20000
+    seen = []
+    with BpfSession(live_plan(), choose_headers(os.uname().release).path) as session:
+        session.attach_fpu()
+        seq = session.maps["seq"]
+        for _ in range(3):  # two tasks can share a group of slots (1 in 32): try again
+            before = sum(seq[seq.Key(0)])
+            subprocess.run(
+                ["taskset", "-c", "0", perf, "bench", "sched", "pipe", "-l", str(loops)],
+                check=True,
+                capture_output=True,
+            )
+            seen.append(sum(seq[seq.Key(0)]) - before)
+            if seen[-1] < 0.02 * 2 * loops:
+                break
+        session.detach_fpu()
+        counts = session.snapshot().counts
+    saves = counts.keys["event"] == FPU_EVENT_IDS["regs_deactivated"]
+    by_reason = {
+        name: int(counts.count[saves & (counts.keys["reason"] == value)].sum())
+        for name, value in REASONS.items()
+    }
+    total = sum(by_reason.values())
+    # The workload this is about: both reasons, in numbers.
+    assert by_reason["REASON_VOLUNTARY"] > 0.05 * total, by_reason
+    assert by_reason["REASON_INVOLUNTARY"] > 0.05 * total, by_reason
+    assert min(seen) < 0.02 * 2 * loops, f"cache misses per run {seen} for {2 * loops} saves"

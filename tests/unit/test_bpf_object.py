@@ -49,6 +49,22 @@ def test_unknown_map_fds_and_pseudo_sources_are_refused() -> None:
         relocations(insn(0x18, 1, 2, imm=5) + insn(0), {5: "x"})
 
 
+def test_calls_to_a_kfunc_id_become_kfunc_calls() -> None:
+    """BCC cannot declare a kfunc: the C calls its BTF id like a helper number, and only
+    calls to the ids the -DKFUNC_* flags name become BPF_PSEUDO_KFUNC_CALL."""
+    from fptrace.collectors.bpf_object import kfunc_ids
+
+    flags = ["-DTASK_FROM_FPU=1", "-DKFUNC_BPF_RDONLY_CAST=64911", "-DTASK_STRUCT_BTF_ID=114"]
+    assert kfunc_ids(flags) == {64911}
+    code = insn(0x85, imm=14) + insn(0x85, imm=64911) + insn(0xB7, 2, imm=64911) + insn(0x95)
+    out, relocs = relocations(code, {}, kfunc_ids(flags))
+    assert relocs == []
+    assert out[0:8] == code[0:8]  # a helper call (get_current_pid_tgid) is left alone
+    assert out[8:16] == insn(0x85, src=2, imm=64911)  # vmlinux kfunc: src 2, off 0
+    assert out[16:] == code[16:]  # the same number as a constant is no call
+    assert relocations(code, {})[0] == code  # without the flags nothing changes
+
+
 FP_KEY = [
     "fp_key",
     [

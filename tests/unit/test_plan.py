@@ -222,3 +222,31 @@ def test_the_ring_layout_check_catches_a_field_moved_in_the_c_alone() -> None:
     assert "fp_event.pid is at 28" in (layout_mismatch(batch(swapped)) or "")
     wider = [*as_in_c[:-1], ("pad", u32)]
     assert "bytes" in (layout_mismatch(batch(wider)) or "")
+
+
+def test_the_tp_btf_build_reads_the_switch_path_task_through_its_fpu() -> None:
+    """bpf_rdonly_cast(fpu - TASK_FPU_OFF, task_struct): only with the kfunc, the struct's
+    id and the layout in BTF, only in the tp_btf build, never with an id a helper could have."""
+    from fptrace.probes.plan import KFUNC_MIN_ID
+
+    kernel = kernel_6_18()
+    btf = kernel.fake_btf
+    assert btf is not None
+    names = [p.name.split(":")[1] for p in plan_probes(kernel, ALL).attached()]
+    btf.typedefs = {f"btf_trace_{n}": i + 1 for i, n in enumerate(names)}
+    assert "TASK_FROM_FPU" not in plan_probes(kernel, ALL).macros  # no kfunc in BTF
+    btf.funcs.add("bpf_rdonly_cast")
+    btf.ids = {"func bpf_rdonly_cast": 64911, "struct task_struct": 114}
+    macros = plan_probes(kernel, ALL).macros
+    assert macros["TASK_FROM_FPU"] == 1
+    assert macros["KFUNC_BPF_RDONLY_CAST"] == 64911
+    assert macros["TASK_STRUCT_BTF_ID"] == 114
+    assert macros["TASK_FPU_OFF"] == 3264  # 6.16+: struct fpu right after task_struct
+    raw = PlanOptions(filter_targets=False, self_tgid=42, raw_tp=True)
+    assert "TASK_FROM_FPU" not in plan_probes(kernel, raw).macros
+    btf.ids["func bpf_rdonly_cast"] = KFUNC_MIN_ID - 1  # could be taken for a helper number
+    assert "TASK_FROM_FPU" not in plan_probes(kernel, ALL).macros
+    btf.ids["func bpf_rdonly_cast"] = 64911
+    del btf.ids["struct task_struct"]
+    assert "TASK_FROM_FPU" not in plan_probes(kernel, ALL).macros
+    assert "KFUNC_BPF_RDONLY_CAST" not in " ".join(plan_probes(kernel, ALL).cflags())
