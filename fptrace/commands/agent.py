@@ -123,10 +123,10 @@ def add_parser(sub: Any) -> None:
     a.add_argument(
         "--reason",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="also split saves by why the task left the CPU (voluntary/involuntary) in the "
-        "recordings: a helper call on every save, ~3%% of a switch-bound host "
-        "(docs/overhead.md); default off",
+        default=True,
+        help="split saves by why the task left the CPU (voluntary/involuntary) in the "
+        "recordings, as record does (default on: one load per save, no measurable cost, "
+        "docs/overhead.md)",
     )
     a.add_argument("-d", "--duration", type=positive, help="stop after SECONDS (for scripts)")
     a.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")

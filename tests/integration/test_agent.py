@@ -247,6 +247,10 @@ def test_rotated_recordings_hold_every_save_once(fleet):
     # counter never goes down, so a `dropped` that comes after the save it cancels is not
     # taken off a series (analysis/metrics.py).  Seen: +1 and -1 in 1,040,000.
     assert abs(total - metrics) <= 0.001 * total, (total, metrics)
+    for seg in spanned:  # the agent records why each save happened, as record does
+        counts = pq.read_table(seg / "counts.parquet").to_pandas()
+        saves = counts[counts["event"].astype(str) == "regs_deactivated"]
+        assert len(saves) and saves["reason"].notna().all(), saves["reason"].value_counts()
     for seg in per:
         m = json.loads((seg / "manifest.json").read_text())
         assert m["status"] == "complete" and "segment" in m, m
