@@ -611,11 +611,14 @@ static __always_inline int on_fpu(struct bpf_raw_tracepoint_args *ctx, u16 event
     // key, so that one task's switch-path keys never evict each other: a task that is
     // preempted one time and blocks the next (two reasons) would otherwise miss on every
     // save, which cost ~3 % of the switch benchmark (docs/overhead.md).
+    // load_bits holds two candidate TIF bits (one is load_fpu, calibrated): their parity
+    // picks between two slots, so a restore with and one without the load do not collide.
+    u32 load = (load_bits ^ (load_bits >> 1)) & 1;  // LOAD_NOT_READ (0x8000): 0
     u32 kind;
     if (event == EV_REGS_DEACTIVATED)
-        kind = reason + 3 * (load_bits & 1);  // 0..5; load_bits is LOAD_NOT_READ unless --load-fpu
+        kind = reason + 3 * load;  // 0..5 (reason 0..2; load read only with --load-fpu)
     else if (event == EV_REGS_ACTIVATED)
-        kind = 6 + ((load_bits ^ (load_bits >> 1)) & 1);  // 6, 7
+        kind = 6 + load;  // 6, 7
     else
         kind = (event * 3 + load_bits + reason) & 7;  // rare events: anywhere in the group
     u32 h = pid ^ ((u32)xfeatures * 0x9E3779B1u);  // murmur3's finaliser: near pids spread
