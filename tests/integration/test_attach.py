@@ -43,6 +43,18 @@ def live_plan(**kw: object):
     )
 
 
+def counts_after_refusal(plan, said: str, kind: str) -> None:
+    """Load with the verifier refusing a build (monkeypatched): the notes say ``said``,
+    every FPU event attaches as ``kind``, and switches are counted."""
+    with BpfSession(plan, choose_headers(os.uname().release).path) as session:
+        assert session.tp_btf_refused and said in session.tp_btf_refused
+        session.attach_fpu()
+        assert set(session.attached_as.values()) == {kind}
+        os.system("true")  # a few switches
+        session.detach_fpu()
+        assert int(session.snapshot().counts.count.sum()) > 0
+
+
 def test_the_switch_path_reads_the_task_with_no_helper_call():
     """tp_btf: the task (pid, tgid, __state, TIF flags) through bpf_rdonly_cast of its fpu,
     a kfunc the verifier turns into a move: each helper call would be a call and a return on
@@ -76,13 +88,7 @@ def test_a_refused_kfunc_build_keeps_tp_btf_with_helper_calls(monkeypatch):
         return real(insns, *args)
 
     monkeypatch.setattr(bpf_session, "load_tp_btf", refuse_kfuncs)
-    with BpfSession(live_plan(), choose_headers(os.uname().release).path) as session:
-        assert session.tp_btf_refused and "through its fpu" in session.tp_btf_refused
-        session.attach_fpu()
-        assert set(session.attached_as.values()) == {"tp_btf"}
-        os.system("true")  # a few switches
-        session.detach_fpu()
-        assert int(session.snapshot().counts.count.sum()) > 0
+    counts_after_refusal(live_plan(), "through its fpu", "tp_btf")
 
 
 def test_direct_loads_survive_bccs_rewriter():
@@ -133,13 +139,7 @@ def test_a_refused_tp_btf_build_is_rebuilt_as_raw_tracepoints(monkeypatch):
     monkeypatch.setattr(bpf_session, "load_tp_btf", refuse)
     plan = live_plan()
     assert "FPU_DIRECT" in plan.macros
-    with BpfSession(plan, choose_headers(os.uname().release).path) as session:
-        assert session.tp_btf_refused and "invalid mem access" in session.tp_btf_refused
-        session.attach_fpu()
-        assert set(session.attached_as.values()) == {"raw_tracepoint"}
-        os.system("true")  # a few switches
-        session.detach_fpu()
-        assert int(session.snapshot().counts.count.sum()) > 0
+    counts_after_refusal(plan, "invalid mem access", "raw_tracepoint")
 
 
 def test_a_tasks_switch_path_keys_do_not_evict_each_other():
