@@ -233,12 +233,18 @@ class Recorder:
         """The counts rows of one interval, column by column (no Python object per row).
 
         A key removed with its task and back since (a cache slot put part of it back) is
-        named by the task it belonged to (``Deltas.owner``), whoever has the pid now.
+        named by the task it belonged to (``Deltas.owner``) while no other task has the
+        pid.  Once one has, what the key gains is that task's: the kernel gave the pid
+        again, and with it the dead task's task_struct (so the same fpstate address, the
+        same key), and a cache slot that still held the old key now counts the new task's
+        events in it.  (Of the old task's own, only a count on its way from a slot to the
+        map as the key was removed comes back, microseconds after; a new task with its pid
+        that soon would need a pid wrap in those microseconds.)
         """
         keys = taken.keys
         pid = keys["pid"].astype(np.int64)
         task = self.deltas.owners(taken.ids)
-        named = task < 0
+        named = (task < 0) | self.tasks.held(pid)
         if named.any():
             task[named] = self.tasks.of_pids(pid[named])
         event = keys["event"].astype(np.int64)

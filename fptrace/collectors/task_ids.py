@@ -99,6 +99,12 @@ class TaskIds:
             out[rest] = self.of_pids(pids[rest])
         return out
 
+    def held(self, pids: np.ndarray) -> np.ndarray:
+        """For each pid, whether a task that has not ended has it now."""
+        if not len(pids) or not self.now:
+            return np.zeros(len(pids), dtype=bool)
+        return np.isin(pids, np.fromiter(self.now, dtype=np.int64, count=len(self.now)))
+
     def of_pids(self, pids: np.ndarray) -> np.ndarray:
         """The id of the task that has each pid now (:meth:`__call__` for each distinct
         pid, which makes one for an unknown pid)."""
