@@ -80,7 +80,7 @@ struct task_info {
     char comm[16];
     u64 start_ns;        // task->start_time: with the pid, the task's identity (pids are reused)
     u64 freed_ns;        // sched_process_free: after the task's final switch, nothing more comes
-    u64 cgroup_id;       // cgroup v2 id (kernfs inode) where last seen: the task may move
+    u64 cgroup_id;       // cgroup v2 id (kernfs inode): at misses, moves (attach) and exit
 };
 
 #ifdef EVENTS
@@ -890,6 +890,25 @@ TRACEPOINT_PROBE(sched, sched_process_free)
     struct task_info *ti = tasks.lookup(&pid);
     if (ti && ti->exit_ns && !ti->freed_ns)
         ti->freed_ns = now_ns();
+    return 0;
+}
+#endif
+
+#ifdef PROBE_CGROUP_ATTACH
+// A task moved to another cgroup: how a container starts (the runtime forks, moves the
+// child, execs).  Its cgroup is otherwise read at its cache misses, and a task whose keys
+// are all in cache slots has none until it exits, so until then its saves would count in
+// the cgroup it left.  dst_root 0 is the cgroup v2 hierarchy (a hybrid host's v1
+// hierarchies have their own numbers), and dst_id is the id bpf_get_current_cgroup_id()
+// gives (5.5+, see probes/plan.py).  Rare: one event per task moved.
+TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
+{
+    if (args->dst_root != 0)
+        return 0;
+    u32 pid = args->pid;
+    struct task_info *ti = tasks.lookup(&pid);
+    if (ti && !ti->exit_ns)
+        ti->cgroup_id = args->dst_id;
     return 0;
 }
 #endif

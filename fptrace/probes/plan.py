@@ -279,6 +279,20 @@ def layout_macros(btf: StructInfo) -> tuple[dict[str, int], list[str], list[str]
     return macros, fatal, notes
 
 
+def cgroup_events(group: Mapping[str, set[str]], btf: StructInfo | None) -> Mapping[str, set[str]]:
+    """The cgroup tracepoints the probes can use: ``cgroup_attach_task`` only where its
+    ``dst_id`` is the id ``bpf_get_current_cgroup_id()`` gives.  Since 5.5 both are the
+    cgroup directory's kernfs id; before, ``dst_id`` was ``struct cgroup``'s own ``id``
+    member (gone in 5.5), another number.  Without BTF that cannot be told: not used."""
+    fields = group.get("cgroup_attach_task") if "cgroup_attach_task" in group else None
+    if fields is None or not {"dst_root", "dst_id", "pid"} <= set(fields):
+        return {}
+    cgrp = btf.members("cgroup") if btf is not None else None
+    if cgrp is None or "id" in cgrp:
+        return {}
+    return {"cgroup_attach_task": set(fields)}
+
+
 def task_from_fpu_macros(macros: Mapping[str, int], btf: StructInfo | None) -> dict[str, int]:
     """Macros for reading the switch-path task through its fpu, with no helper call.
 
@@ -396,6 +410,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
     sched = env.events("sched") or {}
     signal = env.events("signal") or {}
     syscalls = env.events("syscalls") or {}
+    cgroup = cgroup_events(env.events("cgroup") or {}, btf)
     others = [
         (
             "sched:sched_process_fork",
@@ -412,6 +427,13 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
             "PROBE_FREE",
             False,
             "exited tasks leave the maps a drain sooner",
+        ),
+        (
+            "cgroup:cgroup_attach_task",
+            cgroup,
+            "PROBE_CGROUP_ATTACH",
+            False,
+            "a task's cgroup when it is moved (how containers start)",
         ),
         ("signal:signal_deliver", signal, "PROBE_SIGNAL", False, "signal frames (XSAVE to stack)"),
         (
@@ -443,6 +465,8 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
             reason = "not in this kernel"
             if name.startswith("syscalls:"):
                 reason += " (needs CONFIG_FTRACE_SYSCALLS)"
+            elif group is cgroup and event in (env.events("cgroup") or {}):
+                reason = "its dst_id is not the BPF cgroup id (before 5.5, or no BTF to tell)"
             plan.probes.append(ProbeDecision(name, "tracepoint", required, False, reason))
             if required:
                 plan.fatal.append(f"tracepoint {name} is missing ({what})")

@@ -95,6 +95,9 @@ def _groups(fpu_events: list[str], field_set: set[str] = FIELDS, syscalls: bool 
             "sched_switch": {"prev_pid", "next_pid"},
         },
         "signal": {"signal_deliver": {"sig", "errno", "code", "sa_handler", "sa_flags"}},
+        "cgroup": {
+            "cgroup_attach_task": {"dst_root", "dst_id", "dst_level", "pid", "dst_path", "comm"}
+        },
         "syscalls": {"sys_enter_arch_prctl": {"option", "arg2"}} if syscalls else {},
     }
 
@@ -119,6 +122,8 @@ FPU_516 = {
 COMMON = {
     "thread_info": {"flags": m("flags", 0), "syscall_work": m("syscall_work", 8)},
     "sched_entity": {"sum_exec_runtime": m("sum_exec_runtime", 104)},
+    # 5.5+: a cgroup's id is its kernfs node's (no "id" member of its own)
+    "cgroup": {"self": m("self", 0, 200), "kn": m("kn", 264)},
 }
 
 
@@ -191,6 +196,8 @@ def kernel_4_19() -> FakeKernel:
     fields = {"fpu", "initialized", "xfeatures", "xcomp_bv"}
     k.groups = _groups(EVENTS_11, fields, syscalls=False)
     k.release = "4.19.325"
+    assert k.fake_btf is not None
+    k.fake_btf.structs["cgroup"] = {"self": m("self", 0, 200), "id": m("id", 200, 4)}
     return k
 
 

@@ -250,3 +250,21 @@ def test_the_tp_btf_build_reads_the_switch_path_task_through_its_fpu() -> None:
     del btf.ids["struct task_struct"]
     assert "TASK_FROM_FPU" not in plan_probes(kernel, ALL).macros
     assert "KFUNC_BPF_RDONLY_CAST" not in " ".join(plan_probes(kernel, ALL).cflags())
+
+
+def test_a_task_moved_to_another_cgroup_is_followed_where_the_ids_agree() -> None:
+    attach = "cgroup:cgroup_attach_task"
+    plan = plan_probes(kernel_6_18(), ALL)  # 5.5+: dst_id is the kernfs id, as in BPF
+    assert plan.macros["PROBE_CGROUP_ATTACH"] == 1
+    assert next(p for p in plan.probes if p.name == attach).attach
+    # Before 5.5 `struct cgroup` had an id of its own, and the tracepoint gave that one.
+    old = plan_probes(kernel_4_19(), ALL)
+    assert "PROBE_CGROUP_ATTACH" not in old.macros
+    assert "not the BPF cgroup id" in next(p for p in old.skipped() if p.name == attach).reason
+    no_btf = plan_probes(FakeKernel("x", kernel_6_18().groups, None, "no BTF"), ALL)
+    assert "PROBE_CGROUP_ATTACH" not in no_btf.macros
+    groups = kernel_6_18().groups
+    assert groups is not None
+    del groups["cgroup"]
+    gone = plan_probes(FakeKernel("x", groups, kernel_6_18().fake_btf), ALL)
+    assert "not in this kernel" in next(p for p in gone.skipped() if p.name == attach).reason
