@@ -32,6 +32,11 @@ static const uint64_t state_bits[STATE_COUNT] = {
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 #define AMX_MASK ((1ull << 17) | (1ull << 18))
+// PKRU (component 9) is not vector state, and no level puts it in use: the kernel writes
+// it (WRPKRU at context switches), and a CPU may report it in use in its init value (the
+// SDM allows XINUSE[i] = 1 for a component in its initial configuration).  Seen on an
+// Intel Xeon with PKU, 6.18: XINUSE 0x200 right after the init XRSTOR set PKRU to 0.
+#define PKRU_BIT (1ull << 9)
 
 static int parse_state(const char *name)
 {
@@ -180,10 +185,10 @@ static inline void state_thread_setup(int s)
 
 static int state_live(int s, uint64_t seen)
 {
-    // After an init XRSTOR some CPUs still report x87/SSE in use (the SDM allows XINUSE[i]=1
-    // for a component in its initial configuration): init means no AVX and beyond.
+    // After an init XRSTOR some CPUs still report x87/SSE (and PKRU, above) in use: init
+    // means no AVX and beyond.
     if (s == STATE_INIT)
-        return (seen & ~AMX_MASK & ~3ull) == 0;
+        return (seen & ~AMX_MASK & ~3ull & ~PKRU_BIT) == 0;
     return (seen & state_bits[s]) == state_bits[s];
 }
 

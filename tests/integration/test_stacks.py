@@ -94,9 +94,12 @@ def test_vzeroupper_before_blocking_leaves_no_avx_live_voluntary_save(record, cp
     signed = vol["event"].map(SIGN) * vol["count"]
     wide = vol["xfeatures"].map(lambda x: int(x) & (AVX | AVX512) != 0)
     assert int(signed.sum()) >= 19_000  # it did block, every round
-    # None in the loop.  After it, the first waitpid() goes through the dynamic linker's
-    # lazy binding, whose EVEX string functions leave AVX-512 state live: at most that one.
-    assert int(signed[wide].sum()) <= 1, vol[wide]
+    # None in the loop (it has 20,000 voluntary saves).  Outside it, glibc's EVEX string
+    # functions leave AVX-512 state live: after the loop, the first waitpid() goes through
+    # the dynamic linker's lazy binding; before it, start-up does, and pin() or fork() may
+    # block right after (seen on an Intel Xeon: one at 5 ms, one at the end).  At most one
+    # each.
+    assert int(signed[wide].sum()) <= 2, vol[wide]
     s = samples_with_frames(run.path)
     vol_s = s[(s["pid"] == work["parent_pid"]) & (s["reason"] == "voluntary")]
     assert not vol_s["user"].map(lambda f: "wait_in_read" in f).any(), vol_s
