@@ -60,7 +60,8 @@ def run_in_pty(argv: list[str], timeout: float = 120) -> tuple[int, str]:
 def test_live_status_line_and_summary_in_a_terminal(pingpong, tmp_path):
     out = tmp_path / "r"
     argv = [sys.executable, "-m", "fptrace", "record", "-o", str(out), "--interval", "0.2"]
-    code, screen = run_in_pty([*argv, "--", str(pingpong), "--rounds", "200000"])  # ~2 s
+    # 0.5 s to 2 s per 200,000 rounds on the CI machines: long enough for several redraws
+    code, screen = run_in_pty([*argv, "--", str(pingpong), "--rounds", "600000"])
     assert code == 0, screen
     # The status line: redrawn in place (\r + erase line) at each interval, then erased.
     status = re.findall(r"\r\x1b\[2K\[fptrace\] +([\d.]+)s +([\d,]+) events/s +(\d+) tasks", screen)
