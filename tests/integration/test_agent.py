@@ -179,16 +179,21 @@ def fleet(tmp_path_factory, pingpong, level):
         yield f
     finally:
         if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.communicate()
+            stop_agent(agent)
         if prom is not None:
             prom.terminate()
             prom.wait(timeout=30)
         cgdir.rmdir()
+
+
+def stop_agent(agent: subprocess.Popen) -> None:
+    """SIGTERM, and SIGKILL if it has not finished in a minute."""
+    agent.send_signal(signal.SIGTERM)
+    try:
+        agent.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.communicate()
 
 
 def drains(metrics: str) -> int:

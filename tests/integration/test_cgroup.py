@@ -20,6 +20,7 @@ from tests.integration.test_agent import (
     free_port,
     http_get,
     metric_values,
+    stop_agent,
     wait_http,
 )
 
@@ -126,12 +127,7 @@ def test_a_task_moved_to_another_cgroup_counts_there_from_the_move(tmp_path, pin
                 os.kill(pid, signal.SIGKILL)
             work.kill()
             work.wait()
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.communicate()
+        stop_agent(agent)
         for name in (here, there):
             cg = mount / name.lstrip("/")
             deadline = time.monotonic() + 10

@@ -119,5 +119,8 @@ def test_the_ftrace_backend_writes_each_task_once_under_churn(forker, tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     rec = load_recording(out)
-    assert rec.manifest.intervals >= 3
+    # A drain during the run and the final one: a task seen at both could be written twice.
+    # (Not more: the ftrace backend's drains follow its parser, and on a fast CPU 3,000
+    # processes are over in two, whatever --interval says.)
+    assert rec.manifest.intervals >= 2
     assert len(rec.tasks) == rec.tasks["task"].nunique() == 3001
