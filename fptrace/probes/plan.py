@@ -284,7 +284,7 @@ def cgroup_events(group: Mapping[str, set[str]], btf: StructInfo | None) -> Mapp
     ``dst_id`` is the id ``bpf_get_current_cgroup_id()`` gives.  Since 5.5 both are the
     cgroup directory's kernfs id; before, ``dst_id`` was ``struct cgroup``'s own ``id``
     member (gone in 5.5), another number.  Without BTF that cannot be told: not used."""
-    fields = group.get("cgroup_attach_task") if "cgroup_attach_task" in group else None
+    fields = group.get("cgroup_attach_task")
     if fields is None or not {"dst_root", "dst_id", "pid"} <= set(fields):
         return {}
     cgrp = btf.members("cgroup") if btf is not None else None
@@ -410,7 +410,8 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
     sched = env.events("sched") or {}
     signal = env.events("signal") or {}
     syscalls = env.events("syscalls") or {}
-    cgroup = cgroup_events(env.events("cgroup") or {}, btf)
+    cgroup_all = env.events("cgroup") or {}
+    cgroup = cgroup_events(cgroup_all, btf)
     others = [
         (
             "sched:sched_process_fork",
@@ -465,7 +466,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
             reason = "not in this kernel"
             if name.startswith("syscalls:"):
                 reason += " (needs CONFIG_FTRACE_SYSCALLS)"
-            elif group is cgroup and event in (env.events("cgroup") or {}):
+            elif group is cgroup and event in cgroup_all:
                 reason = "its dst_id is not the BPF cgroup id (before 5.5, or no BTF to tell)"
             plan.probes.append(ProbeDecision(name, "tracepoint", required, False, reason))
             if required:
