@@ -7,17 +7,21 @@ CPU, a pipe round trip per round: deterministic on CFS and EEVDF alike, unlike s
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from fptrace.analysis import summary
+from fptrace.lab.kernels import lab_dir
 from tests import known_answer
 from tests.kernels.conftest import KERNELS, ROUNDS, LabRun
 
 AVX = 1 << 2
 #: x86_fpu events per kernel (kernel-lab.md): 11 up to 6.x, 7 from 6.18/7.x.
 EVENTS = {"5.10": 11, "6.1": 11, "6.12": 11, "7": 7}
+#: The first run on a kernel build finds TIF_NEED_FPU_LOAD's bit with this classic tracepoint.
+CALIBRATION_PROBE = ("x86_fpu:x86_fpu_regs_activated", "tracepoint")
 
 
 @pytest.mark.parametrize("kernel", list(KERNELS))
@@ -86,9 +90,34 @@ def test_probes_and_layout_branch(matrix: LabRun, kernel: str) -> None:
     assert ("struct fpu follows task_struct" in notes) == (kernel == "7"), notes
     # Every one of these kernels has BTF for its tracepoints and takes the typed tp_btf
     # programs (direct loads); a raw_tracepoint here would mean the fast path was refused.
-    kinds = {p.kind for p in probes.attached if p.name.startswith("x86_fpu:")}
+    # The one classic tracepoint allowed is the TIF_NEED_FPU_LOAD calibration, attached by
+    # the first run on a kernel build (a fresh machine's cache) and detached once done.
+    kinds = {
+        p.kind
+        for p in probes.attached
+        if p.name.startswith("x86_fpu:") and (p.name, p.kind) != CALIBRATION_PROBE
+    }
     assert kinds == {"tp_btf"}, (kernel, probes.attached)
     assert not any("tp_btf" in n and "refused" in n for n in probes.notes), notes
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_load_fpu_bit_is_the_kernels_own(matrix: LabRun, kernel: str) -> None:
+    """TIF_NEED_FPU_LOAD, calibrated in the guest or by an earlier run: the kernel's header.
+
+    Expected from the Debian headers package the lab fetched for BCC (thread_info.h): 14 up
+    to 6.x, 19 on 7.x (x86's own TIF bits moved up).
+    """
+    rec = matrix.recording(kernel)
+    release = matrix.combo(kernel)["release"]
+    headers = lab_dir() / "kernels" / release / "usr/src"
+    [thread_info] = headers.glob("linux-headers-*-common/arch/x86/include/asm/thread_info.h")
+    [bit] = re.findall(r"^#define TIF_NEED_FPU_LOAD\s+(\d+)", thread_info.read_text(), re.M)
+    assert rec.manifest.load_fpu is not None
+    assert rec.manifest.load_fpu.tif_bit == int(bit), rec.manifest.load_fpu
+    calibrated = CALIBRATION_PROBE in {(p.name, p.kind) for p in rec.manifest.probes.attached}
+    noted = any("calibrated by an earlier run" in n for n in rec.manifest.probes.notes)
+    assert calibrated != noted, rec.manifest.probes  # one or the other, never both
 
 
 def kernel_config(path: Path) -> dict[str, str]:
