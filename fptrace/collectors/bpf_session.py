@@ -38,6 +38,7 @@ from fptrace.recording.manifest import Probes
 
 CALIBRATION_SAMPLES = 16  # load=1 events needed before the TIF bit is trusted
 CALIBRATION_PROG = "tracepoint__x86_fpu__x86_fpu_regs_activated"
+CALIBRATION_TP = "x86_fpu:x86_fpu_regs_activated"  # its perf link, in _tp_links
 
 
 def bpf_source() -> str:
@@ -258,9 +259,15 @@ class BpfSession:
             self.attached_as[probe.name] = "raw_tracepoint"
 
     def detach_fpu(self) -> None:
-        """Detach the FPU events: nothing is counted after this (the final snapshot)."""
+        """Detach the FPU events: nothing is counted after this (the final snapshot).
+
+        The calibration tracepoint too, where it was held to the end (PlanOptions).
+        """
+        held = self._tp_links.pop(CALIBRATION_TP, None)
         for fd in [*self._raw_links.values(), *self._tp_btf_links]:
             os.close(fd)
+        if held is not None:
+            os.close(held)
         self._raw_links, self._tp_btf_links = {}, []
 
     def partial_events(self) -> Any:
@@ -317,7 +324,8 @@ class BpfSession:
         found = [i for i, bit in enumerate(TIF_CANDIDATE_BITS) if (and1 & ~or0) >> bit & 1]
         self.tif_bit_index = found[0] if len(found) == 1 else None
         self._calibrating = False
-        os.close(self._tp_links.pop("x86_fpu:x86_fpu_regs_activated"))
+        if not self.plan.calibration_held:
+            os.close(self._tp_links.pop(CALIBRATION_TP))
         return self.tif_bit_index
 
     @property

@@ -100,6 +100,7 @@ def plan_options(opts: RecordOptions) -> PlanOptions:
         reason=opts.reason,
         self_tgid=os.getpid(),
         calibrated_tif_bit=load_tif_bit(),
+        hold_calibration=bool(opts.command),
         load_on_switch=opts.load_fpu,
         arch_prctl=opts.arch_prctl if opts.arch_prctl is not None else not opts.system,
         events_pages=ring_pages(opts.ring_mb) if opts.events else 0,

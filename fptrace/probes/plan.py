@@ -175,6 +175,7 @@ class ProbePlan:
     notes: list[str] = field(default_factory=list)
     self_tgid: int = 0  # never traced: written into the self_tgid map after loading
     calibrate: bool = False  # attach the TIF_NEED_FPU_LOAD calibration tracepoint
+    calibration_held: bool = False  # ... and detach it with the FPU probes, not once done
     tif_bit: int | None = None  # TIF_NEED_FPU_LOAD's bit, where an earlier run calibrated it
 
     @property
@@ -208,6 +209,11 @@ class PlanOptions:
     filter_cgroups: bool = False  # --cgroup: only tasks in some cgroups (v2) or below
     stacks_per_s: int = 0  # --stacks=RATE: stacks per second per key and CPU; 0 = off
     reason: bool = True  # read why each switch-path save happens (counts.reason)
+    #: A command is traced: the calibration tracepoint stays until the FPU probes go, after
+    #: the command.  Detaching re-patches every call site of the tracepoint (static calls,
+    #: int3-based text poking) while the workload runs through them; in the 7.2 guest under
+    #: qemu TCG (2 vCPUs) that detach twice ended in "Oops: int3" at switch_fpu_return.
+    hold_calibration: bool = False
 
 
 def _member_off(btf: StructInfo, struct: str, member: str) -> int | None:
@@ -384,6 +390,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         )
     elif "CALIBRATE_TIF" in plan.macros:
         plan.calibrate = True
+        plan.calibration_held = opts.hold_calibration
         plan.probes.append(
             ProbeDecision(
                 "x86_fpu:x86_fpu_regs_activated",

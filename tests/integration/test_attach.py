@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
 
 from fptrace.analysis import summary
+from fptrace.cache import cache_dir
 from fptrace.collectors.bpf_session import BpfSession
 from fptrace.probes.headers import choose_headers
 from fptrace.probes.kernel import LiveKernel, find_tracefs
@@ -175,3 +177,36 @@ def test_a_tasks_switch_path_keys_do_not_evict_each_other():
     assert by_reason["REASON_VOLUNTARY"] > 0.05 * total, by_reason
     assert by_reason["REASON_INVOLUNTARY"] > 0.05 * total, by_reason
     assert min(seen) < 0.02 * 2 * loops, f"cache misses per run {seen} for {2 * loops} saves"
+
+
+def test_a_first_run_holds_the_calibration_probe_until_the_command_ends(record, pingpong, tmp_path):
+    """No probe is detached while a traced command runs: detaching a tracepoint's last-but-one
+    probe re-patches its call sites (int3 text poking) under the workload's feet.
+
+    A cache without the TIF bit (this kernel build never calibrated) and the host's compiled
+    programs; the command itself lists, with bpftool, the BPF programs attached to perf
+    tracepoints after its pingpong and 2 s more: long past the calibration (16 samples; the
+    recorder looks every 10 ms while calibrating), when it used to detach the probe.
+    """
+    bpftool = require_tool("bpftool")
+    host = cache_dir()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for sub in ("bpf", "btf", "headers", "bin"):
+        if (host / sub).is_dir():
+            (cache / sub).symlink_to(host / sub)
+    listed = tmp_path / "perf.json"
+    script = f"{pingpong} --mode avx --rounds {N} --cpu 0 && sleep 2 && {bpftool} perf show -j"
+    script += f" > {listed}"
+    run = record("--", "sh", "-c", script, env=dict(os.environ, FPTRACE_CACHE=str(cache)))
+    assert run.proc.returncode == 0, run.proc.stderr
+    attached = run.rec.manifest.probes.attached
+    assert ("x86_fpu:x86_fpu_regs_activated", "tracepoint") in {(p.name, p.kind) for p in attached}
+    assert run.rec.manifest.load_fpu is not None and run.rec.manifest.load_fpu.tif_bit is not None
+    mine = [e for e in json.loads(listed.read_text()) if e.get("fd_type") == "tracepoint"]
+    assert "x86_fpu_regs_activated" in {e["tracepoint"] for e in mine}, mine
+    assert list(cache.glob("tif-bit-*")), "the calibrated bit was not cached"
+    # and after the run nothing of fptrace's is left on that tracepoint
+    proc = subprocess.run([bpftool, "perf", "show", "--json"], capture_output=True, text=True)
+    left = [e for e in json.loads(proc.stdout or "[]") if e.get("fd_type") == "tracepoint"]
+    assert "x86_fpu_regs_activated" not in {e["tracepoint"] for e in left}, left

@@ -86,6 +86,15 @@ def test_a_known_tif_bit_needs_no_calibration_probe() -> None:
     assert plan.cflags() == plan_probes(kernel_6_18(), ALL).cflags()
 
 
+def test_a_traced_command_holds_the_calibration_probe_to_the_end() -> None:
+    """No kernel text patched while the command runs (the int3 oops in the 7.2 guest)."""
+    held = plan_probes(kernel_6_18(), PlanOptions(False, 1, hold_calibration=True))
+    assert held.calibrate and held.calibration_held
+    assert not plan_probes(kernel_6_18(), ALL).calibration_held  # -a: detached once done
+    known = PlanOptions(False, 1, calibrated_tif_bit=19, hold_calibration=True)
+    assert not plan_probes(kernel_6_18(), known).calibration_held  # nothing to hold
+
+
 def test_missing_syscall_tracepoints_are_skipped_with_the_config_to_enable() -> None:
     plan = plan_probes(kernel_4_19(), ALL)
     p = next(p for p in plan.probes if p.name == "syscalls:sys_enter_arch_prctl")
