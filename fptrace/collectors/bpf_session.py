@@ -324,8 +324,9 @@ class BpfSession:
         found = [i for i, bit in enumerate(TIF_CANDIDATE_BITS) if (and1 & ~or0) >> bit & 1]
         self.tif_bit_index = found[0] if len(found) == 1 else None
         self._calibrating = False
-        if not self.plan.calibration_held:
-            os.close(self._tp_links.pop(CALIBRATION_TP))
+        link = None if self.plan.calibration_held else self._tp_links.pop(CALIBRATION_TP, None)
+        if link is not None:  # None: held, or detach_fpu took it (a run too short to decide)
+            os.close(link)
         return self.tif_bit_index
 
     @property
