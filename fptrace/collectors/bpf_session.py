@@ -29,6 +29,7 @@ from fptrace.errors import EnvironmentProblem
 from fptrace.probes.kernel import find_tracefs
 from fptrace.probes.plan import (
     CACHE_SLOTS,
+    CALIBRATION_TP,
     DROP_COUNTERS,
     TASK_FROM_FPU_MACROS,
     TIF_CANDIDATE_BITS,
@@ -38,7 +39,6 @@ from fptrace.recording.manifest import Probes
 
 CALIBRATION_SAMPLES = 16  # load=1 events needed before the TIF bit is trusted
 CALIBRATION_PROG = "tracepoint__x86_fpu__x86_fpu_regs_activated"
-CALIBRATION_TP = "x86_fpu:x86_fpu_regs_activated"  # its perf link, in _tp_links
 
 
 def bpf_source() -> str:

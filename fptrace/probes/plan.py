@@ -46,6 +46,9 @@ REQUIRED_FPU_EVENTS = ("regs_deactivated", "regs_activated")
 # bits; observed on 6.18, read in 7.2).  The BPF program keeps both and a short calibration
 # at start-up tells which one this kernel uses (kernel-fpu.md §2.4 item 5).
 TIF_CANDIDATE_BITS = (14, 19)
+#: The classic tracepoint that finds which of them is TIF_NEED_FPU_LOAD (the first run on a
+#: kernel build); the FPU probes on the same event are tp_btf or raw tracepoints.
+CALIBRATION_TP = "x86_fpu:x86_fpu_regs_activated"
 # load_bits value of events whose load_fpu is deliberately not read (regs_deactivated).
 LOAD_NOT_READ = 0x8000
 # -D macros named KFUNC_<NAME> hold a kfunc's BTF id, which the BPF C calls like a helper
@@ -393,7 +396,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         plan.calibration_held = opts.hold_calibration
         plan.probes.append(
             ProbeDecision(
-                "x86_fpu:x86_fpu_regs_activated",
+                CALIBRATION_TP,
                 "tracepoint",
                 False,
                 True,
@@ -404,7 +407,7 @@ def plan_probes(env: KernelEnv, opts: PlanOptions) -> ProbePlan:
         why = "kernel field is 'initialized' (pre-5.2)" if "initialized" in act else "no field"
         plan.probes.append(
             ProbeDecision(
-                "x86_fpu:x86_fpu_regs_activated",
+                CALIBRATION_TP,
                 "tracepoint",
                 False,
                 False,

@@ -91,7 +91,7 @@ def test_probes_and_layout_branch(matrix: LabRun, kernel: str) -> None:
     # Every one of these kernels has BTF for its tracepoints and takes the typed tp_btf
     # programs (direct loads); a raw_tracepoint here would mean the fast path was refused.
     # The one classic tracepoint allowed is the TIF_NEED_FPU_LOAD calibration, attached by
-    # the first run on a kernel build (a fresh machine's cache) and detached once done.
+    # the first run on a kernel build (a fresh machine's cache), detached after the command.
     kinds = {
         p.kind
         for p in probes.attached
