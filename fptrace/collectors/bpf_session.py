@@ -345,13 +345,18 @@ class BpfSession:
             row["comm"] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
             snap.tasks[pid] = row
         seq = self.maps["seq"]
-        before = list(seq[seq.Key(0)])
         k, v = self.maps["counts"].arrays()  # first: see collectors/counting.py
+        # `seq` brackets the cache read alone (one batch syscall): a slot rewritten while
+        # it is copied is what it guards against, and the map read (100k+ keys under
+        # churn) would widen the window until a busy CPU was left out at every drain.
+        before = list(seq[seq.Key(0)])
         cached = self._read_cache()
         after = list(seq[seq.Key(0)])
         unstable = {cpu for cpu, (b, a) in enumerate(zip(before, after, strict=True)) if b != a}
         counts = counting.table(k, v)  # after the reads: the window between them stays short
         snap.counts, snap.deferred = counting.combine(counts, cached, unstable)
+        if unstable:
+            snap.held = counting.table_of((k, v) for c, k, v in cached if c in unstable).ids
         snap.in_map = counts.ids
         keys, values = self.maps["vsos"].arrays()
         for key, row in zip(

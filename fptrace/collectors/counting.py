@@ -277,9 +277,13 @@ class Deltas:
         # Removed keys -> whose they were (the recorder's task id): what comes back of a
         # key after its task was removed is that task's, whoever has the pid by then.
         self.owner: dict[bytes, int] = {}
+        self.owned: dict[int, int] = {}  # task id -> how many removed keys it owns
+        self.released: list[int] = []  # task ids whose last owned key was forgotten
         self._now = 0
 
-    def take(self, counts: CountTable, gone: Gone | None = None) -> tuple[CountTable, np.ndarray]:
+    def take(
+        self, counts: CountTable, gone: Gone | None = None, held: np.ndarray | None = None
+    ) -> tuple[CountTable, np.ndarray]:
         """The rows of ``counts`` that grew (with ``count`` their cumulative count), and
         their increments since the highest count seen before.
 
@@ -290,6 +294,12 @@ class Deltas:
         ``RETIRED_MAX_AGE`` snapshots after it was last seen in a slot, or
         ``RETIRED_SHORT_AGE`` after its removal if no slot held any of it.  A removed key
         ``counts`` has no row for is reported with its fields from its id and times 0.
+
+        ``held``: ids of the keys in the slots of CPUs whose counts the snapshot left out
+        (they evicted while it read).  Their counts are not trusted, their keys are: a
+        removed key among them is still in a slot, and is kept.  (A busy CPU can be left
+        out drain after drain; a removed key forgotten meanwhile came back as a stranger:
+        counted again, and for a task with no row.)
         """
         self._now += 1
         base, retired = self.base, self.retired
@@ -300,7 +310,7 @@ class Deltas:
         grew = live.count > seen
         base.update(zip(live.ids[grew].tolist(), live.count[grew].tolist(), strict=True))
         if retired:
-            for i in ids:
+            for i in ids if held is None else [*ids, *held.tolist()]:
                 if i in retired:
                     self._stamp(i, RETIRED_MAX_AGE)  # still in the kernel: keep it
         out = [live.rows(grew)]
@@ -331,7 +341,9 @@ class Deltas:
             for i in self._buckets.pop(when):
                 del retired[i]
                 base.pop(i, None)
-                self.owner.pop(i, None)
+                who = self.owner.pop(i, None)
+                if who is not None:
+                    self._disown(who)
         return CountTable.concat(*out), np.concatenate(deltas)
 
     def _stamp(self, i: bytes, age: int) -> None:
@@ -352,8 +364,23 @@ class Deltas:
         """Removed keys ``ids`` belonged to the tasks ``owners``; a key that already has an
         owner (it was removed before, and is back) keeps it."""
         for i, who in zip(ids.tolist(), owners.tolist(), strict=True):
-            if i in self.retired:
-                self.owner.setdefault(i, who)
+            if i in self.retired and i not in self.owner:
+                self.owner[i] = who
+                self.owned[who] = self.owned.get(who, 0) + 1
+
+    def _disown(self, who: int) -> None:
+        left = self.owned[who] - 1
+        if left:
+            self.owned[who] = left
+        else:
+            del self.owned[who]
+            self.released.append(who)
+
+    def take_released(self) -> list[int]:
+        """Task ids nothing more can come back to (their removed keys are all forgotten)
+        since the last call: the recorder stops keeping their rows."""
+        out, self.released = self.released, []
+        return out
 
     def owners(self, ids: np.ndarray) -> np.ndarray:
         """The owner of each key in ``ids`` (-1: none, i.e. named by its pid now)."""

@@ -89,6 +89,12 @@ class Recorder:
         # the kernel records the name again at exit.
         self.names: dict[int, str] = {}
         self.cgroups = CgroupPaths()
+        # Ended tasks' final rows, while counts can still come back to them (a removed key a
+        # cache slot still held: counting.Deltas owners), and which of them this segment's
+        # tasks table has: a count row is never without its task's row, in the segment
+        # (a rotation in between) nor in the drain's rows (the agent's cgroup labels).
+        self.ended_rows: dict[int, dict[str, Any]] = {}
+        self.ended_here: set[int] = set()
         # pid -> (runtime, switches) at the last rotation: a segment counts its own span.
         self.rebased: dict[int, tuple[int, int]] = {}
         self.total_events = 0
@@ -117,6 +123,11 @@ class Recorder:
         self.seen_vsos = set()
         for pid, (runtime, switches) in self.live_counters.items():
             self.rebased[pid] = (runtime, switches)
+        # An ended task is in the new segment only if counts come back to it: it ended
+        # before the segment began, and did nothing in it.
+        zero = dict.fromkeys(("first_ns", "exit_ns", "switches", "oncpu_ns"), 0)
+        self.ended_rows = {t: row | zero for t, row in self.ended_rows.items()}
+        self.ended_here = set()
 
     def rel(self, ns: int) -> int:
         return max(ns - self.t0, 0) if ns else 0
@@ -139,7 +150,7 @@ class Recorder:
         # none is final before the end (else it would be written again at later drains).
         final = self._final_tasks(snap) if self.session.removes_tasks else set()
         gone = self._take_final_counts(snap, final)
-        taken, deltas = self.deltas.take(snap.counts, gone)
+        taken, deltas = self.deltas.take(snap.counts, gone, snap.held)
         if gone is not None and len(gone):  # before _forget retires their pids
             # A key back after an earlier removal has its owner; the others are the task's
             # that has their pid now.
@@ -177,16 +188,43 @@ class Recorder:
             self.tasks.prune(self.horizon)
             self.horizon = self.events.horizon
         rows = self._tasks(snap)
-        self.writer.append("tasks", [r for r in rows if r["pid"] in final])  # once, for good
+        ended = [r for r in rows if r["pid"] in final]
+        late = self._late_owners(counts, rows)
+        self.writer.append("tasks", ended + [r for r in late if r["task"] not in self.ended_here])
         self.writer.replace("tasks", [r for r in rows if r["pid"] not in final])
+        self._keep_ended(ended, late)
         if self.stacks is not None:
             self.stacks.drain(self.tasks)  # maps and task ids of new samples, while they live
         if self.on_drain is not None:  # `fptrace top`: this interval, as it was written
-            self.on_drain(Drained(counts, rows, span_s, self.layout, dict(snap.drops)))
+            self.on_drain(Drained(counts, rows + late, span_s, self.layout, dict(snap.drops)))
         self._forget(snap, final)
         self.interval += 1
         self.total_events += events
         return events
+
+    def _late_owners(self, counts: pa.Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of ended tasks this interval's counts came back to (not in ``rows``)."""
+        if not self.ended_rows or not counts.num_rows:
+            return []
+        here = {r["task"] for r in rows}
+        ids = np.unique(counts.column("task").to_numpy()).tolist()
+        return [self.ended_rows[t] for t in ids if t not in here and t in self.ended_rows]
+
+    def _keep_ended(self, ended: list[dict[str, Any]], late: list[dict[str, Any]]) -> None:
+        """Keep the rows of tasks that own removed keys (counting.Deltas.owned); let go of
+        those whose keys are all forgotten."""
+        self.ended_here.update(r["task"] for r in late)
+        for r in ended:
+            self.ended_here.add(r["task"])
+            self.ended_rows[r["task"]] = r
+        for t in self.deltas.take_released():
+            self.ended_rows.pop(t, None)
+            self.ended_here.discard(t)
+        # A task that owns nothing (no slot held any of its keys) needs no row kept.
+        for r in ended:
+            if r["task"] not in self.deltas.owned:
+                self.ended_rows.pop(r["task"], None)
+                self.ended_here.discard(r["task"])
 
     def _final_tasks(self, snap: Snapshot) -> set[int]:
         """Tasks nothing more can come from: freed (sched_process_free follows the final

@@ -29,6 +29,7 @@ class Snapshot:
     drops: dict[str, int] = field(default_factory=dict)
     deferred: int = 0  # cached counts left to a later snapshot (a CPU evicted meanwhile)
     in_map: np.ndarray | None = None  # ids of the keys in the shared map (not the cache)
+    held: np.ndarray | None = None  # ids in the slots of the CPUs whose counts were left out
 
 
 class Session(Protocol):

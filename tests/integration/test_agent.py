@@ -307,6 +307,12 @@ def test_rotated_recordings_hold_every_save_once(fleet):
     for seg in per:
         m = json.loads((seg / "manifest.json").read_text())
         assert m["status"] == "complete" and "segment" in m, m
+        # Every count has its task's row in the same segment, whoever's it is: counts that
+        # came back to a task removed in an earlier segment bring its row along.
+        counted = set(pq.read_table(seg / "counts.parquet", columns=["task"])["task"].to_pylist())
+        rows = set(pq.read_table(seg / "tasks.parquet", columns=["task"])["task"].to_pylist())
+        assert not any(m["drops"].values()), m["drops"]
+        assert counted <= rows, (seg.name, sorted(counted - rows))
         assert seg.parent.name.startswith("date=") and seg.parent.parent.name.startswith("host=")
 
 

@@ -305,3 +305,43 @@ def test_a_removed_key_the_snapshot_had_no_row_for_is_reported_from_its_id():
     assert take(d, {}, {B: (4, 1)}) == [(B, 5, (5, 0, 0))]  # 1 still in a slot
     # The slot's 1 comes back and is taken: counted already, nothing new.
     assert take(d, {A: (2, 5, 6)}, {B: (1, 0)}) == [(A, 2, (2, 5, 6))]
+
+
+def test_a_removed_key_in_a_left_out_cpu_s_slot_stays_its_owner_s():
+    """A busy CPU's cache can be left out drain after drain (it evicted while the snapshot
+    read it).  A removed key its slot still holds must outlive that: when the slot is
+    finally evicted, what comes back is not counted again, and what follows is its task's.
+    (Forgotten after RETIRED_MAX_AGE drains, it came back as a stranger: counted a second
+    time, for a task with no row.)"""
+    d = Deltas()
+    take(d, {A: (5, 1, 1)})
+    # Removed with 3 still in a slot: counted now (8), the 3 kept as the key's baseline.
+    assert take(d, {}, {A: (5, 3)}) == [(A, 3, (8, 0, 0))]
+    ids = counting.ids_of([A])
+    d.claim(ids, np.array([7]))
+    for _ in range(3 * RETIRED_MAX_AGE):  # the slot's CPU left out, its key still seen
+        out, _ = d.take(counting.empty(), None, held=ids)
+        assert len(out) == 0
+    assert retired(d, A) and d.owners(ids).tolist() == [7]
+    # The slot is evicted into the map: those 3 were counted, not again; still task 7's.
+    assert take(d, {A: (3, 1, 1)}) == []
+    assert take(d, {A: (4, 1, 1)}) == [(A, 1, (4, 1, 1))]  # one more (a reused pid's)
+    assert d.owners(ids).tolist() == [7] and d.take_released() == []
+
+
+def test_a_task_is_released_when_its_last_removed_key_is_forgotten():
+    """The recorder keeps an ended task's row while counts can come back to it
+    (Deltas.owned), and lets it go when they cannot (take_released): bounded by the keys
+    cache slots still hold, however many tasks come and go."""
+    d = Deltas()
+    take(d, {A: (5, 1, 1), B: (2, 1, 1)})
+    take(d, {}, {A: (5, 1), B: (2, 0)})  # A: 1 left in a slot; B: all taken
+    d.claim(counting.ids_of([A, B]), np.array([7, 7]))
+    assert d.owned == {7: 2}
+    for _ in range(RETIRED_SHORT_AGE):
+        take(d, {})
+    assert d.owned == {7: 1} and d.take_released() == []  # B forgotten, A still held
+    for _ in range(RETIRED_MAX_AGE - RETIRED_SHORT_AGE):
+        take(d, {})
+    assert d.owned == {} and d.take_released() == [7]
+    assert d.take_released() == []  # once
