@@ -339,11 +339,7 @@ class BpfSession:
         # Tasks first: a task seen freed here had counted all its events already, so the
         # counts read next hold them all (else its last keys could reach the map after
         # the counts were read, and be missed when the task is removed).
-        keys, values = self.maps["tasks"].arrays()
-        comms = np.ascontiguousarray(values["comm"]).view("S16").reshape(-1).tolist()
-        for pid, row, comm in zip(keys.tolist(), _records(values, skip="comm"), comms, strict=True):
-            row["comm"] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
-            snap.tasks[pid] = row
+        self._add_tasks(snap, *self.maps["tasks"].arrays())
         seq = self.maps["seq"]
         k, v = self.maps["counts"].arrays()  # first: see collectors/counting.py
         # `seq` brackets the cache read alone (one batch syscall): a slot rewritten while
@@ -357,6 +353,7 @@ class BpfSession:
         snap.counts, snap.deferred = counting.combine(counts, cached, unstable)
         if unstable:
             snap.held = counting.table_of((k, v) for c, k, v in cached if c in unstable).ids
+        self._add_late_tasks(snap)
         snap.in_map = counts.ids
         keys, values = self.maps["vsos"].arrays()
         for key, row in zip(
@@ -369,6 +366,28 @@ class BpfSession:
         for i, name in enumerate(DROP_COUNTERS):
             snap.drops[name] = sum(drops[drops.Key(i)])
         return snap
+
+    @staticmethod
+    def _add_tasks(snap: Snapshot, keys: np.ndarray, values: np.ndarray) -> None:
+        comms = np.ascontiguousarray(values["comm"]).view("S16").reshape(-1).tolist()
+        for pid, row, comm in zip(keys.tolist(), _records(values, skip="comm"), comms, strict=True):
+            row["comm"] = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+            snap.tasks[pid] = row
+
+    def _add_late_tasks(self, snap: Snapshot) -> None:
+        """The tasks the counts name that the tasks read (before them) did not have: they
+        began in between.  A task's entry is made before its first count, so it is there
+        now; without it the drain's counts would name a task with no row (in the agent,
+        a row in the next segment, and a cgroup label "unknown" now)."""
+        pids = set(np.unique(snap.counts.keys["pid"]).tolist()) - snap.tasks.keys()
+        if not pids:
+            return
+        table = self.maps["tasks"]
+        found = [(pid, v) for pid in sorted(pids) if (v := table.lookup(pid)) is not None]
+        if found:
+            vt = np.dtype(table.Leaf)
+            values = np.frombuffer(b"".join(bytes(v) for _, v in found), dtype=vt)
+            self._add_tasks(snap, np.array([pid for pid, _ in found]), values)
 
     def _read_cache(self) -> list[tuple[int, CountKey, CountVal]]:
         """(cpu, key, value) of every cache slot that holds counts."""

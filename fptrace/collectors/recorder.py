@@ -91,8 +91,8 @@ class Recorder:
         self.cgroups = CgroupPaths()
         # Ended tasks' final rows, while counts can still come back to them (a removed key a
         # cache slot still held: counting.Deltas owners), and which of them this segment's
-        # tasks table has: a count row is never without its task's row, in the segment
-        # (a rotation in between) nor in the drain's rows (the agent's cgroup labels).
+        # tasks table has: such counts find their task's row in the segment (a rotation in
+        # between) and in the drain's rows (the agent's cgroup labels).
         self.ended_rows: dict[int, dict[str, Any]] = {}
         self.ended_here: set[int] = set()
         # pid -> (runtime, switches) at the last rotation: a segment counts its own span.
@@ -220,7 +220,7 @@ class Recorder:
         for t in self.deltas.take_released():
             self.ended_rows.pop(t, None)
             self.ended_here.discard(t)
-        # A task that owns nothing (no slot held any of its keys) needs no row kept.
+        # A task with no removed key (it counted nothing) has nothing to come back to it.
         for r in ended:
             if r["task"] not in self.deltas.owned:
                 self.ended_rows.pop(r["task"], None)

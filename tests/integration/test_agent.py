@@ -207,22 +207,23 @@ def rotations(metrics: str) -> int:
     return int(float(m[1])) if m else 0
 
 
-def saves_bounds(work: list[dict]) -> tuple[int, int]:
-    """The fewest and most saves of all the pingpong runs' tasks (tests/known_answer.py)."""
+def work_bounds(work: list[dict], what: str) -> tuple[int, int]:
+    """The fewest and most saves (or restores) of all the pingpong runs' tasks
+    (tests/known_answer.py)."""
     lo = hi = 0
     for run in work:
         for who, _pid in known_answer.sides(run):
-            a, b = known_answer.bounds(run, who)
+            a, b = known_answer.bounds(run, who, what)
             lo, hi = lo + a, hi + b
     return lo, hi
 
 
-def check_known_answer(saves: float, work: list[dict], more: str = "") -> None:
-    lo, hi = saves_bounds(work)
-    assert lo <= saves <= hi, (saves, lo, hi, work, more)
+def check_known_answer(value: float, work: list[dict], more: str = "", what: str = "saves") -> None:
+    lo, hi = work_bounds(work, what)
+    assert lo <= value <= hi, (what, value, lo, hi, work, more)
     # ... which also puts it within 2 % of the tasks' round trips
     trips = sum(2 * int(run["rounds"]) for run in work)
-    assert abs(saves - trips) <= 0.02 * trips, (saves, trips)
+    assert abs(value - trips) <= 0.02 * trips, (value, trips)
 
 
 def test_metrics_count_the_cgroup_workload_by_its_widest_state(fleet, level):
@@ -231,7 +232,7 @@ def test_metrics_count_the_cgroup_workload_by_its_widest_state(fleet, level):
     nbytes = metric_values(fleet.metrics, "fptrace_bytes_saved_total", fleet.cgroup)
     every = "\n".join(x for x in fleet.metrics.splitlines() if x.startswith("fptrace_saves"))
     check_known_answer(sum(saves.values()), fleet.work, every)
-    check_known_answer(sum(restores.values()), fleet.work, every)
+    check_known_answer(sum(restores.values()), fleet.work, every, "restores")
     # The widest level the CPU has is live at (nearly) every save of this workload.
     assert saves.get(level, 0) >= 0.99 * sum(saves.values()), saves
     assert nbytes.get(level, 0) > 0
@@ -283,8 +284,8 @@ def test_rotated_recordings_hold_every_save_once(fleet):
     # Each task's own count first, over every cgroup: a count lost is told from a count
     # put in the wrong cgroup, and the task is named.
     for (run, who), g in tasks.groupby(["run", "who"]):
-        lo, hi = known_answer.bounds(fleet.work[run], who)
         for what in ("saves", "restores"):
+            lo, hi = known_answer.bounds(fleet.work[run], who, what)
             assert lo <= g[what].sum() <= hi, (what, lo, hi, g.to_string(), fleet.work[run])
     per = segment_saves(fleet.out, fleet.cgroup)
     spanned = [s for s, n in per.items() if n > 0]
