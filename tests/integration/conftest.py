@@ -173,8 +173,10 @@ def record(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
-def browser():
-    """Headless Chromium with networking off (no DNS, a dead proxy, CDP offline)."""
+def browser(tmp_path_factory):
+    """Headless Chromium with networking off (no DNS, a dead proxy, CDP offline).  Its
+    TMPDIR is the test's: Chromium leaves its singleton-socket directory behind
+    (/tmp/org.chromium.Chromium.*), one per run."""
     chromedriver = require_tool("chromedriver")
     require_tool("chromium")
     from selenium import webdriver
@@ -196,7 +198,8 @@ def browser():
     ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
+    env = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("chromium"))}
+    driver = webdriver.Chrome(service=Service(chromedriver, env=env), options=opts)
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd(
         "Network.emulateNetworkConditions",
