@@ -23,7 +23,7 @@ from fptrace.collectors.recorder import Drained, Recorder
 from fptrace.collectors.session import Snapshot
 from fptrace.probes.plan import FPU_EVENT_IDS
 
-PID = 4_190_001  # above any pid this machine hands out (no /proc entry is read)
+PID = 4_194_305  # above PID_MAX_LIMIT (4,194,304): no task has it, no /proc entry is read
 CGROUP_ID, CGROUP = 990_001, "/ctr"
 XSTATE_BV = 0xE7  # AVX-512 live
 SAVE = CountKey(
