@@ -213,18 +213,14 @@ class Recorder:
     def _keep_ended(self, ended: list[dict[str, Any]], late: list[dict[str, Any]]) -> None:
         """Keep the rows of tasks that own removed keys (counting.Deltas.owned); let go of
         those whose keys are all forgotten."""
-        self.ended_here.update(r["task"] for r in late)
         for r in ended:
-            self.ended_here.add(r["task"])
-            self.ended_rows[r["task"]] = r
+            if r["task"] in self.deltas.owned:  # else nothing can come back to it
+                self.ended_rows[r["task"]] = r
+                self.ended_here.add(r["task"])
+        self.ended_here.update(r["task"] for r in late)
         for t in self.deltas.take_released():
             self.ended_rows.pop(t, None)
             self.ended_here.discard(t)
-        # A task with no removed key (it counted nothing) has nothing to come back to it.
-        for r in ended:
-            if r["task"] not in self.deltas.owned:
-                self.ended_rows.pop(r["task"], None)
-                self.ended_here.discard(r["task"])
 
     def _final_tasks(self, snap: Snapshot) -> set[int]:
         """Tasks nothing more can come from: freed (sched_process_free follows the final
